@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Makes sure the programs the tests run are here. As root with apt-get it
+# installs what is missing; otherwise it names what is missing and the one
+# command that would install it. The unit tests that need a missing program
+# skip with a message; the integration suite needs root anyway.
+set -u
+need=(sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client autossh:autossh ssh-audit:ssh-audit
+      nft:nftables iptables:iptables ip:iproute2 tc:iproute2 conntrack:conntrack tcpdump:tcpdump
+      shellcheck:shellcheck)
+missing=()
+for pair in "${need[@]}"; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
+    missing+=("$pkg")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing test dependencies: $pkgs"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq $pkgs >/dev/null || { echo "apt-get install $pkgs failed"; exit 1; }
+  exit 0
+fi
+echo "missing programs for the tests (tests that need them will skip): $pkgs"
+echo "install them with: sudo apt-get install -y $pkgs"
+exit 0

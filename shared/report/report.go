@@ -1,0 +1,157 @@
+// Package report is the wire format of what an agent tells the bastion about
+// its backup link. It travels inside the agent's SSH connection as a global
+// request of lifeline's own (RequestType) whose payload is one JSON document.
+// The format is versioned: a bastion rejects versions it does not know, so an
+// old bastion never misreads a newer agent.
+package report
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// RequestType is the SSH global request that carries a LinkReport. The
+// bastion answers true when it stored the report, false (with nothing else)
+// when it refused it.
+const RequestType = "link-report@lifeline"
+
+// Version is the only version this package writes and reads.
+const Version = 1
+
+// MaxSize bounds a report's encoded size.
+const MaxSize = 16 << 10
+
+// Verdicts.
+const (
+	VerdictOK     = "ok"
+	VerdictFailed = "failed"
+)
+
+// LinkReport is the result of one link check, plus the tunnel's own
+// keepalive round trips since the previous report. It is also the JSON line
+// the agent appends to checks.jsonl.
+type LinkReport struct {
+	Version      int       `json:"v"`
+	Time         time.Time `json:"time"`
+	ISP          string    `json:"isp"`
+	IP           string    `json:"ip"`
+	Server       string    `json:"server"`
+	LatencyMS    float64   `json:"latency_ms"`
+	JitterMS     float64   `json:"jitter_ms"`
+	DownloadBps  float64   `json:"download_bps"`
+	UploadBps    float64   `json:"upload_bps,omitempty"`
+	Bytes        int64     `json:"bytes"`
+	Verdict      string    `json:"verdict"`
+	Reasons      []string  `json:"reasons,omitempty"`
+	KeepaliveMS  *RTT      `json:"keepalive_rtt_ms,omitempty"`
+	DurationSecs float64   `json:"duration_s"`
+}
+
+// RTT summarises keepalive round trips over an interval.
+type RTT struct {
+	Samples int     `json:"samples"`
+	Median  float64 `json:"median"`
+	Worst   float64 `json:"worst"`
+	Missed  int     `json:"missed"`
+}
+
+// OK reports whether the verdict is ok.
+func (r *LinkReport) OK() bool { return r.Verdict == VerdictOK }
+
+// Encode validates r and returns its payload.
+func Encode(r LinkReport) ([]byte, error) {
+	r.Version = Version
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode link report: %w", err)
+	}
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("encode link report: %d bytes exceeds the %d byte limit", len(b), MaxSize)
+	}
+	return b, nil
+}
+
+// Decode parses and validates a payload received from an agent.
+func Decode(payload []byte) (LinkReport, error) {
+	var r LinkReport
+	if len(payload) > MaxSize {
+		return r, fmt.Errorf("link report of %d bytes exceeds the %d byte limit", len(payload), MaxSize)
+	}
+	var probe struct {
+		Version *int `json:"v"`
+	}
+	if err := json.Unmarshal(payload, &probe); err != nil {
+		return r, fmt.Errorf("link report is not JSON: %w", err)
+	}
+	if probe.Version == nil {
+		return r, errors.New("link report has no version field \"v\"")
+	}
+	if *probe.Version != Version {
+		return r, fmt.Errorf("link report version %d is not supported (this bastion reads version %d)", *probe.Version, Version)
+	}
+	if err := json.Unmarshal(payload, &r); err != nil {
+		return r, fmt.Errorf("decode link report: %w", err)
+	}
+	if err := r.Validate(); err != nil {
+		return LinkReport{}, err
+	}
+	return r, nil
+}
+
+// Validate reports every problem with r at once.
+func (r *LinkReport) Validate() error {
+	var errs []error
+	if r.Verdict != VerdictOK && r.Verdict != VerdictFailed {
+		errs = append(errs, fmt.Errorf("verdict %q is neither %q nor %q", r.Verdict, VerdictOK, VerdictFailed))
+	}
+	if r.Verdict == VerdictFailed && len(r.Reasons) == 0 {
+		errs = append(errs, errors.New("a failed verdict must give at least one reason"))
+	}
+	if r.Time.IsZero() {
+		errs = append(errs, errors.New("time is missing"))
+	}
+	for name, v := range map[string]float64{"latency_ms": r.LatencyMS, "jitter_ms": r.JitterMS, "download_bps": r.DownloadBps, "upload_bps": r.UploadBps, "duration_s": r.DurationSecs} {
+		if v < 0 || v != v {
+			errs = append(errs, fmt.Errorf("%s is %v: it must be a non-negative number", name, v))
+		}
+	}
+	if r.Bytes < 0 {
+		errs = append(errs, fmt.Errorf("bytes is %d: it must not be negative", r.Bytes))
+	}
+	for name, s := range map[string]string{"isp": r.ISP, "ip": r.IP, "server": r.Server} {
+		if len(s) > 256 || strings.ContainsFunc(s, isControl) {
+			errs = append(errs, fmt.Errorf("%s is longer than 256 bytes or holds control characters", name))
+		}
+	}
+	if len(r.Reasons) > 16 {
+		errs = append(errs, fmt.Errorf("%d reasons: at most 16", len(r.Reasons)))
+	}
+	for _, s := range r.Reasons {
+		if len(s) > 512 || strings.ContainsFunc(s, isControl) {
+			errs = append(errs, errors.New("a reason is longer than 512 bytes or holds control characters"))
+			break
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid link report: %w", err)
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// Summary is a one-line human description, used in status and alerts.
+func (r *LinkReport) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s at %s: isp %q, download %.1f Mbit/s, latency %.0f ms", r.Verdict, r.Time.UTC().Format(time.RFC3339), r.ISP, r.DownloadBps/1e6, r.LatencyMS)
+	if len(r.Reasons) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(r.Reasons, "; "))
+	}
+	return b.String()
+}
