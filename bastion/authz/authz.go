@@ -1,0 +1,203 @@
+// Package authz is the bastion's key policy: which keys may log in, in which
+// role (agent or operator), and which targets each may register or reach.
+//
+// The policy is read from two files in OpenSSH's authorized_keys format
+// (LIFELINE_AGENTS and LIFELINE_OPERATORS). Only the options lifeline
+// enforces are accepted; any other option is a load error, because an option
+// that is silently ignored is a restriction that silently does not apply.
+//
+// Deviations from sshd, all in the direction of refusing more:
+//   - from= is matched against the client's IP address only (no DNS). A
+//     pattern that could only ever match a host name is a load error.
+//   - A key may appear on only one plain line across both files; certificate
+//     authorities may have several cert-authority lines (one per principal
+//     group), tried in file order.
+//   - A certificate is only ever checked against cert-authority lines, never
+//     against a plain line for its certified key.
+//   - Certificates without principals, signed with ssh-rsa (SHA-1), carrying
+//     force-command or any critical option other than source-address are
+//     refused. A certificate without the permit-port-forwarding extension
+//     logs in but may not jump (Identity.NoPortForwarding).
+//   - DSA keys, keys of unknown types, and RSA keys shorter than 2048 bits
+//     are refused at load.
+//   - permitlisten/permitopen name targets (NAME:PORT), never addresses, and
+//     accept neither wildcards nor a missing host; a value may also hold a
+//     comma-separated list of targets.
+package authz
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Role is what a key may do on the bastion. The zero value is no role.
+type Role int
+
+// Roles. A key's role is decided by the file it is listed in.
+const (
+	RoleAgent    Role = iota + 1 // listed in the agents file: registers targets
+	RoleOperator                 // listed in the operators file: jumps to targets
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleAgent:
+		return "agent"
+	case RoleOperator:
+		return "operator"
+	default:
+		return fmt.Sprintf("role(%d)", int(r))
+	}
+}
+
+// Target is a registered name and port, as in permitlisten="pi:22" or a
+// direct-tcpip request for pi:22. Host is a name, never an address; values
+// made by ParseTarget are canonical (lower case).
+type Target struct {
+	Host string
+	Port uint32
+}
+
+// String formats t as NAME:PORT.
+func (t Target) String() string {
+	return net.JoinHostPort(t.Host, strconv.FormatUint(uint64(t.Port), 10))
+}
+
+// ParseTarget parses "NAME:PORT". NAME is one or more DNS labels (letters,
+// digits, hyphens; at most 63 bytes each, 253 in all), folded to lower case;
+// it must not be an IP address, a number, or localhost. PORT is 1..65535 in
+// decimal. The error names the input.
+func ParseTarget(s string) (Target, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return Target{}, fmt.Errorf("target %q: want NAME:PORT", s)
+	}
+	host, port := s[:i], s[i+1:]
+	if err := checkName(host); err != nil {
+		return Target{}, fmt.Errorf("target %q: %w", s, err)
+	}
+	p, err := parsePort(port)
+	if err != nil {
+		return Target{}, fmt.Errorf("target %q: %w", s, err)
+	}
+	return Target{Host: strings.ToLower(host), Port: p}, nil
+}
+
+func parsePort(s string) (uint32, error) {
+	if s == "*" {
+		return 0, errors.New("wildcard port: name the port")
+	}
+	if s == "" || len(s) > 5 {
+		return 0, fmt.Errorf("port %q: want 1..65535", s)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("port %q: want 1..65535", s)
+		}
+	}
+	n, _ := strconv.Atoi(s)
+	if n < 1 || n > 65535 {
+		return 0, fmt.Errorf("port %q: want 1..65535", s)
+	}
+	return uint32(n), nil
+}
+
+// checkName reports why host is not a usable target name.
+func checkName(host string) error {
+	if host == "" {
+		return errors.New("missing name")
+	}
+	if strings.HasPrefix(host, "[") || strings.ContainsRune(host, ':') {
+		return fmt.Errorf("%q is an address: targets are registered names", host)
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return fmt.Errorf("%q is an address: targets are registered names", host)
+	}
+	if len(host) > 253 {
+		return fmt.Errorf("name %.20q… is longer than 253 bytes", host)
+	}
+	labels := strings.Split(host, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return fmt.Errorf("name %q: each dot-separated label must be 1..63 bytes", host)
+		}
+		if l[0] == '-' || l[len(l)-1] == '-' {
+			return fmt.Errorf("name %q: a label must not start or end with '-'", host)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("name %q: only letters, digits, '-' and '.' are allowed", host)
+			}
+		}
+	}
+	if allDigits(labels[len(labels)-1]) {
+		return fmt.Errorf("name %q looks like a number or an address: targets are registered names", host)
+	}
+	first, last := strings.ToLower(labels[0]), strings.ToLower(labels[len(labels)-1])
+	if first == "localhost" || last == "localhost" {
+		return fmt.Errorf("name %q: localhost is not a target", host)
+	}
+	return nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// Identity is who logged in, as decided by Authenticate. Callers must treat
+// it as read-only; every call to Authenticate returns a fresh copy.
+type Identity struct {
+	Role        Role
+	Name        string   // key comment, or the certificate's KeyId (control characters replaced); never empty: falls back to Fingerprint
+	Fingerprint string   // SHA256:… of the user's key (for a certificate: of the certified key)
+	CA          string   // SHA256:… of the CA for certificate logins, else ""
+	Principal   string   // the certificate principal that matched, else ""
+	Listen      []Target // agents: permitlisten entries (at least one)
+	Open        []Target // operators: permitopen entries; nil = every registered target
+	Source      string   // "file:line" of the authorizing entry, for the audit log
+	// NoPortForwarding: an operator whose line carries no-port-forwarding,
+	// or restrict without permitopen, or whose certificate lacks the
+	// permit-port-forwarding extension. Such an operator may not jump.
+	NoPortForwarding bool
+}
+
+// MayListen reports whether id may register t (agents only). A nil
+// identity may do nothing.
+func (id *Identity) MayListen(t Target) bool {
+	if id == nil || id.Role != RoleAgent {
+		return false
+	}
+	return slices.ContainsFunc(id.Listen, func(l Target) bool { return sameTarget(l, t) })
+}
+
+// MayOpen reports whether id may open a channel to t (operators only): the
+// operator may forward, t is a valid name (never an address), and t is in
+// Open, or Open is nil. Whether t is registered is the caller's check. A
+// nil identity may do nothing.
+func (id *Identity) MayOpen(t Target) bool {
+	if id == nil || id.Role != RoleOperator || id.NoPortForwarding {
+		return false
+	}
+	if checkName(t.Host) != nil || t.Port < 1 || t.Port > 65535 {
+		return false
+	}
+	if id.Open == nil {
+		return true
+	}
+	return slices.ContainsFunc(id.Open, func(o Target) bool { return sameTarget(o, t) })
+}
+
+func sameTarget(a, b Target) bool {
+	return a.Port == b.Port && strings.EqualFold(a.Host, b.Host)
+}

@@ -1,0 +1,519 @@
+package authz
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Errors returned (wrapped) by Authenticate. Every refusal wraps exactly
+// one of them; the message says why, without secrets.
+var (
+	// ErrUnknownKey: the key (or the certificate's CA) is in neither file.
+	ErrUnknownKey = errors.New("key not authorized")
+	// ErrRefused: the key is listed but this login is not allowed (from=,
+	// expiry-time=, certificate validity, principals, critical options).
+	ErrRefused = errors.New("login refused")
+)
+
+// entry is one line of a policy file. Entries are never modified after Load.
+type entry struct {
+	role        Role
+	source      string // file:line
+	blob        []byte // key.Marshal()
+	fingerprint string
+	name        string // sanitized comment, or fingerprint
+	from        *patternList
+	expiry      time.Time // zero: none
+	listen      []Target
+	open        []Target // nil: all
+	certAuth    bool
+	principals  []string // nil: principals= not given
+	noPortFwd   bool
+	restrict    bool
+	permitOpen  bool // at least one permitopen= seen
+}
+
+// Policy is the set of keys allowed in, loaded from the agents and operators
+// files. It is immutable after Load and safe for concurrent use. A nil
+// *Policy refuses every key.
+type Policy struct {
+	keys      map[string]*entry   // plain keys by SHA256 fingerprint
+	cas       map[string][]*entry // cert-authority lines by CA fingerprint, in file order
+	agents    int
+	operators int
+}
+
+// Load reads the agents file and the operators file (OpenSSH authorized_keys
+// format) into a Policy. Blank lines and lines starting with # are ignored.
+// Every problem is reported, each naming file and line, in one errors.Join:
+// unreadable files, malformed lines, unknown or invalid options, options not
+// allowed for the file's role, agent keys without permitlisten, and a key
+// listed twice or in both files. Times in expiry-time= are in the local time
+// zone (time.Local, i.e. TZ) unless suffixed with Z, exactly as sshd reads
+// them. Load has no side effects: calling it again is how a reload is done.
+func Load(agentsPath, operatorsPath string) (*Policy, error) {
+	return load(agentsPath, operatorsPath, time.Local)
+}
+
+func load(agentsPath, operatorsPath string, loc *time.Location) (*Policy, error) {
+	p := &Policy{keys: map[string]*entry{}, cas: map[string][]*entry{}}
+	var errs []error
+	agents, err := readFile(agentsPath, RoleAgent, loc)
+	errs = append(errs, err)
+	operators, err := readFile(operatorsPath, RoleOperator, loc)
+	errs = append(errs, err)
+	for _, e := range append(agents, operators...) {
+		if e.certAuth {
+			if prev, ok := p.keys[e.fingerprint]; ok && prev.role == RoleAgent {
+				errs = append(errs, fmt.Errorf("%s: key %s is also an agent key at %s: a key in both files is a configuration error", e.source, e.fingerprint, prev.source))
+				continue
+			}
+			p.cas[e.fingerprint] = append(p.cas[e.fingerprint], e)
+			continue
+		}
+		if prev, ok := p.keys[e.fingerprint]; ok {
+			if prev.role != e.role {
+				errs = append(errs, fmt.Errorf("%s: key %s is also listed at %s: a key in both files is a configuration error", e.source, e.fingerprint, prev.source))
+			} else {
+				errs = append(errs, fmt.Errorf("%s: key %s is already listed at %s: merge the two lines", e.source, e.fingerprint, prev.source))
+			}
+			continue
+		}
+		if e.role == RoleAgent {
+			if cas, ok := p.cas[e.fingerprint]; ok {
+				errs = append(errs, fmt.Errorf("%s: key %s is also an operator CA at %s: a key in both files is a configuration error", e.source, e.fingerprint, cas[0].source))
+				continue
+			}
+		}
+		p.keys[e.fingerprint] = e
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	p.agents, p.operators = len(agents), len(operators)
+	return p, nil
+}
+
+// Counts reports how many lines each file contributed (cert-authority lines
+// count as operators).
+func (p *Policy) Counts() (agents, operators int) {
+	if p == nil {
+		return 0, 0
+	}
+	return p.agents, p.operators
+}
+
+func readFile(path string, role Role, loc *time.Location) ([]*entry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s file: %w", role, err)
+	}
+	var entries []*entry
+	var errs []error
+	for n, line := range strings.Split(string(data), "\n") {
+		src := fmt.Sprintf("%s:%d", path, n+1)
+		t := strings.Trim(line, " \t\r")
+		if t == "" || t[0] == '#' {
+			continue
+		}
+		e, err := parseEntry(t, role, src, loc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", src, err))
+			continue
+		}
+		entries = append(entries, e)
+	}
+	return entries, errors.Join(errs...)
+}
+
+// parseEntry turns one line into an entry, checking every option against
+// the role. All problems of the line are joined.
+func parseEntry(line string, role Role, src string, loc *time.Location) (*entry, error) {
+	kl, err := parseLine(line)
+	if err != nil {
+		return nil, err
+	}
+	e := &entry{
+		role:        role,
+		source:      src,
+		blob:        kl.key.Marshal(),
+		fingerprint: ssh.FingerprintSHA256(kl.key),
+	}
+	e.name = sanitizeName(kl.comment)
+	if e.name == "" {
+		e.name = e.fingerprint
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for _, o := range kl.options {
+		if err := e.apply(o, role, seen, loc); err != nil {
+			errs = append(errs, fmt.Errorf("option %s: %w", o.name, err))
+		}
+	}
+	if role == RoleAgent && !seen["permitlisten"] {
+		errs = append(errs, errors.New(`agent key without permitlisten="NAME:PORT": say which names it may register`))
+	}
+	if e.principals != nil && !e.certAuth {
+		errs = append(errs, errors.New("option principals: only valid together with cert-authority"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Options sshd knows but lifeline refuses, with the reason given.
+var refusedOptions = map[string]string{
+	"command":             "the bastion runs no commands",
+	"environment":         "the bastion runs no commands",
+	"tunnel":              "the bastion does no tun forwarding",
+	"agent-forwarding":    "the bastion never forwards agents",
+	"x11-forwarding":      "the bastion never forwards X11",
+	"pty":                 "the bastion never allocates a PTY",
+	"user-rc":             "the bastion runs no commands",
+	"port-forwarding":     "not needed: permitopen/permitlisten say what is allowed",
+	"no-touch-required":   "lifeline does not relax FIDO checks",
+	"verify-required":     "not enforced by lifeline",
+	"permitlisten":        "",
+	"permitopen":          "",
+	"cert-authority":      "",
+	"principals":          "",
+	"no-port-forwarding":  "",
+	"from":                "",
+	"expiry-time":         "",
+	"restrict":            "",
+	"no-pty":              "",
+	"no-agent-forwarding": "",
+	"no-x11-forwarding":   "",
+	"no-user-rc":          "",
+}
+
+// allowed lists the options each role accepts.
+var allowed = map[Role]map[string]bool{
+	RoleAgent: {
+		"permitlisten": true, "from": true, "expiry-time": true,
+		"restrict": true, "no-pty": true, "no-agent-forwarding": true, "no-x11-forwarding": true, "no-user-rc": true,
+	},
+	RoleOperator: {
+		"permitopen": true, "from": true, "expiry-time": true, "cert-authority": true, "principals": true,
+		"no-port-forwarding": true,
+		"restrict":           true, "no-pty": true, "no-agent-forwarding": true, "no-x11-forwarding": true, "no-user-rc": true,
+	},
+}
+
+var withValue = map[string]bool{"permitlisten": true, "permitopen": true, "from": true, "expiry-time": true, "principals": true}
+
+func (e *entry) apply(o option, role Role, seen map[string]bool, loc *time.Location) error {
+	if !allowed[role][o.name] {
+		why, known := refusedOptions[o.name]
+		switch {
+		case known && why != "":
+			return fmt.Errorf("not supported: %s", why)
+		case known:
+			return fmt.Errorf("not allowed on %s keys", role)
+		default:
+			return errors.New("unknown option (lifeline refuses options it would not enforce)")
+		}
+	}
+	if withValue[o.name] != o.hasValue {
+		if o.hasValue {
+			return errors.New("takes no value")
+		}
+		return errors.New(`needs a value: name="…"`)
+	}
+	repeatable := o.name == "permitopen" || o.name == "permitlisten"
+	if seen[o.name] && !repeatable {
+		return errors.New("given twice")
+	}
+	seen[o.name] = true
+	switch o.name {
+	case "permitlisten", "permitopen":
+		var ts []Target
+		for _, s := range strings.Split(o.value, ",") {
+			t, err := ParseTarget(s)
+			if err != nil {
+				return err
+			}
+			ts = append(ts, t)
+		}
+		if o.name == "permitlisten" {
+			e.listen = appendUnique(e.listen, ts)
+		} else {
+			e.permitOpen = true
+			e.open = appendUnique(e.open, ts)
+		}
+	case "from":
+		l, err := parsePatternList(o.value)
+		if err != nil {
+			return err
+		}
+		e.from = l
+	case "expiry-time":
+		t, err := parseExpiry(o.value, loc)
+		if err != nil {
+			return err
+		}
+		e.expiry = t
+	case "principals":
+		ps := strings.Split(o.value, ",")
+		for _, p := range ps {
+			if p == "" || strings.ContainsFunc(p, unicode.IsSpace) {
+				return fmt.Errorf("bad principal %q in %q", p, o.value)
+			}
+		}
+		e.principals = ps
+	case "cert-authority":
+		e.certAuth = true
+	case "no-port-forwarding":
+		e.noPortFwd = true
+	case "restrict":
+		e.restrict = true
+	}
+	return nil
+}
+
+func appendUnique(dst, src []Target) []Target {
+	for _, t := range src {
+		if !slices.Contains(dst, t) {
+			dst = append(dst, t)
+		}
+	}
+	return dst
+}
+
+// parseExpiry parses sshd's expiry-time: YYYYMMDD[Z] or YYYYMMDDHHMM[SS][Z],
+// in loc unless suffixed with Z (UTC).
+func parseExpiry(s string, loc *time.Location) (time.Time, error) {
+	v := s
+	if strings.HasSuffix(v, "Z") || strings.HasSuffix(v, "z") {
+		v, loc = v[:len(v)-1], time.UTC
+	}
+	var layout string
+	switch len(v) {
+	case 8:
+		layout = "20060102"
+	case 12:
+		layout = "200601021504"
+	case 14:
+		layout = "20060102150405"
+	default:
+		return time.Time{}, fmt.Errorf("%q: want YYYYMMDD[Z] or YYYYMMDDHHMM[SS][Z]", s)
+	}
+	if !allDigits(v) {
+		return time.Time{}, fmt.Errorf("%q: want YYYYMMDD[Z] or YYYYMMDDHHMM[SS][Z]", s)
+	}
+	t, err := time.ParseInLocation(layout, v, loc)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: not a valid time", s)
+	}
+	return t, nil
+}
+
+// sanitizeName replaces control characters and invalid UTF-8 with '?' and
+// caps the length, so that names are safe in logs and text messages.
+func sanitizeName(s string) string {
+	const maxRunes = 128
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(s) && n < maxRunes; {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		if r == utf8.RuneError && size <= 1 || unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			r = '?'
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// Authenticate decides whether key may log in from remote at time now.
+//
+// Plain keys are looked up in both files by fingerprint. For a certificate
+// (*ssh.Certificate), the CA must be on a cert-authority line; the
+// certificate must be a user certificate with at least one principal, within
+// its validity window, correctly signed (not with ssh-rsa/SHA-1), and carry
+// no critical option other than source-address, which must match remote.
+// The principal must be on the line's principals= list, or, without
+// principals=, equal to user (the SSH user name, used for nothing else).
+// Each line's from= is matched against remote's IP (IPv4-mapped IPv6
+// addresses are unmapped first; no DNS) and its expiry-time= against now.
+// cert-authority lines of one CA are tried in file order; the first that
+// admits the certificate decides.
+//
+// On success the Identity is a fresh copy the caller may keep. On refusal
+// the error wraps ErrUnknownKey or ErrRefused and explains why, naming the
+// file:line involved, fit for the audit log. An invalid remote is refused.
+func (p *Policy) Authenticate(user string, remote netip.Addr, key ssh.PublicKey, now time.Time) (*Identity, error) {
+	if p == nil {
+		return nil, fmt.Errorf("%w: no policy loaded", ErrUnknownKey)
+	}
+	if key == nil {
+		return nil, fmt.Errorf("%w: no key", ErrUnknownKey)
+	}
+	if !remote.IsValid() {
+		return nil, fmt.Errorf("%w: unknown remote address", ErrRefused)
+	}
+	remote = remote.Unmap().WithZone("")
+	if cert, ok := key.(*ssh.Certificate); ok {
+		return p.authenticateCert(user, remote, cert, now)
+	}
+	fp := ssh.FingerprintSHA256(key)
+	e := p.keys[fp]
+	if e == nil || !bytes.Equal(e.blob, key.Marshal()) {
+		return nil, fmt.Errorf("%w: %s key %s is in neither the agents nor the operators file", ErrUnknownKey, key.Type(), fp)
+	}
+	if err := e.admit(remote, now); err != nil {
+		return nil, fmt.Errorf("%w: %s key %s: %v", ErrRefused, e.role, fp, err)
+	}
+	id := &Identity{
+		Role:        e.role,
+		Name:        e.name,
+		Fingerprint: fp,
+		Source:      e.source,
+		Listen:      slices.Clone(e.listen),
+		Open:        slices.Clone(e.open),
+	}
+	if e.role == RoleOperator {
+		id.NoPortForwarding = e.noPortFwd || (e.restrict && !e.permitOpen)
+	}
+	return id, nil
+}
+
+// admit checks the line's from= and expiry-time= options.
+func (e *entry) admit(remote netip.Addr, now time.Time) error {
+	if e.from != nil && !e.from.match(remote) {
+		return fmt.Errorf("source %s not allowed by from=%q (%s)", remote, e.from.text, e.source)
+	}
+	if !e.expiry.IsZero() && now.Unix() > e.expiry.Unix() {
+		return fmt.Errorf("expired at %s (expiry-time, %s)", e.expiry.Format(time.RFC3339), e.source)
+	}
+	return nil
+}
+
+func (p *Policy) authenticateCert(user string, remote netip.Addr, cert *ssh.Certificate, now time.Time) (*Identity, error) {
+	caFP := ssh.FingerprintSHA256(cert.SignatureKey)
+	lines := p.cas[caFP]
+	if len(lines) == 0 || !bytes.Equal(lines[0].blob, cert.SignatureKey.Marshal()) {
+		return nil, fmt.Errorf("%w: certificate signed by unknown authority %s", ErrUnknownKey, caFP)
+	}
+	userFP := ssh.FingerprintSHA256(cert.Key)
+	refuse := func(format string, args ...any) (*Identity, error) {
+		return nil, fmt.Errorf("%w: certificate %q (key %s, CA %s): %s", ErrRefused, sanitizeName(cert.KeyId), userFP, caFP, fmt.Sprintf(format, args...))
+	}
+	if err := checkCert(cert, remote, now); err != nil {
+		return refuse("%v", err)
+	}
+	var reasons []string
+	for _, e := range lines {
+		if err := e.admit(remote, now); err != nil {
+			reasons = append(reasons, err.Error())
+			continue
+		}
+		principal, err := e.matchPrincipal(user, cert.ValidPrincipals)
+		if err != nil {
+			reasons = append(reasons, err.Error())
+			continue
+		}
+		name := sanitizeName(cert.KeyId)
+		if name == "" {
+			name = userFP
+		}
+		_, permitPF := cert.Extensions["permit-port-forwarding"]
+		return &Identity{
+			Role:             RoleOperator,
+			Name:             name,
+			Fingerprint:      userFP,
+			CA:               caFP,
+			Principal:        principal,
+			Open:             slices.Clone(e.open),
+			Source:           e.source,
+			NoPortForwarding: e.noPortFwd || (e.restrict && !e.permitOpen) || !permitPF,
+		}, nil
+	}
+	return refuse("%s", strings.Join(reasons, "; "))
+}
+
+// matchPrincipal returns the certificate principal that this line admits.
+func (e *entry) matchPrincipal(user string, certPrincipals []string) (string, error) {
+	if e.principals == nil {
+		if slices.Contains(certPrincipals, user) {
+			return user, nil
+		}
+		return "", fmt.Errorf("user %q is not among the certificate's principals %q (%s)", user, certPrincipals, e.source)
+	}
+	for _, cp := range certPrincipals {
+		if slices.Contains(e.principals, cp) {
+			return cp, nil
+		}
+	}
+	return "", fmt.Errorf("none of the certificate's principals %q is allowed by principals=%q (%s)", certPrincipals, strings.Join(e.principals, ","), e.source)
+}
+
+// checkCert checks what does not depend on the cert-authority line: type,
+// principals present, critical options, validity window, key and signature.
+func checkCert(cert *ssh.Certificate, remote netip.Addr, now time.Time) error {
+	if cert.CertType != ssh.UserCert {
+		return fmt.Errorf("not a user certificate (type %d)", cert.CertType)
+	}
+	if len(cert.ValidPrincipals) == 0 {
+		return errors.New("certificate lists no principals")
+	}
+	for name, value := range cert.CriticalOptions {
+		switch name {
+		case "source-address":
+			prefixes, err := parseCIDRList(value)
+			if err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(remote) }) {
+				return fmt.Errorf("source %s not allowed by the certificate's source-address %q", remote, value)
+			}
+		case "force-command":
+			return errors.New("certificate forces a command: the bastion runs no commands")
+		default:
+			return fmt.Errorf("unsupported critical option %q", name)
+		}
+	}
+	unixNow := now.Unix()
+	if unixNow < 0 || uint64(unixNow) < cert.ValidAfter {
+		return fmt.Errorf("not valid before %s", certTime(cert.ValidAfter))
+	}
+	if cert.ValidBefore != ssh.CertTimeInfinity && uint64(unixNow) >= cert.ValidBefore {
+		return fmt.Errorf("expired at %s", certTime(cert.ValidBefore))
+	}
+	if cert.Signature == nil || cert.Signature.Format == ssh.KeyAlgoRSA {
+		return errors.New("signed with ssh-rsa (SHA-1): re-sign with rsa-sha2-512 or an ed25519 CA")
+	}
+	if !keyTypes[cert.Key.Type()] {
+		return fmt.Errorf("certified key type %s is refused", cert.Key.Type())
+	}
+	if err := checkKeyStrength(cert.Key); err != nil {
+		return err
+	}
+	checker := ssh.CertChecker{
+		SupportedCriticalOptions: []string{"source-address"},
+		Clock:                    func() time.Time { return now },
+	}
+	if err := checker.CheckCert(cert.ValidPrincipals[0], cert); err != nil {
+		return fmt.Errorf("certificate check: %w", err)
+	}
+	return nil
+}
+
+func certTime(t uint64) string {
+	if t > 1<<62 {
+		return "forever"
+	}
+	return time.Unix(int64(t), 0).UTC().Format(time.RFC3339)
+}
