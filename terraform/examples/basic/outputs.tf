@@ -1,0 +1,24 @@
+output "bastion_address" {
+  description = "LIFELINE_BASTION for the agents."
+  value       = module.bastion.bastion_address
+}
+
+output "known_hosts_line" {
+  description = "Append to ~/.ssh/known_hosts (operators) and /etc/lifeline/known_hosts (agents)."
+  value       = module.bastion.known_hosts_line
+}
+
+output "host_key_fingerprint" {
+  description = "SHA256 fingerprint of the bastion host key."
+  value       = module.bastion.host_key_fingerprint
+}
+
+output "ssh_config" {
+  description = "Paste into ~/.ssh/config."
+  value       = module.bastion.ssh_config
+}
+
+output "ssm_session_command" {
+  description = "Admin shell on the jump host."
+  value       = module.bastion.ssm_session_command
+}
