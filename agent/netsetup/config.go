@@ -1,0 +1,174 @@
+package netsetup
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Config is what netsetup reads from the environment. It is meant to be
+// embedded anonymously in the agent's configuration so that its variables
+// keep the plain LIFELINE_ names. LIFELINE_BASTION is the same variable the
+// tunnel reads.
+type Config struct {
+	LANInterface    string `envconfig:"LAN_INTERFACE" desc:"netsetup: site LAN interface (required), e.g. eth0"`
+	TunnelInterface string `envconfig:"TUNNEL_INTERFACE" desc:"netsetup: interface operator traffic arrives on (e.g. tun0, zt+ for a prefix); empty = no forwarding or NAT rules"`
+	MSS             string `envconfig:"MSS" default:"1452" desc:"netsetup: TCP MSS clamp on forwarded SYNs, 536..65495 or pmtu"`
+	UplinkGateway   string `envconfig:"UPLINK_GATEWAY" desc:"netsetup: IPv4 gateway of the backup uplink; host routes send the bastion's addresses via it"`
+	Bastion         string `envconfig:"BASTION" desc:"comma-separated host:port list of bastions"`
+	SysctlDir       string `envconfig:"SYSCTL_DIR" default:"/etc/sysctl.d" desc:"netsetup: folder of the persistent ip_forward file"`
+	StateDir        string `envconfig:"STATE_DIR" default:"/var/lib/lifeline" desc:"folder where lifeline keeps its state (netsetup: ip_forward before apply)"`
+}
+
+// Validate reports every problem of the configuration at once, each naming
+// its variable.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.LANInterface == "" {
+		errs = append(errs, errors.New("LIFELINE_LAN_INTERFACE: required (the site LAN interface, e.g. eth0)"))
+	} else if err := ParseInterfaceName(c.LANInterface, false); err != nil {
+		errs = append(errs, fmt.Errorf("LIFELINE_LAN_INTERFACE=%q: %w", c.LANInterface, err))
+	}
+	if c.TunnelInterface != "" {
+		if err := ParseInterfaceName(c.TunnelInterface, true); err != nil {
+			errs = append(errs, fmt.Errorf("LIFELINE_TUNNEL_INTERFACE=%q: %w", c.TunnelInterface, err))
+		} else if c.LANInterface != "" && ifaceMatches(c.TunnelInterface, c.LANInterface) {
+			errs = append(errs, fmt.Errorf("LIFELINE_TUNNEL_INTERFACE=%q: matches the LAN interface %q", c.TunnelInterface, c.LANInterface))
+		}
+	}
+	if _, err := ParseMSS(c.MSS); err != nil {
+		errs = append(errs, fmt.Errorf("LIFELINE_MSS=%q: %w", c.MSS, err))
+	}
+	if c.UplinkGateway != "" {
+		if _, err := parseGateway(c.UplinkGateway); err != nil {
+			errs = append(errs, fmt.Errorf("LIFELINE_UPLINK_GATEWAY=%q: %w", c.UplinkGateway, err))
+		}
+		if strings.TrimSpace(c.Bastion) == "" {
+			errs = append(errs, errors.New("LIFELINE_BASTION: required when LIFELINE_UPLINK_GATEWAY is set (its addresses get the uplink host routes)"))
+		}
+	}
+	if strings.TrimSpace(c.Bastion) != "" {
+		if _, err := ParseBastions(c.Bastion); err != nil {
+			errs = append(errs, fmt.Errorf("LIFELINE_BASTION=%q: %w", c.Bastion, err))
+		}
+	}
+	if !filepath.IsAbs(c.SysctlDir) {
+		errs = append(errs, fmt.Errorf("LIFELINE_SYSCTL_DIR=%q: must be an absolute path", c.SysctlDir))
+	}
+	if !filepath.IsAbs(c.StateDir) {
+		errs = append(errs, fmt.Errorf("LIFELINE_STATE_DIR=%q: must be an absolute path", c.StateDir))
+	}
+	return errors.Join(errs...)
+}
+
+// MSS bounds: 536 is the IPv4 default MSS every host must accept; 65495 is
+// the largest MSS a 65535-byte IPv4 MTU allows.
+const (
+	minMSS = 536
+	maxMSS = 65495
+)
+
+// ParseMSS reads LIFELINE_MSS: a decimal MSS in [536, 65495], or "pmtu"
+// (case-insensitive) for clamping to the path MTU, returned as 0.
+func ParseMSS(s string) (int, error) {
+	if strings.EqualFold(s, "pmtu") {
+		return 0, nil
+	}
+	if s == "" || len(s) > 5 {
+		return 0, fmt.Errorf("want a number from %d to %d, or pmtu", minMSS, maxMSS)
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return 0, fmt.Errorf("want a number from %d to %d, or pmtu", minMSS, maxMSS)
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < minMSS || n > maxMSS {
+		return 0, fmt.Errorf("want a number from %d to %d, or pmtu", minMSS, maxMSS)
+	}
+	return n, nil
+}
+
+// ParseInterfaceName checks a Linux interface name the way the kernel does
+// (dev_valid_name: 1 to 15 bytes, not "." or "..", no '/', ':' or
+// whitespace). With wildcard, a trailing '+' (iptables style, e.g. "zt+")
+// matches every interface whose name starts with what precedes it.
+func ParseInterfaceName(name string, wildcard bool) error {
+	base := name
+	if wildcard && strings.HasSuffix(name, "+") {
+		base = strings.TrimSuffix(name, "+")
+		if base == "" {
+			return errors.New("a wildcard needs a prefix before '+'")
+		}
+	}
+	if base == "" {
+		return errors.New("empty interface name")
+	}
+	if len(name) > 15 {
+		return fmt.Errorf("longer than 15 bytes")
+	}
+	if base == "." || base == ".." {
+		return errors.New("not a valid interface name")
+	}
+	for i := 0; i < len(base); i++ {
+		c := base[i]
+		if c == '/' || c == ':' || c == '+' || c <= ' ' || c == 0x7f || c >= 0x80 {
+			return fmt.Errorf("character %q not allowed in an interface name", c)
+		}
+	}
+	return nil
+}
+
+// ifaceMatches reports whether pattern (a name, or a prefix ending in '+')
+// matches the interface name.
+func ifaceMatches(pattern, name string) bool {
+	if p, ok := strings.CutSuffix(pattern, "+"); ok {
+		return strings.HasPrefix(name, p)
+	}
+	return pattern == name
+}
+
+func parseGateway(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, errors.New("want an IPv4 address")
+	}
+	if a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return netip.Addr{}, errors.New("want a unicast IPv4 address")
+	}
+	return a, nil
+}
+
+// ParseBastions splits LIFELINE_BASTION (comma-separated host:port, spaces
+// around entries allowed) and returns the hosts in order, without
+// duplicates. Every entry must carry a port from 1 to 65535.
+func ParseBastions(s string) ([]string, error) {
+	var hosts []string
+	seen := map[string]bool{}
+	for _, entry := range strings.Split(s, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			return nil, errors.New("empty entry in the list")
+		}
+		host, port, err := net.SplitHostPort(entry)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: want host:port", entry)
+		}
+		if host == "" || strings.ContainsAny(host, " \t/") {
+			return nil, fmt.Errorf("entry %q: bad host", entry)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 1 || p > 65535 || strconv.Itoa(p) != port {
+			return nil, fmt.Errorf("entry %q: want a port from 1 to 65535", entry)
+		}
+		if !seen[host] {
+			seen[host] = true
+			hosts = append(hosts, host)
+		}
+	}
+	return hosts, nil
+}
