@@ -1,0 +1,139 @@
+// Package config is lifeline-agent's configuration: environment variables
+// with the LIFELINE_ prefix, decoded by shared/envconf and checked by
+// Validate before anything starts.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/shared/logging"
+)
+
+// Config is the agent's tunnel configuration. The zero value is not valid:
+// decode it with envconf.Process, which applies the defaults and calls
+// Validate.
+type Config struct {
+	Bastion         string        `envconfig:"BASTION" desc:"required: bastion host:port, or a comma-separated list (one tunnel to each, at once)"`
+	Key             string        `envconfig:"KEY" default:"/var/lib/lifeline/agent_ed25519_key" desc:"the agent's private key, created (ed25519, mode 0600) if missing"`
+	KnownHosts      string        `envconfig:"KNOWN_HOSTS" default:"/etc/lifeline/known_hosts" desc:"known_hosts file pinning the bastions' host keys"`
+	TrustNewBastion bool          `envconfig:"TRUST_NEW_BASTION" default:"false" desc:"record the key of a bastion not in LIFELINE_KNOWN_HOSTS instead of refusing it (trust on first use)"`
+	Forwards        string        `envconfig:"FORWARDS" default:"pi:22=127.0.0.1:22" desc:"comma-separated NAME:PORT=HOST:PORT: register NAME:PORT on the bastion, dial HOST:PORT for each connection"`
+	Interface       string        `envconfig:"INTERFACE" desc:"bind the tunnel's socket to this network interface (the backup uplink); empty: any"`
+	Keepalive       time.Duration `envconfig:"KEEPALIVE" default:"5s" desc:"interval of keepalive requests to the bastion"`
+	KeepaliveMisses int           `envconfig:"KEEPALIVE_MISSES" default:"3" desc:"keepalive intervals without a reply before the link is declared dead and redialled"`
+	BackoffMax      time.Duration `envconfig:"BACKOFF_MAX" default:"30s" desc:"longest wait between reconnection attempts (jittered exponential backoff)"`
+	User            string        `envconfig:"USER" default:"lifeline-agent" desc:"SSH user name sent to the bastion (lifeline's bastion ignores it; a stock sshd needs a real user)"`
+	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// Validate reports every problem at once, each naming its variable.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, err := ParseBastions(c.Bastion); err != nil {
+		errs = append(errs, fmt.Errorf("LIFELINE_BASTION=%q: %w", c.Bastion, err))
+	}
+	errs = append(errs, c.validateKeyAndForwards()...)
+	if c.KnownHosts == "" {
+		errs = append(errs, errors.New("LIFELINE_KNOWN_HOSTS is empty: give the known_hosts file that pins the bastion's key"))
+	}
+	if c.Interface != "" && (len(c.Interface) > 15 || strings.ContainsAny(c.Interface, "/ \t\n:")) {
+		errs = append(errs, fmt.Errorf("LIFELINE_INTERFACE=%q: not an interface name (at most 15 characters, no '/', ':' or spaces)", c.Interface))
+	}
+	if c.Keepalive < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("LIFELINE_KEEPALIVE=%s: must be at least 100ms", c.Keepalive))
+	}
+	if c.KeepaliveMisses < 1 || c.KeepaliveMisses > 100 {
+		errs = append(errs, fmt.Errorf("LIFELINE_KEEPALIVE_MISSES=%d: must be from 1 to 100", c.KeepaliveMisses))
+	}
+	if c.BackoffMax < time.Second {
+		errs = append(errs, fmt.Errorf("LIFELINE_BACKOFF_MAX=%s: must be at least 1s", c.BackoffMax))
+	}
+	if c.User == "" || strings.ContainsAny(c.User, " \t\n@:") {
+		errs = append(errs, fmt.Errorf("LIFELINE_USER=%q: must be a non-empty user name without spaces, '@' or ':'", c.User))
+	}
+	if _, err := logging.New(nil, c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateKeyAndForwards() []error {
+	var errs []error
+	if c.Key == "" {
+		errs = append(errs, errors.New("LIFELINE_KEY is empty: give the path of the agent's private key"))
+	}
+	if _, err := forward.Parse(c.Forwards); err != nil {
+		errs = append(errs, fmt.Errorf("LIFELINE_FORWARDS=%q: %w", c.Forwards, err))
+	}
+	return errs
+}
+
+// Bastions returns the parsed LIFELINE_BASTION (valid after Validate).
+func (c *Config) Bastions() []string {
+	b, _ := ParseBastions(c.Bastion)
+	return b
+}
+
+// ForwardList returns the parsed LIFELINE_FORWARDS (valid after Validate).
+func (c *Config) ForwardList() []forward.Forward {
+	f, _ := forward.Parse(c.Forwards)
+	return f
+}
+
+// ParseBastions splits a comma-separated list of host:port, each with a
+// non-empty host and a port from 1 to 65535, without duplicates.
+func ParseBastions(s string) ([]string, error) {
+	var (
+		out  []string
+		errs []error
+		seen = map[string]bool{}
+	)
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%q: want host:port: %w", a, err))
+			continue
+		}
+		if p, err := strconv.ParseUint(port, 10, 16); host == "" || err != nil || p == 0 {
+			errs = append(errs, fmt.Errorf("%q: want a host and a port from 1 to 65535", a))
+			continue
+		}
+		if seen[a] {
+			errs = append(errs, fmt.Errorf("%q is listed twice", a))
+			continue
+		}
+		seen[a] = true
+		out = append(out, a)
+	}
+	if len(out) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("required: the bastion's host:port (e.g. bastion.example.com:22)"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Pubkey is what `lifeline-agent pubkey` needs: the key and the forwards it
+// may register. The bastion address is not needed (the line is pasted on the
+// bastion before the agent ever connects).
+type Pubkey struct {
+	Key      string `envconfig:"KEY" default:"/var/lib/lifeline/agent_ed25519_key"`
+	Forwards string `envconfig:"FORWARDS" default:"pi:22=127.0.0.1:22"`
+}
+
+// Validate reports every problem at once, each naming its variable.
+func (p *Pubkey) Validate() error {
+	c := Config{Key: p.Key, Forwards: p.Forwards}
+	return errors.Join(c.validateKeyAndForwards()...)
+}

@@ -1,0 +1,119 @@
+package config
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lifeline-dev/lifeline/shared/envconf"
+)
+
+func valid() Config {
+	return Config{
+		Bastion: "bastion.example:22", Key: "/k", KnownHosts: "/kh", Forwards: "pi:22=127.0.0.1:22",
+		Keepalive: 5 * time.Second, KeepaliveMisses: 3, BackoffMax: 30 * time.Second, User: "lifeline-agent", LogLevel: "info",
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   []string // each must appear in the error; none = valid
+	}{
+		{name: "valid", change: func(*Config) {}},
+		{name: "two bastions", change: func(c *Config) { c.Bastion = "a:22, b:2222" }},
+		{name: "interface", change: func(c *Config) { c.Interface = "wwan0" }},
+		{name: "no bastion", change: func(c *Config) { c.Bastion = "" }, want: []string{"LIFELINE_BASTION", "required"}},
+		{name: "bastion without port", change: func(c *Config) { c.Bastion = "bastion" }, want: []string{"LIFELINE_BASTION", "host:port"}},
+		{name: "bastion port zero", change: func(c *Config) { c.Bastion = "b:0" }, want: []string{"LIFELINE_BASTION"}},
+		{name: "bastion twice", change: func(c *Config) { c.Bastion = "b:22,b:22" }, want: []string{"listed twice"}},
+		{name: "bad forward", change: func(c *Config) { c.Forwards = "pi:22" }, want: []string{"LIFELINE_FORWARDS", "NAME:PORT=HOST:PORT"}},
+		{name: "no key", change: func(c *Config) { c.Key = "" }, want: []string{"LIFELINE_KEY"}},
+		{name: "no known hosts", change: func(c *Config) { c.KnownHosts = "" }, want: []string{"LIFELINE_KNOWN_HOSTS"}},
+		{name: "bad interface", change: func(c *Config) { c.Interface = "eth0/1" }, want: []string{"LIFELINE_INTERFACE"}},
+		{name: "keepalive zero", change: func(c *Config) { c.Keepalive = 0 }, want: []string{"LIFELINE_KEEPALIVE="}},
+		{name: "misses zero", change: func(c *Config) { c.KeepaliveMisses = 0 }, want: []string{"LIFELINE_KEEPALIVE_MISSES"}},
+		{name: "backoff tiny", change: func(c *Config) { c.BackoffMax = time.Millisecond }, want: []string{"LIFELINE_BACKOFF_MAX"}},
+		{name: "user with space", change: func(c *Config) { c.User = "a b" }, want: []string{"LIFELINE_USER"}},
+		{name: "log level", change: func(c *Config) { c.LogLevel = "loud" }, want: []string{"LIFELINE_LOG_LEVEL"}},
+		{name: "all at once", change: func(c *Config) { c.Bastion, c.KeepaliveMisses, c.User = "", -1, "" },
+			want: []string{"LIFELINE_BASTION", "LIFELINE_KEEPALIVE_MISSES", "LIFELINE_USER"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := valid()
+			tt.change(&c)
+			err := c.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate accepted a bad config")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestFromEnvironment uses t.Setenv and therefore does not run in parallel.
+func TestFromEnvironment(t *testing.T) {
+	t.Setenv("LIFELINE_BASTION", "a.example:22,b.example:2222")
+	t.Setenv("LIFELINE_FORWARDS", "pi:22=127.0.0.1:22,nuc:3389=192.168.1.100:3389")
+	var c Config
+	if err := envconf.Process(&c); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Bastions(); !slices.Equal(got, []string{"a.example:22", "b.example:2222"}) {
+		t.Errorf("Bastions = %v", got)
+	}
+	if got := c.ForwardList(); len(got) != 2 || got[1].Name != "nuc" {
+		t.Errorf("ForwardList = %v", got)
+	}
+	if c.Keepalive != 5*time.Second || c.KeepaliveMisses != 3 || c.BackoffMax != 30*time.Second ||
+		c.Key != "/var/lib/lifeline/agent_ed25519_key" || c.KnownHosts != "/etc/lifeline/known_hosts" || c.User != "lifeline-agent" || c.TrustNewBastion {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+
+	t.Setenv("LIFELINE_KEEPALIVE", "five seconds")
+	if err := envconf.Process(&c); err == nil || !strings.Contains(err.Error(), "LIFELINE_KEEPALIVE") {
+		t.Errorf("bad duration: error %v does not name LIFELINE_KEEPALIVE", err)
+	}
+}
+
+func TestUsageListsEveryVariable(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	if err := envconf.Usage(&b, &Config{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"LIFELINE_BASTION", "LIFELINE_KEY", "LIFELINE_KNOWN_HOSTS", "LIFELINE_TRUST_NEW_BASTION", "LIFELINE_FORWARDS",
+		"LIFELINE_INTERFACE", "LIFELINE_KEEPALIVE", "LIFELINE_KEEPALIVE_MISSES", "LIFELINE_BACKOFF_MAX", "LIFELINE_USER", "LIFELINE_LOG_LEVEL", "5s", "pi:22=127.0.0.1:22"} {
+		if !strings.Contains(b.String(), v) {
+			t.Errorf("usage lacks %s:\n%s", v, b.String())
+		}
+	}
+}
+
+func TestPubkeyNeedsNoBastion(t *testing.T) {
+	t.Parallel()
+	p := Pubkey{Key: "/k", Forwards: "pi:22=127.0.0.1:22"}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p.Forwards = "junk"
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "LIFELINE_FORWARDS") {
+		t.Fatalf("Validate = %v", err)
+	}
+}
