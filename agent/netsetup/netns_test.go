@@ -1,0 +1,523 @@
+package netsetup
+
+// Namespace tests: the real nftables, rtnetlink and /proc/sys code, run as
+// `lifeline-agent netsetup` would be, inside network namespaces this test
+// creates (never the machine's own). Root only.
+//
+//   operator (llPID-Nop)            pi (llPID-Npi)                          lan (llPID-Nlan)
+//   op0 198.51.100.20/24 ==veth== tun0 198.51.100.1/24
+//   route 192.168.1.0/24            eth0 192.168.1.204/24     ==veth==  eth0 192.168.1.100/24
+//     via 198.51.100.1              default via 192.168.1.100             ("the main router";
+//                                     (the main router)                    route 198.51.100.0/24
+//                                   up0 100.64.0.2/24 ==veth==+             via 192.168.1.204)
+//                                                             |
+//                                              carrier (llPID-Nca) c0 100.64.0.1/24
+//                                              (the backup uplink's gateway)
+//
+// The bastion is 203.0.113.10 (it needs no namespace: only the route to it
+// is looked at, with `ip route get`). Apply runs in the pi namespace by
+// re-executing this test binary under `ip netns exec` (TestHelperProcess).
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const helperEnv = "LL_NETSETUP_HELPER"
+
+// TestHelperProcess is not a test: it is the body of `lifeline-agent
+// netsetup ARGS` when the test binary is re-executed inside a namespace.
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv(helperEnv) != "1" {
+		t.Skip("helper process for the namespace tests")
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	os.Exit(Main(context.Background(), args, os.Stdout, os.Stderr))
+}
+
+func requireNetns(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces, nftables): run as root to exercise netsetup for real")
+	}
+	for _, prog := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			t.Skipf("needs %s (iproute2 / nftables) on PATH: %v", prog, err)
+		}
+	}
+}
+
+var topoSeq atomic.Int32
+
+type topo struct {
+	pi, lan, op, ca string
+	sysctlDir       string
+	stateDir        string
+}
+
+const (
+	piLAN      = "192.168.1.204"
+	lanDevice  = "192.168.1.100"
+	operatorIP = "198.51.100.20"
+	piTunnel   = "198.51.100.1"
+	uplinkGW   = "100.64.0.1"
+	bastionIP  = "203.0.113.10"
+)
+
+// newTopo builds the namespaces of the diagram; they are deleted in
+// t.Cleanup, also when the test fails.
+func newTopo(t *testing.T) *topo {
+	t.Helper()
+	requireNetns(t)
+	n := topoSeq.Add(1)
+	base := fmt.Sprintf("ll%d-%d", os.Getpid(), n)
+	tp := &topo{pi: base + "pi", lan: base + "lan", op: base + "op", ca: base + "ca",
+		sysctlDir: t.TempDir(), stateDir: filepath.Join(t.TempDir(), "state")}
+	for _, ns := range []string{tp.pi, tp.lan, tp.op, tp.ca} {
+		sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("delete namespace %s: %v: %s", ns, err, out)
+			}
+		})
+	}
+	cmds := [][]string{
+		{"-n", tp.pi, "link", "add", "tun0", "type", "veth", "peer", "name", "op0", "netns", tp.op},
+		{"-n", tp.pi, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", tp.lan},
+		{"-n", tp.pi, "link", "add", "up0", "type", "veth", "peer", "name", "c0", "netns", tp.ca},
+		{"-n", tp.pi, "addr", "add", piTunnel + "/24", "dev", "tun0"},
+		{"-n", tp.pi, "addr", "add", piLAN + "/24", "dev", "eth0"},
+		{"-n", tp.pi, "addr", "add", "100.64.0.2/24", "dev", "up0"},
+		{"-n", tp.op, "addr", "add", operatorIP + "/24", "dev", "op0"},
+		{"-n", tp.lan, "addr", "add", lanDevice + "/24", "dev", "eth0"},
+		{"-n", tp.ca, "addr", "add", uplinkGW + "/24", "dev", "c0"},
+	}
+	for _, ns := range []string{tp.pi, tp.lan, tp.op, tp.ca} {
+		cmds = append(cmds, []string{"-n", ns, "link", "set", "lo", "up"})
+	}
+	cmds = append(cmds,
+		[]string{"-n", tp.pi, "link", "set", "tun0", "up"},
+		[]string{"-n", tp.pi, "link", "set", "eth0", "up"},
+		[]string{"-n", tp.pi, "link", "set", "up0", "up"},
+		[]string{"-n", tp.op, "link", "set", "op0", "up"},
+		[]string{"-n", tp.lan, "link", "set", "eth0", "up"},
+		[]string{"-n", tp.ca, "link", "set", "c0", "up"},
+		[]string{"-n", tp.pi, "route", "add", "default", "via", lanDevice},
+		[]string{"-n", tp.op, "route", "add", "192.168.1.0/24", "via", piTunnel},
+		[]string{"-n", tp.lan, "route", "add", "198.51.100.0/24", "via", piLAN},
+	)
+	for _, c := range cmds {
+		sh(t, "ip", c...)
+	}
+	return tp
+}
+
+func sh(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func runIn(t *testing.T, ns string, args ...string) string {
+	t.Helper()
+	return sh(t, "ip", append([]string{"netns", "exec", ns}, args...)...)
+}
+
+// env is a netsetup configuration for the helper process.
+type env map[string]string
+
+func (tp *topo) env() env {
+	return env{
+		"LIFELINE_LAN_INTERFACE":    "eth0",
+		"LIFELINE_TUNNEL_INTERFACE": "tun0",
+		"LIFELINE_UPLINK_GATEWAY":   uplinkGW,
+		"LIFELINE_BASTION":          bastionIP + ":22",
+		"LIFELINE_SYSCTL_DIR":       tp.sysctlDir,
+		"LIFELINE_STATE_DIR":        tp.stateDir,
+	}
+}
+
+func (e env) with(kv ...string) env {
+	out := env{}
+	for k, v := range e {
+		out[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out[kv[i]] = kv[i+1]
+	}
+	return out
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// netsetup runs `netsetup ARGS` in the pi namespace with configuration e.
+func (tp *topo) netsetup(t *testing.T, e env, args ...string) result {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", tp.pi, exe, "-test.run=^TestHelperProcess$", "--"}, args...)...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "LIFELINE_") && !strings.HasPrefix(kv, helperEnv+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, helperEnv+"=1")
+	for k, v := range e {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("netsetup %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+func (tp *topo) mustNetsetup(t *testing.T, e env, args ...string) result {
+	t.Helper()
+	r := tp.netsetup(t, e, args...)
+	if r.code != 0 {
+		t.Fatalf("netsetup %v: exit %d\nstdout:\n%s\nstderr:\n%s", args, r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+func (tp *topo) ruleset(t *testing.T) string {
+	t.Helper()
+	return runIn(t, tp.pi, "nft", "list", "ruleset")
+}
+
+func (tp *topo) ipForward(t *testing.T) string {
+	t.Helper()
+	return strings.TrimSpace(runIn(t, tp.pi, "cat", "/proc/sys/net/ipv4/ip_forward"))
+}
+
+// inNetns runs f on an OS thread moved into namespace ns. The thread is
+// thrown away afterwards (the goroutine exits still locked), so no other
+// goroutine ever runs in ns. Sockets f creates stay in ns for their life.
+func inNetns(t *testing.T, ns string, f func() error) error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: the runtime ends this thread when the
+		// goroutine returns.
+		fd, err := unix.Open(filepath.Join("/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open namespace %s: %w", ns, err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// listener accepts TCP connections in a namespace and records the peer
+// address of each.
+type listener struct {
+	ln    net.Listener
+	peers chan string
+	wg    sync.WaitGroup
+}
+
+func listenIn(t *testing.T, ns, addr string) *listener {
+	t.Helper()
+	l := &listener{peers: make(chan string, 16)}
+	if err := inNetns(t, ns, func() error {
+		var err error
+		l.ln, err = net.Listen("tcp4", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen in %s: %v", ns, err)
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			c, err := l.ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case l.peers <- c.RemoteAddr().(*net.TCPAddr).IP.String():
+			default:
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.ln.Close(); l.wg.Wait() })
+	return l
+}
+
+func (l *listener) port() int { return l.ln.Addr().(*net.TCPAddr).Port }
+
+// dialFrom connects from namespace ns with a bounded timeout.
+func dialFrom(t *testing.T, ns, addr string, timeout time.Duration) error {
+	t.Helper()
+	return inNetns(t, ns, func() error {
+		c, err := net.DialTimeout("tcp4", addr, timeout)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// synSniffer is a raw IPPROTO_TCP socket in a namespace: it sees a copy of
+// every TCP segment arriving there, as it came off the wire.
+type synSniffer struct{ fd int }
+
+func sniffIn(t *testing.T, ns string) *synSniffer {
+	t.Helper()
+	s := &synSniffer{fd: -1}
+	if err := inNetns(t, ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		if err != nil {
+			return fmt.Errorf("raw socket: %w", err)
+		}
+		s.fd = fd
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tv := unix.NsecToTimeval(int64(200 * time.Millisecond))
+	if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(s.fd) })
+	return s
+}
+
+// synMSS returns the MSS option of the first SYN (without ACK) to dstPort
+// that arrives before the deadline.
+func (s *synSniffer) synMSS(dstPort int, within time.Duration) (int, error) {
+	buf := make([]byte, 65536)
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		n, err := unix.Read(s.fd, buf)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return 0, err
+		}
+		if mss, ok := parseSYN(buf[:n], dstPort); ok {
+			return mss, nil
+		}
+	}
+	return 0, fmt.Errorf("no SYN to port %d seen within %s", dstPort, within)
+}
+
+// parseSYN reads an IPv4 packet; for a TCP SYN to dstPort it returns the
+// MSS option (0 when absent).
+func parseSYN(p []byte, dstPort int) (int, bool) {
+	if len(p) < 20 || p[0]>>4 != 4 {
+		return 0, false
+	}
+	ihl := int(p[0]&0x0f) * 4
+	if len(p) < ihl+20 {
+		return 0, false
+	}
+	tcp := p[ihl:]
+	if int(binary.BigEndian.Uint16(tcp[2:4])) != dstPort || tcp[13]&0x12 != 0x02 {
+		return 0, false
+	}
+	off := int(tcp[12]>>4) * 4
+	if off < 20 || len(tcp) < off {
+		return 0, false
+	}
+	opts := tcp[20:off]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case 0:
+			return 0, true
+		case 1:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			return 0, true
+		}
+		if opts[i] == 2 && opts[i+1] == 4 {
+			return int(binary.BigEndian.Uint16(opts[i+2 : i+4])), true
+		}
+		i += int(opts[i+1])
+	}
+	return 0, true
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not true within %s: %s", within, what)
+		}
+		<-tick.C
+	}
+}
+
+func (l *listener) nextPeer(t *testing.T) string {
+	t.Helper()
+	select {
+	case p := <-l.peers:
+		return p
+	case <-time.After(5 * time.Second):
+		t.Fatal("listener saw no connection within 5s")
+		return ""
+	}
+}
+
+const otherOwner = `table inet other {
+	chain forward_other {
+		type filter hook forward priority 10; policy accept;
+		ip saddr 10.9.9.9 drop
+	}
+}
+`
+
+func TestNetnsApplyForwardsClampsAndRemovesExactly(t *testing.T) {
+	t.Parallel()
+	tp := newTopo(t)
+	e := tp.env()
+
+	// Another owner's table and route that must survive apply and remove.
+	cmd := exec.Command("ip", "netns", "exec", tp.pi, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(otherOwner)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft -f: %v: %s", err, out)
+	}
+	sh(t, "ip", "-n", tp.pi, "route", "add", "10.99.0.0/16", "via", lanDevice)
+	before := tp.ruleset(t)
+	routesBefore := sh(t, "ip", "-n", tp.pi, "route", "show")
+	if got := tp.ipForward(t); got != "0" {
+		t.Fatalf("fresh namespace ip_forward = %s, want 0", got)
+	}
+
+	lan := listenIn(t, tp.lan, lanDevice+":0")
+	lanAddr := net.JoinHostPort(lanDevice, fmt.Sprint(lan.port()))
+	if err := dialFrom(t, tp.op, lanAddr, time.Second); err == nil {
+		t.Fatal("LAN device reachable from the tunnel side before apply")
+	}
+	if r := tp.netsetup(t, e, "status"); r.code != 1 {
+		t.Fatalf("status before apply: exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	tp.mustNetsetup(t, e, "apply")
+	applied := tp.ruleset(t)
+	t.Logf("ruleset after apply:\n%s", applied)
+	if r := tp.netsetup(t, e, "status"); r.code != 0 || testing.Verbose() {
+		t.Logf("status:\n%s%s", r.stdout, r.stderr)
+	}
+	if r := tp.netsetup(t, e, "status"); r.code != 0 {
+		t.Fatalf("status after apply: exit %d, want 0\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := tp.ipForward(t); got != "1" {
+		t.Errorf("ip_forward after apply = %s, want 1", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(tp.sysctlDir, SysctlFile)); err != nil || !strings.Contains(string(b), "net.ipv4.ip_forward = 1") {
+		t.Errorf("persistent sysctl file: %q, %v", b, err)
+	}
+
+	// Tunnel -> LAN: reachable, NATed to the Pi's LAN address, MSS clamped.
+	sniff := sniffIn(t, tp.lan)
+	if err := dialFrom(t, tp.op, lanAddr, 3*time.Second); err != nil {
+		t.Fatalf("LAN device not reachable from the tunnel side after apply: %v", err)
+	}
+	if got := lan.nextPeer(t); got != piLAN {
+		t.Errorf("LAN device saw source %s, want the Pi's LAN address %s (masquerade)", got, piLAN)
+	}
+	mss, err := sniff.synMSS(lan.port(), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mss != 1452 {
+		t.Errorf("forwarded SYN carries MSS %d, want 1452", mss)
+	}
+
+	// LAN -> tunnel: new connections dropped.
+	op := listenIn(t, tp.op, operatorIP+":0")
+	if err := dialFrom(t, tp.lan, net.JoinHostPort(operatorIP, fmt.Sprint(op.port())), time.Second); err == nil {
+		t.Error("LAN device opened a new connection to the tunnel side")
+	}
+
+	// The bastion leaves by the backup uplink.
+	if got := sh(t, "ip", "-n", tp.pi, "route", "get", bastionIP); !strings.Contains(got, "via "+uplinkGW+" dev up0") {
+		t.Errorf("ip route get %s = %q, want via %s dev up0", bastionIP, got, uplinkGW)
+	}
+
+	// Apply again: nothing changes.
+	tp.mustNetsetup(t, e, "apply")
+	if again := tp.ruleset(t); again != applied {
+		t.Errorf("second apply changed the ruleset:\nfirst:\n%s\nsecond:\n%s", applied, again)
+	}
+	if got := sh(t, "ip", "-n", tp.pi, "route", "show", "proto", fmt.Sprint(RouteProtocol)); strings.Count(got, bastionIP) != 1 {
+		t.Errorf("lifeline routes after two applies:\n%s", got)
+	}
+
+	// Remove: exactly the prior state.
+	tp.mustNetsetup(t, e, "remove")
+	if after := tp.ruleset(t); after != before {
+		t.Errorf("ruleset after remove differs from before apply:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if after := sh(t, "ip", "-n", tp.pi, "route", "show"); after != routesBefore {
+		t.Errorf("routes after remove:\n%s\nwant:\n%s", after, routesBefore)
+	}
+	if got := tp.ipForward(t); got != "0" {
+		t.Errorf("ip_forward after remove = %s, want 0 (the value before apply)", got)
+	}
+	for _, p := range []string{filepath.Join(tp.sysctlDir, SysctlFile), filepath.Join(tp.stateDir, StateFile)} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there after remove (%v)", p, err)
+		}
+	}
+	if r := tp.netsetup(t, e, "status"); r.code != 1 {
+		t.Errorf("status after remove: exit %d, want 1\n%s", r.code, r.stdout)
+	}
+	tp.mustNetsetup(t, e, "remove") // removing twice is fine
+}
