@@ -56,9 +56,41 @@ clean:
 	rm -rf bin dist
 
 # --- deploy (owned by the packaging work: dist, deb) ---
-dist:
-	@echo "dist: not yet implemented"; exit 1
+# dist: static, version-stamped binaries for the jump host and the Pi, one
+# tarball per platform (binaries + systemd units + env templates), SHA256SUMS.
+# deb: lifeline-bastion and lifeline-agent .deb for amd64, arm64 and armhf
+# (GOARM=7: Pi 3 and later on 32-bit Raspberry Pi OS), built with dpkg-deb by
+# systemd/packaging/mkdeb.sh; SHA256SUMS then covers tarballs and packages.
+DIST_PLATFORMS := amd64:amd64 arm64:arm64 armv7:armhf
+# Debian versions must start with a digit: v1.2.0-3-gabc -> 1.2.0+3+gabc, abc1234 -> 0.0.0+abc1234
+DEB_VERSION ?= $(shell printf '%s' '$(VERSION)' | sed -E 's/^v//; s/-/+/g; /^[0-9]/!s/^/0.0.0+/')
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
 
-deb:
-	@echo "deb: not yet implemented"; exit 1
+dist:
+	@rm -rf dist && mkdir -p dist
+	@set -e; for p in $(DIST_PLATFORMS); do \
+	  plat=$${p%%:*}; goarch=$${plat%v7}; goarm=; [ "$$plat" = armv7 ] && { goarch=arm; goarm=7; }; \
+	  name=lifeline_$(VERSION)_linux_$$plat; \
+	  mkdir -p dist/$$name/systemd; \
+	  for b in bastion agent; do \
+	    echo "build $$name/lifeline-$$b"; \
+	    CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+	      -o dist/$$name/lifeline-$$b ./$$b/cmd/lifeline-$$b; \
+	  done; \
+	  cp systemd/*.service systemd/*.env systemd/README.md dist/$$name/systemd/; \
+	  tar -C dist --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+	    -czf dist/$$name.tar.gz $$name; \
+	done
+	cd dist && sha256sum *.tar.gz > SHA256SUMS
+
+deb: dist
+	@set -e; for p in $(DIST_PLATFORMS); do \
+	  plat=$${p%%:*}; debarch=$${p##*:}; \
+	  for b in bastion agent; do \
+	    ./systemd/packaging/mkdeb.sh lifeline-$$b $$debarch $(DEB_VERSION) \
+	      dist/lifeline_$(VERSION)_linux_$$plat/lifeline-$$b dist; \
+	  done; \
+	done
+	cd dist && sha256sum *.tar.gz *.deb > SHA256SUMS
 # --- end deploy ---
