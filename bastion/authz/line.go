@@ -70,7 +70,7 @@ func parseLine(line string) (keyLine, error) {
 		kl.options = opts
 		rest = strings.TrimLeft(r, " \t")
 		if rest == "" {
-			return keyLine{}, errors.New("options but no key")
+			return keyLine{}, errors.New("no key on the line (want [options] keytype base64 [comment])")
 		}
 	}
 	typ, rest := cutField(rest)
@@ -80,7 +80,7 @@ func parseLine(line string) (keyLine, error) {
 		return keyLine{}, errors.New(why)
 	}
 	if !keyTypes[typ] {
-		return keyLine{}, fmt.Errorf("unknown key type %.40q", typ)
+		return keyLine{}, fmt.Errorf("unknown key type %.40q (want [options] keytype base64 [comment])", typ)
 	}
 	if b64 == "" {
 		return keyLine{}, fmt.Errorf("%s key: missing base64 key data", typ)

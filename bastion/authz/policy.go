@@ -128,7 +128,7 @@ func readFile(path string, role Role, loc *time.Location) ([]*entry, error) {
 		}
 		e, err := parseEntry(t, role, src, loc)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", src, err))
+			errs = append(errs, err)
 			continue
 		}
 		entries = append(entries, e)
@@ -137,11 +137,11 @@ func readFile(path string, role Role, loc *time.Location) ([]*entry, error) {
 }
 
 // parseEntry turns one line into an entry, checking every option against
-// the role. All problems of the line are joined.
+// the role. All problems of the line are joined, each prefixed with src.
 func parseEntry(line string, role Role, src string, loc *time.Location) (*entry, error) {
 	kl, err := parseLine(line)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	e := &entry{
 		role:        role,
@@ -157,14 +157,14 @@ func parseEntry(line string, role Role, src string, loc *time.Location) (*entry,
 	seen := map[string]bool{}
 	for _, o := range kl.options {
 		if err := e.apply(o, role, seen, loc); err != nil {
-			errs = append(errs, fmt.Errorf("option %s: %w", o.name, err))
+			errs = append(errs, fmt.Errorf("%s: option %s: %w", src, o.name, err))
 		}
 	}
 	if role == RoleAgent && !seen["permitlisten"] {
-		errs = append(errs, errors.New(`agent key without permitlisten="NAME:PORT": say which names it may register`))
+		errs = append(errs, fmt.Errorf(`%s: agent key without permitlisten="NAME:PORT": say which names it may register`, src))
 	}
 	if e.principals != nil && !e.certAuth {
-		errs = append(errs, errors.New("option principals: only valid together with cert-authority"))
+		errs = append(errs, fmt.Errorf("%s: option principals: only valid together with cert-authority", src))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
