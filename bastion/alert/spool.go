@@ -1,0 +1,231 @@
+package alert
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// The spool: Dir/alerts/<ID>.json, one file per undelivered alert, written
+// atomically (temp file, fsync, rename, fsync of the directory) and removed
+// only after the Notifier accepted it. Alerts that failed permanently move
+// to Dir/alerts/failed/. Dir/alerts/overflow.state counts alerts that arrived
+// while the spool was full (they are summarised, not lost).
+const (
+	spoolVersion  = 1
+	overflowFile  = "overflow.state"
+	failedSubdir  = "failed"
+	tempPrefix    = ".tmp-"
+	spoolFileMode = 0o600
+)
+
+var idPattern = regexp.MustCompile(`^[0-9a-f]{16}-[0-9a-f]{6}-[0-9a-f]{8}$`)
+
+// entry is one spooled alert.
+type entry struct {
+	Message
+	// Subject is who or what the alert is about (operator, agent), for
+	// summaries.
+	Subject string
+}
+
+type envelope struct {
+	V       int     `json:"v"`
+	Message Message `json:"message"`
+	Subject string  `json:"subject,omitempty"`
+}
+
+type spool struct {
+	dir    string
+	failed string
+}
+
+// openSpool creates Dir/alerts (0700) and its failed/ subdirectory, removes
+// temp files left by a crash, and returns the pending entries oldest first.
+// Files it cannot read are set aside into failed/ and reported in bad.
+func openSpool(stateDir string) (s *spool, pending []entry, overflow map[string]int, bad []error, err error) {
+	s = &spool{dir: filepath.Join(stateDir, "alerts")}
+	s.failed = filepath.Join(s.dir, failedSubdir)
+	if err := os.MkdirAll(s.failed, 0o700); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("create alert spool %s: %w", s.failed, err)
+	}
+	if err := os.Chmod(s.dir, 0o700); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("alert spool %s: %w", s.dir, err)
+	}
+	des, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("read alert spool %s: %w", s.dir, err)
+	}
+	for _, de := range des {
+		name := de.Name()
+		switch {
+		case de.IsDir():
+			continue
+		case strings.HasPrefix(name, tempPrefix):
+			if err := os.Remove(filepath.Join(s.dir, name)); err != nil {
+				bad = append(bad, fmt.Errorf("remove stale temp file: %w", err))
+			}
+		case name == overflowFile:
+			overflow, err = s.readOverflow()
+			if err != nil {
+				bad = append(bad, err)
+			}
+		case strings.HasSuffix(name, ".json"):
+			e, err := s.read(name)
+			if err != nil {
+				bad = append(bad, err)
+				if err := os.Rename(filepath.Join(s.dir, name), filepath.Join(s.failed, "unreadable-"+name)); err != nil {
+					bad = append(bad, fmt.Errorf("set aside %s: %w", name, err))
+				}
+				continue
+			}
+			pending = append(pending, e)
+		}
+	}
+	sort.Slice(pending, func(i, j int) bool { return pending[i].ID < pending[j].ID })
+	return s, pending, overflow, bad, nil
+}
+
+func (s *spool) read(name string) (entry, error) {
+	id := strings.TrimSuffix(name, ".json")
+	if !idPattern.MatchString(id) {
+		return entry{}, fmt.Errorf("alert spool file %s: unexpected name", name)
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, name))
+	if err != nil {
+		return entry{}, fmt.Errorf("read alert spool file: %w", err)
+	}
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return entry{}, fmt.Errorf("alert spool file %s: %w", name, err)
+	}
+	if env.V != spoolVersion {
+		return entry{}, fmt.Errorf("alert spool file %s: version %d, want %d", name, env.V, spoolVersion)
+	}
+	if env.Message.ID != id || env.Message.Text == "" {
+		return entry{}, fmt.Errorf("alert spool file %s: id or text does not match its name", name)
+	}
+	return entry{Message: env.Message, Subject: env.Subject}, nil
+}
+
+// write stores e durably under its ID.
+func (s *spool) write(e entry) error {
+	b, err := json.Marshal(envelope{V: spoolVersion, Message: e.Message, Subject: e.Subject})
+	if err != nil {
+		return fmt.Errorf("encode alert %s: %w", e.ID, err)
+	}
+	return s.writeFile(e.ID+".json", b)
+}
+
+func (s *spool) writeFile(name string, b []byte) error {
+	f, err := os.CreateTemp(s.dir, tempPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("spool alert: %w", err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("spool alert %s: %w", name, err)
+	}
+	if err := f.Chmod(spoolFileMode); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("spool alert %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.dir, name)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("spool alert %s: %w", name, err)
+	}
+	return syncDir(s.dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// remove deletes a delivered alert.
+func (s *spool) remove(id string) error {
+	if err := os.Remove(filepath.Join(s.dir, id+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove delivered alert: %w", err)
+	}
+	return nil
+}
+
+// setAside moves an alert that failed permanently into failed/, or deletes
+// it when failed/ already holds max files (it is in the audit log).
+func (s *spool) setAside(id string, max int) error {
+	from := filepath.Join(s.dir, id+".json")
+	if n, err := countFiles(s.failed); err == nil && n >= max {
+		if err := os.Remove(from); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("drop failed alert: %w", err)
+		}
+		return nil
+	}
+	if err := os.Rename(from, filepath.Join(s.failed, id+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("set aside failed alert: %w", err)
+	}
+	return nil
+}
+
+func countFiles(dir string) (int, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", dir, err)
+	}
+	return len(des), nil
+}
+
+type overflowState struct {
+	V      int            `json:"v"`
+	Counts map[string]int `json:"counts"`
+}
+
+func (s *spool) readOverflow() (map[string]int, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, overflowFile))
+	if err != nil {
+		return nil, fmt.Errorf("read alert overflow count: %w", err)
+	}
+	var st overflowState
+	if err := json.Unmarshal(b, &st); err != nil || st.V != spoolVersion {
+		return nil, fmt.Errorf("alert overflow count %s is unreadable (version %d): %v", overflowFile, st.V, err)
+	}
+	return st.Counts, nil
+}
+
+// writeOverflow stores the overflow counts; an empty map removes the file.
+func (s *spool) writeOverflow(counts map[string]int) error {
+	if len(counts) == 0 {
+		if err := os.Remove(filepath.Join(s.dir, overflowFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("clear alert overflow count: %w", err)
+		}
+		return nil
+	}
+	b, err := json.Marshal(overflowState{V: spoolVersion, Counts: counts})
+	if err != nil {
+		return fmt.Errorf("encode alert overflow count: %w", err)
+	}
+	return s.writeFile(overflowFile, b)
+}

@@ -1,0 +1,218 @@
+package alert
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lifeline-dev/lifeline/shared/report"
+)
+
+// smsLimit is one GSM-7 SMS segment. Texts are built from a core that is
+// always sent and extras that are added only while the text still fits.
+const smsLimit = 160
+
+// clean makes s safe and cheap for an SMS: printable ASCII only (anything
+// else becomes '?', which also keeps the GSM-7 alphabet and stops terminal
+// escapes from key comments or user names), the characters GSM-7 stores in
+// two septets replaced, at most max characters.
+func clean(s string, max int) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if n >= max {
+			b.WriteString("..")
+			break
+		}
+		switch {
+		case r == '[' || r == '{':
+			r = '('
+		case r == ']' || r == '}':
+			r = ')'
+		case r == '\\' || r == '|' || r == '^' || r == '~' || r == '`':
+			r = '/'
+		case r < 0x20 || r > 0x7e:
+			r = '?'
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
+}
+
+// fit appends extras to core in order while the result stays within one
+// SMS, skipping those that do not fit.
+func fit(core string, extras ...string) string {
+	for _, e := range extras {
+		if e != "" && len(core)+len(e) <= smsLimit {
+			core += e
+		}
+	}
+	return core
+}
+
+func addrString(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return "?"
+	}
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()).String()
+}
+
+func loginText(bastion string, l Login) string {
+	who := clean(l.Operator, 32)
+	if who == "" {
+		who = "?"
+	}
+	kind := "key"
+	if l.Certificate {
+		kind = "cert"
+	}
+	core := fmt.Sprintf("%s: login %s (%s %s) from %s", clean(bastion, 24), who, kind, clean(l.Fingerprint, 64), addrString(l.Source))
+	var user, target string
+	if l.User != "" {
+		user = " user " + clean(l.User, 24)
+	}
+	if l.Target != "" {
+		target = " to " + clean(l.Target, 40)
+	}
+	return fit(core, user, target)
+}
+
+func agentLabel(a Agent) string {
+	name := clean(a.Name, 32)
+	if name == "" {
+		name = clean(a.Fingerprint, 64)
+	}
+	if len(a.Names) > 0 {
+		names := make([]string, 0, len(a.Names))
+		for _, n := range a.Names {
+			names = append(names, clean(n, 24))
+		}
+		name += " (" + strings.Join(names, ",") + ")"
+	}
+	return name
+}
+
+func downText(bastion string, a Agent, since time.Time, after time.Duration) string {
+	return fit(fmt.Sprintf("%s: SITE DOWN: agent %s gone since %s", clean(bastion, 24), agentLabel(a), since.UTC().Format("15:04Z Jan 2")),
+		fmt.Sprintf(" (no reconnect in %s)", shortDuration(after)))
+}
+
+func backText(bastion string, a Agent, outage time.Duration) string {
+	return fmt.Sprintf("%s: site back: agent %s reconnected after %s down", clean(bastion, 24), agentLabel(a), shortDuration(outage))
+}
+
+func linkFailedText(bastion string, a Agent, r report.LinkReport) string {
+	core := fmt.Sprintf("%s: LINK FAILED at %s:", clean(bastion, 24), agentLabel(a))
+	text := fit(core, " "+clean(strings.Join(r.Reasons, "; "), 100))
+	return fit(text, fmt.Sprintf(" (isp %s, %.1f Mbit/s, %.0f ms)", clean(r.ISP, 24), r.DownloadBps/1e6, r.LatencyMS))
+}
+
+func linkOKText(bastion string, a Agent, r report.LinkReport) string {
+	return fit(fmt.Sprintf("%s: link ok again at %s", clean(bastion, 24), agentLabel(a)),
+		fmt.Sprintf(": isp %s, %.1f Mbit/s, %.0f ms", clean(r.ISP, 24), r.DownloadBps/1e6, r.LatencyMS))
+}
+
+func failedLoginsText(bastion string, total int, every time.Duration, bySource map[netip.Addr]int, others int) string {
+	core := fmt.Sprintf("%s: %d failed logins in %s from %d sources", clean(bastion, 24), total, shortDuration(every), len(bySource)+others)
+	type kv struct {
+		a netip.Addr
+		n int
+	}
+	var top []kv
+	for a, n := range bySource {
+		top = append(top, kv{a, n})
+	}
+	sort.Slice(top, func(i, j int) bool {
+		if top[i].n != top[j].n {
+			return top[i].n > top[j].n
+		}
+		return top[i].a.Less(top[j].a)
+	})
+	extras := []string{":"}
+	for i, e := range top {
+		if i == 3 {
+			break
+		}
+		sep := " "
+		if i > 0 {
+			sep = ", "
+		}
+		extras = append(extras, fmt.Sprintf("%s%s x%d", sep, e.a, e.n))
+	}
+	text := fit(core, extras...)
+	return strings.TrimSuffix(text, ":")
+}
+
+// summaryText summarises alerts held back by the rate limit (held) and
+// alerts that found the spool full (overflow counts by kind).
+func summaryText(bastion string, held []entry, overflow map[string]int) string {
+	byKind := map[string]int{}
+	subjects := map[string]int{}
+	total := 0
+	for _, e := range held {
+		byKind[e.Kind]++
+		total++
+		if e.Subject != "" {
+			subjects[e.Subject]++
+		}
+	}
+	for k, n := range overflow {
+		byKind[k] += n
+		total += n
+	}
+	core := fmt.Sprintf("%s: %d alerts held back by the SMS limit", clean(bastion, 24), total)
+	kinds := make([]string, 0, len(byKind))
+	for k := range byKind {
+		kinds = append(kinds, k)
+	}
+	sort.Slice(kinds, func(i, j int) bool {
+		if byKind[kinds[i]] != byKind[kinds[j]] {
+			return byKind[kinds[i]] > byKind[kinds[j]]
+		}
+		return kinds[i] < kinds[j]
+	})
+	parts := []string{":"}
+	for i, k := range kinds {
+		sep := " "
+		if i > 0 {
+			sep = ", "
+		}
+		parts = append(parts, fmt.Sprintf("%s%d %s", sep, byKind[k], strings.ReplaceAll(k, "_", " ")))
+	}
+	subs := make([]string, 0, len(subjects))
+	for s := range subjects {
+		subs = append(subs, s)
+	}
+	sort.Slice(subs, func(i, j int) bool {
+		if subjects[subs[i]] != subjects[subs[j]] {
+			return subjects[subs[i]] > subjects[subs[j]]
+		}
+		return subs[i] < subs[j]
+	})
+	if len(subs) > 0 {
+		parts = append(parts, ". Who:")
+		for i, s := range subs {
+			sep := " "
+			if i > 0 {
+				sep = ", "
+			}
+			parts = append(parts, fmt.Sprintf("%s%s x%d", sep, clean(s, 32), subjects[s]))
+		}
+	}
+	text := strings.TrimSuffix(strings.TrimSuffix(fit(core, parts...), ". Who:"), ":")
+	return fit(text, ". See audit log")
+}
+
+func shortDuration(d time.Duration) string {
+	switch {
+	case d >= time.Hour:
+		return d.Truncate(time.Minute).String()
+	case d >= time.Minute:
+		return d.Truncate(time.Second).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}
