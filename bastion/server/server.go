@@ -1,0 +1,345 @@
+// Package server is lifeline's jump host: an SSH server that authenticates
+// agents and operators by key (bastion/authz), keeps the names agents
+// register (bastion/registry), relays operators' direct-tcpip channels to
+// the agent holding the name as forwarded-tcpip channels, and refuses
+// everything else. It binds no socket for a registered name and never
+// connects anywhere by itself: it is never an open proxy.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/lifeline-dev/lifeline/bastion/audit"
+	"github.com/lifeline-dev/lifeline/bastion/authz"
+	"github.com/lifeline-dev/lifeline/bastion/ban"
+	"github.com/lifeline-dev/lifeline/bastion/registry"
+	"github.com/lifeline-dev/lifeline/shared/report"
+	"github.com/lifeline-dev/lifeline/shared/sshalgo"
+)
+
+// Events receives what the server sees that may deserve an alert. Every
+// method must return at once (the alerter queues); they are called from the
+// paths of logins and registrations.
+type Events interface {
+	OperatorLogin(id *authz.Identity, user string, src netip.AddrPort)
+	AuthFailed(src netip.Addr, user string)
+	// AgentUp is called when an agent key gets its first connection holding
+	// at least one name; AgentDown when its last such connection is gone.
+	AgentUp(id *authz.Identity, names []string)
+	AgentDown(id *authz.Identity, names []string)
+	LinkReport(id *authz.Identity, names []string, r report.LinkReport)
+}
+
+// Config of a Server. HostKey, Policy and Log are required.
+type Config struct {
+	HostKey ssh.Signer
+	Policy  *authz.Policy
+	Log     *slog.Logger
+	// Audit receives one event per login, refusal, registration, jump and
+	// disconnect. nil = no audit log (tests only).
+	Audit audit.Recorder
+	// Events receives alert-worthy events. nil = none.
+	Events Events
+	// Name of this bastion, shown in status.
+	Name string
+	// LoginGrace bounds the handshake and authentication (default 20s).
+	LoginGrace time.Duration
+	// MaxPending caps connections that have not finished authenticating
+	// (default 64); beyond it new connections are closed at once.
+	MaxPending int
+	// Bans refuses sources with repeated authentication failures. nil = none.
+	Bans *ban.List
+	// Keepalive interval towards agents (default 5s) and how many missed
+	// replies declare an agent dead (default 3).
+	Keepalive       time.Duration
+	KeepaliveMisses int
+	// OpenTimeout bounds how long an operator waits for the agent to accept
+	// a relayed channel (default 30s).
+	OpenTimeout time.Duration
+	// StatusExtra, if set, adds a section to `status` (e.g. the alert queue).
+	StatusExtra func() (text string, value any)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Server is the jump host. Create with New, run with Serve.
+type Server struct {
+	cfg    Config
+	sshcfg *ssh.ServerConfig
+	policy atomic.Pointer[authz.Policy]
+	reg    *registry.Registry[*session]
+
+	pending chan struct{}
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	agents   map[string]int // agent fingerprint -> connections holding names
+	reports  map[string]report.LinkReport
+	closing  bool
+}
+
+type identityKey struct{}
+
+// New checks cfg and prepares a server. It does not listen.
+func New(cfg Config) (*Server, error) {
+	var errs []error
+	if cfg.HostKey == nil {
+		errs = append(errs, errors.New("no host key: the bastion never runs on a throwaway key"))
+	}
+	if cfg.Policy == nil {
+		errs = append(errs, errors.New("no key policy"))
+	}
+	if cfg.Log == nil {
+		errs = append(errs, errors.New("no logger"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("configure server: %w", err)
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.Func(func(audit.Event) {})
+	}
+	if cfg.LoginGrace <= 0 {
+		cfg.LoginGrace = 20 * time.Second
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 64
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = 5 * time.Second
+	}
+	if cfg.KeepaliveMisses <= 0 {
+		cfg.KeepaliveMisses = 3
+	}
+	if cfg.OpenTimeout <= 0 {
+		cfg.OpenTimeout = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{
+		cfg:      cfg,
+		reg:      registry.New[*session](),
+		pending:  make(chan struct{}, cfg.MaxPending),
+		sessions: make(map[*session]struct{}),
+		agents:   make(map[string]int),
+		reports:  make(map[string]report.LinkReport),
+	}
+	s.policy.Store(cfg.Policy)
+	s.sshcfg = &ssh.ServerConfig{
+		Config:                  sshalgo.Config(),
+		PublicKeyAuthAlgorithms: sshalgo.PublicKeyAuthAlgorithms(),
+		PublicKeyCallback:       s.authenticate,
+		ServerVersion:           "SSH-2.0-lifeline",
+		MaxAuthTries:            6,
+	}
+	s.sshcfg.AddHostKey(cfg.HostKey)
+	return s, nil
+}
+
+// SetPolicy swaps the key policy (on SIGHUP). Live sessions keep running
+// under the identity they authenticated with.
+func (s *Server) SetPolicy(p *authz.Policy) { s.policy.Store(p) }
+
+// refusal is a policy refusal kept in ssh.ServerAuthError for the audit log.
+type refusal struct {
+	user, fingerprint, reason string
+}
+
+func (r *refusal) Error() string { return r.reason }
+
+func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	remote := addrPort(meta.RemoteAddr())
+	id, err := s.policy.Load().Authenticate(meta.User(), remote.Addr(), key, s.cfg.Now())
+	if err != nil {
+		return nil, &refusal{user: meta.User(), fingerprint: ssh.FingerprintSHA256(key), reason: err.Error()}
+	}
+	// The identity travels in Permissions, which x/crypto ties to the key
+	// whose signature was verified (never read it from a closure).
+	return &ssh.Permissions{ExtraData: map[any]any{identityKey{}: id}}, nil
+}
+
+// Serve accepts connections on ln until ctx is done, then closes ln and
+// every session and returns once all goroutines have finished (within a few
+// seconds). It returns nil on a clean shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.cfg.Audit.Record(audit.Event{Kind: audit.KindStart, Message: "listening on " + ln.Addr().String()})
+	s.cfg.Log.Info("bastion listening", "addr", ln.Addr().String(), "host_key", ssh.FingerprintSHA256(s.cfg.HostKey.PublicKey()))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+
+	var err error
+	for {
+		nc, aerr := ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				var ne net.Error
+				if errors.As(aerr, &ne) && ne.Timeout() {
+					continue
+				}
+				err = fmt.Errorf("accept on %s: %w", ln.Addr(), aerr)
+			}
+			break
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handleConn(ctx, nc)
+		}()
+	}
+	cancel()
+	s.closeAll()
+	s.wg.Wait()
+	s.cfg.Audit.Record(audit.Event{Kind: audit.KindStop})
+	s.cfg.Log.Info("bastion stopped")
+	return err
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	s.closing = true
+	all := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		all = append(all, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range all {
+		sess.close("bastion shutting down")
+	}
+}
+
+func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
+	remote := addrPort(nc.RemoteAddr())
+	if s.cfg.Bans != nil {
+		if banned, until := s.cfg.Bans.Banned(remote.Addr()); banned {
+			s.cfg.Audit.Record(audit.Event{Kind: audit.KindRefused, Source: remote.String(), Reason: "source banned after repeated authentication failures until " + until.UTC().Format(time.RFC3339)})
+			nc.Close()
+			return
+		}
+	}
+	select {
+	case s.pending <- struct{}{}:
+	default:
+		s.cfg.Audit.Record(audit.Event{Kind: audit.KindRefused, Source: remote.String(), Reason: fmt.Sprintf("more than %d connections pending authentication", s.cfg.MaxPending)})
+		nc.Close()
+		return
+	}
+	nc.SetDeadline(s.cfg.Now().Add(s.cfg.LoginGrace))
+	// Close the socket if we are told to stop mid-handshake.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	conn, chans, reqs, err := ssh.NewServerConn(nc, s.sshcfg)
+	<-s.pending
+	if err != nil {
+		stop()
+		nc.Close()
+		s.handshakeFailed(remote, err)
+		return
+	}
+	nc.SetDeadline(time.Time{})
+	id, _ := conn.Permissions.ExtraData[identityKey{}].(*authz.Identity)
+	if id == nil {
+		stop()
+		conn.Close()
+		s.cfg.Log.Error("authenticated connection without identity", "remote", remote)
+		return
+	}
+	sess := s.newSession(conn, nc, id, remote)
+	if !s.track(sess) {
+		stop()
+		conn.Close()
+		return
+	}
+	stop()
+	sess.run(ctx, chans, reqs)
+	s.untrack(sess)
+}
+
+func (s *Server) handshakeFailed(remote netip.AddrPort, err error) {
+	var authErr *ssh.ServerAuthError
+	if !errors.As(err, &authErr) {
+		// Scanners, ssh-audit, port probes and timeouts end here.
+		s.cfg.Log.Debug("handshake failed", "remote", remote, "err", err)
+		return
+	}
+	var user, fp string
+	var reasons []string
+	tried := false
+	for _, e := range authErr.Errors {
+		if errors.Is(e, ssh.ErrNoAuth) {
+			continue
+		}
+		tried = true
+		var r *refusal
+		if errors.As(e, &r) {
+			user, fp = r.user, r.fingerprint
+			reasons = append(reasons, r.fingerprint+": "+r.reason)
+		} else {
+			reasons = append(reasons, e.Error())
+		}
+	}
+	if !tried {
+		s.cfg.Log.Debug("disconnected before authenticating", "remote", remote)
+		return
+	}
+	reason := fmt.Sprintf("%d attempt(s) refused: %v", len(reasons), reasons)
+	s.cfg.Audit.Record(audit.Event{Kind: audit.KindAuthFailed, Source: remote.String(), User: user, Fingerprint: fp, Reason: reason})
+	s.cfg.Log.Info("authentication failed", "remote", remote, "user", user, "reason", reason)
+	if s.cfg.Events != nil {
+		s.cfg.Events.AuthFailed(remote.Addr(), user)
+	}
+	if s.cfg.Bans != nil && s.cfg.Bans.Fail(remote.Addr()) {
+		s.cfg.Audit.Record(audit.Event{Kind: audit.KindBanned, Source: remote.String(), Reason: "repeated authentication failures"})
+		s.cfg.Log.Warn("source banned after repeated authentication failures", "remote", remote.Addr())
+	}
+}
+
+func (s *Server) track(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+}
+
+// Sessions reports the number of authenticated connections.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func newID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
