@@ -451,12 +451,11 @@ func TestNetnsApplyForwardsClampsAndRemovesExactly(t *testing.T) {
 	tp.mustNetsetup(t, e, "apply")
 	applied := tp.ruleset(t)
 	t.Logf("ruleset after apply:\n%s", applied)
-	if r := tp.netsetup(t, e, "status"); r.code != 0 || testing.Verbose() {
-		t.Logf("status:\n%s%s", r.stdout, r.stderr)
-	}
-	if r := tp.netsetup(t, e, "status"); r.code != 0 {
+	r := tp.netsetup(t, e, "status")
+	if r.code != 0 {
 		t.Fatalf("status after apply: exit %d, want 0\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	t.Logf("status after apply:\n%s", r.stdout)
 	if got := tp.ipForward(t); got != "1" {
 		t.Errorf("ip_forward after apply = %s, want 1", got)
 	}
@@ -520,4 +519,199 @@ func TestNetnsApplyForwardsClampsAndRemovesExactly(t *testing.T) {
 		t.Errorf("status after remove: exit %d, want 1\n%s", r.code, r.stdout)
 	}
 	tp.mustNetsetup(t, e, "remove") // removing twice is fine
+}
+
+func TestNetnsChangedConfigAppliesNewStateExactly(t *testing.T) {
+	t.Parallel()
+	tp := newTopo(t)
+	a := tp.env()
+	b := tp.env().with(
+		"LIFELINE_MSS", "pmtu",
+		"LIFELINE_TUNNEL_INTERFACE", "tun+",
+		"LIFELINE_BASTION", "203.0.113.11:22, 203.0.113.12:443",
+	)
+	routes := func() string {
+		return sh(t, "ip", "-n", tp.pi, "route", "show", "proto", fmt.Sprint(RouteProtocol))
+	}
+
+	tp.mustNetsetup(t, a, "apply")
+	tp.mustNetsetup(t, b, "apply")
+	rulesAB, routesAB := tp.ruleset(t), routes()
+	for _, want := range []string{"tcp option maxseg size set rt mtu", `iifname "tun*" oifname "eth0" masquerade`} {
+		if !strings.Contains(rulesAB, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, rulesAB)
+		}
+	}
+	if r := tp.netsetup(t, a, "status"); r.code != 1 || !strings.Contains(r.stdout, "differs") {
+		t.Errorf("status of the old configuration after applying the new one: exit %d, want 1\n%s", r.code, r.stdout)
+	}
+	if r := tp.netsetup(t, b, "status"); r.code != 0 {
+		t.Errorf("status of the new configuration: exit %d, want 0\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if strings.Contains(routesAB, bastionIP+" ") || !strings.Contains(routesAB, "203.0.113.11 via "+uplinkGW) || !strings.Contains(routesAB, "203.0.113.12 via "+uplinkGW) {
+		t.Errorf("routes after the changed apply:\n%s", routesAB)
+	}
+	if got := tp.ipForward(t); got != "1" {
+		t.Errorf("ip_forward = %s, want 1", got)
+	}
+
+	// The same configuration applied from scratch gives the same state.
+	tp.mustNetsetup(t, b, "remove")
+	if got := tp.ipForward(t); got != "0" {
+		t.Errorf("ip_forward after remove = %s, want 0: the value before the first apply, not the one before the second", got)
+	}
+	tp.mustNetsetup(t, b, "apply")
+	if got := tp.ruleset(t); got != rulesAB {
+		t.Errorf("ruleset of A then B differs from B alone:\nA then B:\n%s\nB alone:\n%s", rulesAB, got)
+	}
+	if got := routes(); got != routesAB {
+		t.Errorf("routes of A then B:\n%s\nB alone:\n%s", routesAB, got)
+	}
+
+	// pmtu: a forwarded SYN is clamped to the LAN path's MTU (1400 - 40).
+	sh(t, "ip", "-n", tp.pi, "link", "set", "eth0", "mtu", "1400")
+	sh(t, "ip", "-n", tp.lan, "link", "set", "eth0", "mtu", "1400")
+	lan := listenIn(t, tp.lan, lanDevice+":0")
+	sniff := sniffIn(t, tp.lan)
+	if err := dialFrom(t, tp.op, net.JoinHostPort(lanDevice, fmt.Sprint(lan.port())), 3*time.Second); err != nil {
+		t.Fatalf("dial the LAN device through tun+ rules: %v", err)
+	}
+	mss, err := sniff.synMSS(lan.port(), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mss != 1360 {
+		t.Errorf("forwarded SYN carries MSS %d, want 1360 (path MTU 1400)", mss)
+	}
+}
+
+func TestNetnsApplyRollsBackOnFailure(t *testing.T) {
+	t.Parallel()
+	tp := newTopo(t)
+	good := tp.env()
+	unreachableGW := tp.env().with("LIFELINE_UPLINK_GATEWAY", "10.55.0.1", "LIFELINE_MSS", "1400")
+	files := []string{filepath.Join(tp.sysctlDir, SysctlFile), filepath.Join(tp.stateDir, StateFile)}
+	before := tp.ruleset(t)
+
+	// First apply fails at the last step: nothing stays behind.
+	r := tp.netsetup(t, unreachableGW, "apply")
+	if r.code != 1 || !strings.Contains(r.stderr, "set uplink routes") || !strings.Contains(r.stderr, "10.55.0.1") || !strings.Contains(r.stderr, "rolled back") {
+		t.Fatalf("apply with an unreachable gateway: exit %d, want 1 naming the step and the gateway\n%s", r.code, r.stderr)
+	}
+	if got := tp.ruleset(t); got != before {
+		t.Errorf("ruleset after the failed apply:\n%s\nwant:\n%s", got, before)
+	}
+	if got := tp.ipForward(t); got != "0" {
+		t.Errorf("ip_forward after the failed apply = %s, want 0", got)
+	}
+	for _, p := range files {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind by the failed apply (%v)", p, err)
+		}
+	}
+
+	// A failing re-apply leaves the previous configuration in place.
+	tp.mustNetsetup(t, good, "apply")
+	applied := tp.ruleset(t)
+	r = tp.netsetup(t, unreachableGW, "apply")
+	if r.code != 1 {
+		t.Fatalf("re-apply with an unreachable gateway: exit %d, want 1", r.code)
+	}
+	if got := tp.ruleset(t); got != applied {
+		t.Errorf("ruleset after the failed re-apply:\n%s\nwant the previous one:\n%s", got, applied)
+	}
+	if r := tp.netsetup(t, good, "status"); r.code != 0 {
+		t.Errorf("status of the previous configuration after the failed re-apply: exit %d\n%s", r.code, r.stdout)
+	}
+	tp.mustNetsetup(t, good, "remove")
+	if got := tp.ipForward(t); got != "0" {
+		t.Errorf("ip_forward after remove = %s, want 0", got)
+	}
+
+	// Another owner's route to the bastion: refused, theirs untouched.
+	sh(t, "ip", "-n", tp.pi, "route", "add", bastionIP+"/32", "via", lanDevice)
+	r = tp.netsetup(t, good, "apply")
+	if r.code != 1 || !strings.Contains(r.stderr, "not lifeline's") {
+		t.Errorf("apply over another owner's route: exit %d, want 1 saying whose route it is\n%s", r.code, r.stderr)
+	}
+	if got := sh(t, "ip", "-n", tp.pi, "route", "show", bastionIP); !strings.Contains(got, "via "+lanDevice) {
+		t.Errorf("another owner's route changed: %q", got)
+	}
+	if got := tp.ruleset(t); got != before {
+		t.Errorf("ruleset after the refused apply:\n%s", got)
+	}
+}
+
+func TestNetnsStatusFindsWhatDefeatsIt(t *testing.T) {
+	t.Parallel()
+	tp := newTopo(t)
+	e := tp.env()
+
+	r := tp.netsetup(t, e.with("LIFELINE_TUNNEL_INTERFACE", "wg0"), "status")
+	if r.code != 1 {
+		t.Errorf("status before apply: exit %d, want 1", r.code)
+	}
+	for _, want := range []string{
+		"differs  firewall table ip lifeline missing",
+		"differs  route 203.0.113.10/32 via 100.64.0.1 missing",
+		"warning  traffic to bastion 203.0.113.10 goes via 192.168.1.100 dev eth0, not via the uplink gateway 100.64.0.1",
+		"warning  tunnel interface wg0 does not exist",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status before apply lacks %q:\n%s", want, r.stdout)
+		}
+	}
+
+	tp.mustNetsetup(t, e, "apply")
+	// An iptables-nft style FORWARD chain with policy drop elsewhere.
+	cmd := exec.Command("ip", "netns", "exec", tp.pi, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader("table ip filter {\n\tchain FORWARD {\n\t\ttype filter hook forward priority 0; policy drop;\n\t}\n}\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft -f: %v: %s", err, out)
+	}
+	r = tp.netsetup(t, e, "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "warning  chain ip filter FORWARD has a forward hook with policy drop") {
+		t.Errorf("status with a FORWARD drop policy elsewhere: exit %d, want 0 with a warning\n%s", r.code, r.stdout)
+	}
+
+	tampers := []struct {
+		name, script, want string
+	}{
+		{
+			name:   "rule changed under the same comment",
+			script: "flush chain ip lifeline postrouting\nadd rule ip lifeline postrouting iifname \"tun0\" oifname \"up0\" masquerade comment \"lifeline: masquerade tunnel traffic leaving by the LAN\"\n",
+			want:   "differs  firewall table ip lifeline: chain postrouting: rule 1",
+		},
+		{
+			name:   "rule added",
+			script: "add rule ip lifeline forward counter\n",
+			want:   "differs  firewall table ip lifeline: chain forward: extra rule",
+		},
+		{
+			name:   "chain deleted",
+			script: "delete chain ip lifeline postrouting\n",
+			want:   "differs  firewall table ip lifeline: chain postrouting missing",
+		},
+		{
+			name:   "policy changed",
+			script: "add chain ip lifeline forward { type filter hook forward priority 0; policy drop; }\n",
+			want:   "differs  firewall table ip lifeline: chain forward: wrong policy",
+		},
+	}
+	for _, tc := range tampers {
+		tp.mustNetsetup(t, e, "apply")
+		cmd := exec.Command("ip", "netns", "exec", tp.pi, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(tc.script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: nft -f: %v: %s", tc.name, err, out)
+		}
+		r := tp.netsetup(t, e, "status")
+		if r.code != 1 || !strings.Contains(r.stdout, tc.want) {
+			t.Errorf("%s: status exit %d, want 1 with %q\n%s", tc.name, r.code, tc.want, r.stdout)
+		}
+	}
+	tp.mustNetsetup(t, e, "apply")
+	if r := tp.netsetup(t, e, "status"); r.code != 0 {
+		t.Errorf("status after apply repaired the tampering: exit %d\n%s", r.code, r.stdout)
+	}
 }

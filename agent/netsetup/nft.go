@@ -163,7 +163,10 @@ func mssRule(mss int) ruleSpec {
 	}
 	comment := "lifeline: clamp MSS of forwarded SYNs to the path MTU"
 	if mss == 0 {
-		exprs = append(exprs, &expr.Rt{Register: 1, Key: expr.RtTCPMSS})
+		// rt tcpmss loads the MSS in host byte order; the option is big endian.
+		exprs = append(exprs,
+			&expr.Rt{Register: 1, Key: expr.RtTCPMSS},
+			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2})
 	} else {
 		comment = fmt.Sprintf("lifeline: clamp MSS of forwarded SYNs to %d", mss)
 		exprs = append(exprs, &expr.Immediate{Register: 1, Data: []byte{byte(mss >> 8), byte(mss)}})
@@ -347,7 +350,7 @@ func rulesDiff(chain string, want []ruleSpec, got []*nftables.Rule) []string {
 }
 
 // sameExprs compares expressions by their netlink encoding. Expression
-// kinds the library cannot read back (rt) are left out of both sides; the
+// kinds the library cannot read back (rt, byteorder) are left out of both sides; the
 // rule comment, written by the same builder, still tells them apart.
 func sameExprs(want, got []expr.Any) bool {
 	w := readable(want)
@@ -367,7 +370,8 @@ func sameExprs(want, got []expr.Any) bool {
 func readable(es []expr.Any) []expr.Any {
 	out := make([]expr.Any, 0, len(es))
 	for _, e := range es {
-		if _, ok := e.(*expr.Rt); ok {
+		switch e.(type) {
+		case *expr.Rt, *expr.Byteorder:
 			continue
 		}
 		out = append(out, e)
