@@ -1,0 +1,383 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jpillora/backoff"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/lifeline-dev/lifeline/shared/sshalgo"
+)
+
+// link is the reconnect loop for one bastion.
+type link struct {
+	t    *Tunnels
+	addr string
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	sess *session
+	st   Status
+	beat time.Time
+}
+
+func newLink(t *Tunnels, addr string) *link {
+	return &link{t: t, addr: addr, log: t.cfg.Log.With("bastion", addr), st: Status{Bastion: addr}, beat: t.cfg.Clock.Now()}
+}
+
+func (l *link) heartbeat() {
+	now := l.t.cfg.Clock.Now()
+	l.mu.Lock()
+	l.beat = now
+	l.mu.Unlock()
+}
+
+func (l *link) lastBeat() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.beat
+}
+
+func (l *link) current() *session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sess
+}
+
+func (l *link) status() Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.st
+	s.Registered = append([]string(nil), s.Registered...)
+	return s
+}
+
+func (l *link) update(f func(*Status)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f(&l.st)
+}
+
+// failure classifies why an attempt or a connection ended.
+type failure struct {
+	stage string // "dial", "handshake", "lost"
+	// network is true when the path to the bastion is the likely cause
+	// (refused, unreachable, timed out, link died): the loop then probes
+	// for its return. Otherwise (host key, authentication, a server that
+	// hangs up during the handshake) it waits out the backoff.
+	network bool
+	err     error
+}
+
+func (f *failure) Error() string { return f.stage + ": " + f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+func (l *link) run(ctx context.Context) {
+	cfg := &l.t.cfg
+	b := &backoff.Backoff{Min: time.Second, Max: cfg.BackoffMax, Factor: 2, Jitter: true}
+	if b.Min > b.Max {
+		b.Min = b.Max
+	}
+	// A connection that lasted this long resets the backoff.
+	stable := 2 * cfg.Keepalive * time.Duration(cfg.KeepaliveMisses)
+	var pre net.Conn
+	for {
+		l.heartbeat()
+		up, f := l.once(ctx, pre)
+		pre = nil
+		if ctx.Err() != nil {
+			return
+		}
+		l.update(func(s *Status) { s.LastError = f.Error(); s.Connected = false; s.Registered = nil; s.Since = cfg.Clock.Now() })
+		if up >= stable {
+			b.Reset()
+		}
+		wait := b.Duration()
+		switch {
+		case errors.Is(f.err, errHostKey):
+			l.log.Error("BASTION HOST KEY REFUSED: not connecting", "err", f.err, "retry_in", wait.Round(time.Millisecond))
+		case f.stage == "lost":
+			// "lost" was logged with its reason and duration already.
+		default:
+			l.log.Warn("connect failed", "stage", f.stage, "err", f.err, "retry_in", wait.Round(time.Millisecond))
+		}
+		l.log.Info("reconnect in", "in", wait.Round(time.Millisecond), "probing", f.network, "attempt", int(b.Attempt()))
+		pre = l.wait(ctx, wait, f.network)
+		if ctx.Err() != nil {
+			if pre != nil {
+				pre.Close()
+			}
+			return
+		}
+	}
+}
+
+// wait waits d, beating the heart every ProbeEvery. When probe is true it
+// also tries a TCP connect to the bastion at that cadence and returns the
+// first connection that succeeds (the caller then uses it).
+func (l *link) wait(ctx context.Context, d time.Duration, probe bool) net.Conn {
+	cfg := &l.t.cfg
+	end := cfg.Clock.Now().Add(d)
+	for {
+		left := end.Sub(cfg.Clock.Now())
+		if left <= 0 {
+			return nil
+		}
+		step := min(left, cfg.ProbeEvery)
+		tm := cfg.Clock.NewTimer(step)
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return nil
+		case <-tm.C():
+		}
+		l.heartbeat()
+		if !probe || end.Sub(cfg.Clock.Now()) <= 0 {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, max(2*cfg.ProbeEvery, time.Second))
+		c, err := cfg.Dialer.DialContext(pctx, "tcp", l.addr)
+		cancel()
+		if err == nil {
+			l.log.Info("bastion reachable again: reconnecting now")
+			return c
+		}
+		l.log.Debug("probe failed", "err", err)
+	}
+}
+
+var errHostKey = errors.New("host key refused")
+
+// once makes one connection (using pre when not nil) and holds it until it
+// dies or ctx ends. up is how long it was established (0 if it never was).
+func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *failure) {
+	cfg := &l.t.cfg
+	start := time.Now()
+	conn := pre
+	if conn == nil {
+		dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+		c, err := cfg.Dialer.DialContext(dctx, "tcp", l.addr)
+		cancel()
+		if err != nil {
+			return 0, &failure{stage: "dial", network: true, err: err}
+		}
+		conn = c
+	}
+	// The handshake has no timeout of its own: bound it on the socket, and
+	// let ctx cancel it.
+	if err := conn.SetDeadline(start.Add(cfg.ConnectTimeout)); err != nil {
+		conn.Close()
+		return 0, &failure{stage: "dial", network: true, err: err}
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	var hostKeyErr error
+	check := cfg.HostKeys.HostKeyCallback(l.addr)
+	sshCfg := &ssh.ClientConfig{
+		Config: sshalgo.Config(),
+		User:   cfg.User,
+		Auth:   []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
+		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
+			hostKeyErr = check(host, remote, key)
+			return hostKeyErr
+		},
+		HostKeyAlgorithms: cfg.HostKeys.Algorithms(l.addr),
+		ClientVersion:     clientVersion(),
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(conn, l.addr, sshCfg)
+	stopped := stop()
+	if err != nil {
+		var ne net.Error
+		switch {
+		case hostKeyErr != nil:
+			err = fmt.Errorf("%w: %w", errHostKey, hostKeyErr)
+		case !stopped:
+			err = ctx.Err()
+		case errors.As(err, &ne) && ne.Timeout():
+			return 0, &failure{stage: "handshake", network: true, err: fmt.Errorf("no answer within %s: %w", cfg.ConnectTimeout, err)}
+		}
+		return 0, &failure{stage: "handshake", err: err}
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		sc.Close()
+		return 0, &failure{stage: "handshake", network: true, err: err}
+	}
+	connected := cfg.Clock.Now()
+	l.log.Info("connected", "remote", conn.RemoteAddr().String(), "server", string(sc.ServerVersion()), "took", time.Since(start).Round(time.Millisecond))
+	s := newSession(l, sc)
+	l.mu.Lock()
+	l.sess = s
+	l.st.Connected, l.st.Since, l.st.LastError, l.st.Registered = true, connected, "", nil
+	l.st.Connects++
+	l.mu.Unlock()
+
+	why := s.run(ctx, chans, reqs)
+
+	l.mu.Lock()
+	l.sess = nil
+	l.mu.Unlock()
+	up = cfg.Clock.Now().Sub(connected)
+	if ctx.Err() != nil {
+		l.log.Info("closed", "after", up.Round(time.Millisecond))
+		return up, &failure{stage: "lost", err: ctx.Err()}
+	}
+	l.log.Warn("lost", "why", why, "after", up.Round(time.Millisecond))
+	return up, &failure{stage: "lost", network: true, err: why}
+}
+
+// session is one established SSH connection to a bastion.
+type session struct {
+	l   *link
+	cfg *Config
+	sc  ssh.Conn
+	log *slog.Logger
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup // every goroutine of this session
+	slots  chan struct{}  // bounds concurrent forwarded connections
+}
+
+func newSession(l *link, sc ssh.Conn) *session {
+	return &session{l: l, cfg: &l.t.cfg, sc: sc, log: l.log, slots: make(chan struct{}, l.t.cfg.MaxChannels)}
+}
+
+// goroutine starts f as part of the session unless the session is over.
+func (s *session) goroutine(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Go(f)
+	return true
+}
+
+var errClosed = errors.New("connection closed")
+
+// request sends a global request and waits for its reply, at most the
+// keepalive-dead period or until ctx ends. SendRequest itself cannot be
+// interrupted: it runs in a session goroutine that ends when the connection
+// is closed (which the keepalive loop does to a dead link).
+func (s *session) request(ctx context.Context, name string, payload []byte) (bool, error) {
+	type result struct {
+		ok  bool
+		err error
+	}
+	done := make(chan result, 1)
+	if !s.goroutine(func() {
+		ok, _, err := s.sc.SendRequest(name, true, payload)
+		done <- result{ok, err}
+	}) {
+		return false, errClosed
+	}
+	limit := s.cfg.Keepalive * time.Duration(s.cfg.KeepaliveMisses)
+	tm := s.cfg.Clock.NewTimer(limit)
+	defer tm.Stop()
+	select {
+	case r := <-done:
+		return r.ok, r.err
+	case <-tm.C():
+		return false, fmt.Errorf("%s: no reply within %s", name, limit)
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// run serves the connection until it dies or ctx ends, then closes it and
+// waits for all its goroutines. It returns why the connection ended.
+func (s *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) error {
+	sctx, cancel := context.WithCancelCause(ctx)
+	s.goroutine(func() {
+		// Requests from the server (its keepalives): answer like OpenSSH does.
+		for r := range reqs {
+			if r.WantReply {
+				r.Reply(false, nil)
+			}
+		}
+	})
+	s.goroutine(func() { s.serveChannels(sctx, chans) })
+	s.goroutine(func() {
+		err := s.sc.Wait()
+		if err == nil || errors.Is(err, io.EOF) {
+			err = errors.New("closed by the bastion")
+		}
+		cancel(fmt.Errorf("connection ended: %w", err))
+	})
+	s.goroutine(func() { s.registerAll(sctx) })
+	s.goroutine(func() {
+		if err := s.keepalive(sctx); err != nil {
+			cancel(err)
+		}
+	})
+	<-sctx.Done()
+	why := context.Cause(sctx)
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.sc.Close()
+	s.wg.Wait()
+	cancel(nil)
+	return why
+}
+
+// keepalive sends keepalive@openssh.com every interval. The link is dead
+// when no reply has come for interval x misses since the last reply (or
+// since the connection was made); it returns an error saying so. An
+// interval that ends with the request still unanswered counts as a miss.
+func (s *session) keepalive(ctx context.Context) error {
+	cfg := s.cfg
+	deadAfter := cfg.Keepalive * time.Duration(cfg.KeepaliveMisses)
+	type reply struct {
+		rtt time.Duration
+		err error
+	}
+	replies := make(chan reply, 1)
+	outstanding := false
+	var sent time.Time
+	dead := cfg.Clock.NewTimer(deadAfter)
+	defer func() { dead.Stop() }()
+	for {
+		tick := cfg.Clock.NewTimer(cfg.Keepalive)
+		select {
+		case <-ctx.Done():
+			tick.Stop()
+			return nil
+		case <-dead.C():
+			tick.Stop()
+			return fmt.Errorf("dead link: no keepalive reply for %s", deadAfter)
+		case r := <-replies:
+			tick.Stop()
+			outstanding = false
+			if r.err != nil {
+				return fmt.Errorf("keepalive: %w", r.err)
+			}
+			s.l.t.recordRTT(r.rtt)
+			dead.Stop()
+			dead = cfg.Clock.NewTimer(deadAfter)
+		case <-tick.C():
+			s.l.heartbeat()
+			if outstanding {
+				s.l.t.recordMiss()
+				s.log.Debug("keepalive unanswered", "since", cfg.Clock.Now().Sub(sent).Round(time.Millisecond))
+				continue
+			}
+			outstanding = true
+			sent = cfg.Clock.Now()
+			at := sent
+			s.goroutine(func() {
+				_, _, err := s.sc.SendRequest("keepalive@openssh.com", true, nil)
+				select {
+				case replies <- reply{cfg.Clock.Now().Sub(at), err}:
+				case <-ctx.Done():
+				}
+			})
+		}
+	}
+}

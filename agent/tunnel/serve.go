@@ -1,0 +1,172 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/jpillora/backoff"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/lifeline-dev/lifeline/agent/forward"
+)
+
+// channelForwardMsg is the payload of tcpip-forward (RFC 4254 7.1).
+type channelForwardMsg struct {
+	Addr string
+	Port uint32
+}
+
+// forwardedTCPPayload is the payload of a forwarded-tcpip channel open
+// (RFC 4254 7.2): the address and port that were connected (the forward's
+// NAME and PORT) and the originator's address and port (the operator).
+type forwardedTCPPayload struct {
+	Addr       string
+	Port       uint32
+	OriginAddr string
+	OriginPort uint32
+}
+
+// registerAll registers every forward concurrently; a refused forward is
+// retried slowly without touching the others or the connection.
+func (s *session) registerAll(ctx context.Context) {
+	for _, f := range s.cfg.Forwards {
+		s.goroutine(func() { s.register(ctx, f) })
+	}
+}
+
+func (s *session) register(ctx context.Context, f forward.Forward) {
+	b := &backoff.Backoff{Min: max(s.cfg.BackoffMax/6, 100*time.Millisecond), Max: s.cfg.BackoffMax, Factor: 2, Jitter: true}
+	payload := ssh.Marshal(&channelForwardMsg{Addr: f.Name, Port: uint32(f.Port)})
+	for {
+		ok, err := s.request(ctx, "tcpip-forward", payload)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && ok {
+			s.l.update(func(st *Status) { st.Registered = append(st.Registered, f.Listen()) })
+			s.log.Info("registered", "forward", f.Listen(), "target", f.Target())
+			s.l.t.registered()
+			return
+		}
+		wait := b.Duration()
+		if err != nil {
+			// No reply: the keepalive loop will judge the link.
+			s.log.Warn("forward registration unanswered", "forward", f.Listen(), "err", err, "retry_in", wait.Round(time.Millisecond))
+		} else {
+			s.log.Error("forward refused by the bastion: is it in the agent key's permitlisten options (lifeline-agent pubkey), or still held by an old session?",
+				"forward", f.Listen(), "retry_in", wait.Round(time.Millisecond))
+		}
+		tm := s.cfg.Clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return
+		case <-tm.C():
+		}
+	}
+}
+
+// serveChannels accepts forwarded-tcpip channels and rejects everything else.
+func (s *session) serveChannels(ctx context.Context, chans <-chan ssh.NewChannel) {
+	for nc := range chans {
+		if nc.ChannelType() != "forwarded-tcpip" {
+			s.log.Warn("refused channel from the bastion", "type", nc.ChannelType())
+			nc.Reject(ssh.UnknownChannelType, "lifeline-agent only serves forwarded-tcpip")
+			continue
+		}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.reject(nc, ssh.ResourceShortage, fmt.Sprintf("too many connections (%d)", s.cfg.MaxChannels), "", nil)
+			continue
+		}
+		if !s.goroutine(func() {
+			defer func() { <-s.slots }()
+			s.serve(ctx, nc)
+		}) {
+			<-s.slots
+			nc.Reject(ssh.ConnectionFailed, "agent is shutting down")
+		}
+	}
+}
+
+func (s *session) reject(nc ssh.NewChannel, why ssh.RejectionReason, msg, fwd string, p *forwardedTCPPayload) {
+	s.l.update(func(st *Status) { st.Rejected++ })
+	args := []any{"reason", msg}
+	if fwd != "" {
+		args = append(args, "forward", fwd)
+	}
+	if p != nil {
+		args = append(args, "from", net.JoinHostPort(p.OriginAddr, strconv.Itoa(int(p.OriginPort))))
+	}
+	s.log.Warn("forwarded connection rejected", args...)
+	if err := nc.Reject(why, msg); err != nil {
+		s.log.Debug("reject", "err", err)
+	}
+}
+
+// serve dials the forward's target and copies both ways with half-close.
+func (s *session) serve(ctx context.Context, nc ssh.NewChannel) {
+	var p forwardedTCPPayload
+	if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil {
+		s.reject(nc, ssh.Prohibited, "malformed forwarded-tcpip request", "", nil)
+		return
+	}
+	f, ok := matchForward(s.cfg.Forwards, p.Addr, p.Port)
+	if !ok {
+		s.reject(nc, ssh.Prohibited, fmt.Sprintf("no forward for %s", net.JoinHostPort(p.Addr, strconv.Itoa(int(p.Port)))), "", &p)
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.TargetDialTimeout)
+	target, err := s.cfg.TargetDialer.DialContext(dctx, "tcp", f.Target())
+	cancel()
+	if err != nil {
+		s.reject(nc, ssh.ConnectionFailed, fmt.Sprintf("dial target %s: %v", f.Target(), err), f.Listen(), &p)
+		return
+	}
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		target.Close()
+		s.log.Warn("accept forwarded connection", "forward", f.Listen(), "err", err)
+		return
+	}
+	s.l.update(func(st *Status) { st.Served++ })
+	from := net.JoinHostPort(p.OriginAddr, strconv.Itoa(int(p.OriginPort)))
+	s.log.Info("forwarded connection", "forward", f.Listen(), "target", f.Target(), "from", from)
+	start := time.Now()
+	stop := context.AfterFunc(ctx, func() { ch.Close(); target.Close() })
+	defer stop()
+	done := make(chan struct{})
+	s.goroutine(func() {
+		ssh.DiscardRequests(reqs)
+	})
+	var up, down int64
+	if !s.goroutine(func() {
+		defer close(done)
+		down, _ = io.Copy(ch, target)
+		ch.CloseWrite()
+	}) {
+		close(done)
+	}
+	up, _ = io.Copy(target, ch)
+	closeWrite(target)
+	<-done
+	ch.Close()
+	target.Close()
+	s.log.Debug("forwarded connection closed", "forward", f.Listen(), "from", from, "bytes_in", up, "bytes_out", down, "took", time.Since(start).Round(time.Millisecond))
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			c.Close()
+		}
+		return
+	}
+	c.Close()
+}

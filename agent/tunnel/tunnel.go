@@ -1,0 +1,381 @@
+// Package tunnel keeps the agent's reverse tunnels to its bastions alive.
+//
+// For every bastion it runs one loop: dial (with a timeout, optionally bound
+// to the backup uplink), SSH handshake (with a deadline), register every
+// forward with a tcpip-forward request exactly as `ssh -R NAME:PORT:…` does,
+// serve the forwarded-tcpip channels the server opens by dialling the
+// forward's target, and send keepalive@openssh.com requests with a reply
+// deadline. A link that stops answering is closed and redialled with
+// jittered exponential backoff; while it waits after a network failure the
+// loop probes the bastion with a plain TCP connect about once a second and
+// uses the first connection that succeeds, so a returning link is used at
+// once rather than at the end of the backoff.
+//
+// The same code works against lifeline's bastion (NAME is a registered name
+// such as "pi") and against a stock OpenSSH sshd (NAME is a bind address
+// sshd understands such as "localhost").
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/shared/netbind"
+	"github.com/lifeline-dev/lifeline/shared/report"
+	"github.com/lifeline-dev/lifeline/shared/version"
+)
+
+// Dialer opens network connections; *net.Dialer implements it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// HostKeys pins bastion host keys; *hostkeys.Pinner implements it.
+type HostKeys interface {
+	// HostKeyCallback checks the key presented by the bastion configured as
+	// addr (host:port) and returns nil only for a key that may be trusted.
+	HostKeyCallback(addr string) ssh.HostKeyCallback
+	// Algorithms lists the host key algorithms to offer to addr.
+	Algorithms(addr string) []string
+}
+
+// Notifier receives systemd notify states ("READY=1", "WATCHDOG=1",
+// "STOPPING=1"); *sdnotify.Notifier implements it.
+type Notifier interface {
+	Notify(state string) error
+}
+
+// Config configures New. Zero durations and counts take the defaults noted.
+type Config struct {
+	// Bastions are host:port addresses; one tunnel is held to each. Required.
+	Bastions []string
+	// User is the SSH user name sent (lifeline's bastion ignores it).
+	// Empty means "lifeline-agent".
+	User string
+	// Signer is the agent's private key. Required.
+	Signer ssh.Signer
+	// HostKeys checks bastion host keys. Required: there is no insecure default.
+	HostKeys HostKeys
+	// Forwards are registered on every bastion. Required.
+	Forwards []forward.Forward
+	// Interface binds the tunnel's sockets (SO_BINDTODEVICE) when not empty.
+	// It is ignored when Dialer is set.
+	Interface string
+	// Keepalive is the keepalive interval (5s); KeepaliveMisses (3) intervals
+	// without any reply declare the link dead. TCP_USER_TIMEOUT and TCP
+	// keepalive on the tunnel socket use the same bound.
+	Keepalive       time.Duration
+	KeepaliveMisses int
+	// BackoffMax caps the wait between attempts (30s).
+	BackoffMax time.Duration
+	// ConnectTimeout bounds TCP connect plus SSH handshake and authentication (15s).
+	ConnectTimeout time.Duration
+	// TargetDialTimeout bounds dialling a forward's target (5s).
+	TargetDialTimeout time.Duration
+	// ProbeEvery is the cadence of TCP connect probes while waiting to
+	// reconnect after a network failure (1s).
+	ProbeEvery time.Duration
+	// MaxChannels caps concurrent forwarded connections per bastion (64).
+	MaxChannels int
+	// Dialer dials bastions. nil means a net.Dialer with ConnectTimeout,
+	// TCP keepalive, TCP_USER_TIMEOUT and the Interface binding.
+	Dialer Dialer
+	// TargetDialer dials forward targets. nil means a plain net.Dialer.
+	TargetDialer Dialer
+	// Notifier gets READY=1 once the first forward is registered,
+	// WATCHDOG=1 every WatchdogEvery while every loop is healthy (0: never)
+	// and STOPPING=1 when Run ends. nil sends nothing.
+	Notifier      Notifier
+	WatchdogEvery time.Duration
+	// Clock drives keepalives, backoff and the watchdog. nil means clock.Real.
+	Clock clock.Clock
+	// Log receives the structured log. nil discards.
+	Log *slog.Logger
+}
+
+// Tunnels holds one tunnel per bastion. Create it with New and start it with
+// Run; Status, Publish and RTT may be called from any goroutine at any time.
+type Tunnels struct {
+	cfg   Config
+	links []*link
+
+	mu      sync.Mutex
+	ready   bool
+	samples []float64 // keepalive round trips (ms) since the last RTT call
+	missed  int
+	ran     bool
+}
+
+// New checks cfg, fills in defaults and returns Tunnels ready to Run.
+func New(cfg Config) (*Tunnels, error) {
+	var errs []error
+	if len(cfg.Bastions) == 0 {
+		errs = append(errs, errors.New("no bastion given"))
+	}
+	if cfg.Signer == nil {
+		errs = append(errs, errors.New("no private key given"))
+	}
+	if cfg.HostKeys == nil {
+		errs = append(errs, errors.New("no host key checker given"))
+	}
+	if len(cfg.Forwards) == 0 {
+		errs = append(errs, errors.New("no forward given"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("tunnel config: %w", err)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Keepalive, 5*time.Second)
+	def(&cfg.BackoffMax, 30*time.Second)
+	def(&cfg.ConnectTimeout, 15*time.Second)
+	def(&cfg.TargetDialTimeout, 5*time.Second)
+	def(&cfg.ProbeEvery, time.Second)
+	if cfg.KeepaliveMisses <= 0 {
+		cfg.KeepaliveMisses = 3
+	}
+	if cfg.MaxChannels <= 0 {
+		cfg.MaxChannels = 64
+	}
+	if cfg.User == "" {
+		cfg.User = "lifeline-agent"
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Dialer == nil {
+		dead := cfg.Keepalive * time.Duration(cfg.KeepaliveMisses)
+		cfg.Dialer = &net.Dialer{
+			Timeout:         cfg.ConnectTimeout,
+			KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: cfg.Keepalive, Interval: cfg.Keepalive, Count: cfg.KeepaliveMisses},
+			Control:         netbind.Control(cfg.Interface, dead),
+		}
+	}
+	if cfg.TargetDialer == nil {
+		cfg.TargetDialer = &net.Dialer{}
+	}
+	t := &Tunnels{cfg: cfg}
+	for _, b := range cfg.Bastions {
+		t.links = append(t.links, newLink(t, b))
+	}
+	return t, nil
+}
+
+// Run holds the tunnels until ctx is cancelled, then closes them, waits for
+// every goroutine it started and returns nil. It never returns because a
+// network is down. Run may be called once.
+func (t *Tunnels) Run(ctx context.Context) error {
+	t.mu.Lock()
+	if t.ran {
+		t.mu.Unlock()
+		return errors.New("tunnel: Run called twice")
+	}
+	t.ran = true
+	t.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, l := range t.links {
+		wg.Go(func() { l.run(ctx) })
+	}
+	if t.cfg.WatchdogEvery > 0 && t.cfg.Notifier != nil {
+		wg.Go(func() { t.watchdog(ctx) })
+	}
+	wg.Wait()
+	t.notify("STOPPING=1")
+	return nil
+}
+
+func (t *Tunnels) notify(state string) {
+	if t.cfg.Notifier == nil {
+		return
+	}
+	if err := t.cfg.Notifier.Notify(state); err != nil {
+		t.cfg.Log.Warn("sd_notify failed", "state", state, "err", err)
+	}
+}
+
+// registered is called by a link each time a forward is accepted.
+func (t *Tunnels) registered() {
+	t.mu.Lock()
+	first := !t.ready
+	t.ready = true
+	t.mu.Unlock()
+	if first {
+		t.notify("READY=1\nSTATUS=tunnel up")
+	}
+}
+
+// healthyWithin is how long a loop may go without a heartbeat before the
+// watchdog stops vouching for it: the longest legitimate block is a connect
+// attempt, or a keepalive interval.
+func (t *Tunnels) healthyWithin() time.Duration {
+	return t.cfg.ConnectTimeout + 2*t.cfg.Keepalive + 2*t.cfg.ProbeEvery + 5*time.Second
+}
+
+func (t *Tunnels) watchdog(ctx context.Context) {
+	for {
+		tm := t.cfg.Clock.NewTimer(t.cfg.WatchdogEvery)
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return
+		case <-tm.C():
+		}
+		now := t.cfg.Clock.Now()
+		var wedged []string
+		for _, l := range t.links {
+			if age := now.Sub(l.lastBeat()); age > t.healthyWithin() {
+				wedged = append(wedged, fmt.Sprintf("%s (no progress for %s)", l.addr, age.Round(time.Second)))
+			}
+		}
+		if len(wedged) > 0 {
+			t.cfg.Log.Error("tunnel loop wedged: withholding the systemd watchdog ping so the agent is restarted", "loops", strings.Join(wedged, ", "))
+			continue
+		}
+		t.notify("WATCHDOG=1")
+	}
+}
+
+// Status describes one bastion's tunnel.
+type Status struct {
+	Bastion   string
+	Connected bool
+	// Since is when the current connection came up (Connected) or when the
+	// last one went down; zero before the first attempt ended.
+	Since time.Time
+	// Registered lists the NAME:PORT forwards the bastion accepted on the
+	// current connection.
+	Registered []string
+	// LastError is why the last attempt or connection ended ("" if none).
+	LastError string
+	// Connects counts established connections; Served and Rejected count
+	// forwarded connections accepted and refused (target down, unknown forward).
+	Connects, Served, Rejected int
+}
+
+// Status returns one entry per bastion, in configuration order.
+func (t *Tunnels) Status() []Status {
+	out := make([]Status, 0, len(t.links))
+	for _, l := range t.links {
+		out = append(out, l.status())
+	}
+	return out
+}
+
+// Publish sends r as a report.RequestType global request on every connected
+// tunnel and waits for each reply at most one keepalive-dead period (or until
+// ctx ends). A bastion that is not connected is skipped; every outcome is
+// logged. It never blocks the tunnels themselves.
+func (t *Tunnels) Publish(ctx context.Context, r report.LinkReport) {
+	payload, err := report.Encode(r)
+	if err != nil {
+		t.cfg.Log.Error("link report not sent", "err", err)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, l := range t.links {
+		s := l.current()
+		if s == nil {
+			t.cfg.Log.Warn("link report not sent: bastion not connected", "bastion", l.addr)
+			continue
+		}
+		wg.Go(func() {
+			ok, err := s.request(ctx, report.RequestType, payload)
+			switch {
+			case err != nil:
+				t.cfg.Log.Warn("link report not delivered", "bastion", l.addr, "err", err)
+			case !ok:
+				t.cfg.Log.Warn("bastion refused the link report", "bastion", l.addr)
+			default:
+				t.cfg.Log.Info("link report delivered", "bastion", l.addr, "verdict", r.Verdict)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// maxSamples bounds the memory RTT keeps between calls.
+const maxSamples = 4096
+
+func (t *Tunnels) recordRTT(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.samples) < maxSamples {
+		t.samples = append(t.samples, float64(d.Microseconds())/1000)
+	}
+}
+
+func (t *Tunnels) recordMiss() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.missed++
+}
+
+// RTT summarises keepalive round trips (all bastions) since the previous
+// call and starts a new interval. It returns nil when there was neither a
+// reply nor a miss.
+func (t *Tunnels) RTT() *report.RTT {
+	t.mu.Lock()
+	s, missed := t.samples, t.missed
+	t.samples, t.missed = nil, 0
+	t.mu.Unlock()
+	if len(s) == 0 && missed == 0 {
+		return nil
+	}
+	r := &report.RTT{Samples: len(s), Missed: missed}
+	if len(s) > 0 {
+		sort.Float64s(s)
+		r.Worst = s[len(s)-1]
+		if n := len(s); n%2 == 1 {
+			r.Median = s[n/2]
+		} else {
+			r.Median = (s[n/2-1] + s[n/2]) / 2
+		}
+	}
+	return r
+}
+
+func clientVersion() string {
+	v := strings.Map(func(r rune) rune {
+		if r <= ' ' || r > '~' || r == '-' {
+			return '.'
+		}
+		return r
+	}, version.Version)
+	return "SSH-2.0-lifeline_agent_" + v
+}
+
+// matchForward finds the forward a forwarded-tcpip channel is for: the one
+// registered with this exact address and port, else the only one with this
+// port (a server may report the bind address in another spelling, e.g. an
+// IP for "localhost").
+func matchForward(fs []forward.Forward, addr string, port uint32) (forward.Forward, bool) {
+	for _, f := range fs {
+		if uint32(f.Port) == port && strings.EqualFold(f.Name, addr) {
+			return f, true
+		}
+	}
+	i := slices.IndexFunc(fs, func(f forward.Forward) bool { return uint32(f.Port) == port })
+	if i < 0 || slices.ContainsFunc(fs[i+1:], func(f forward.Forward) bool { return uint32(f.Port) == port }) {
+		return forward.Forward{}, false
+	}
+	return fs[i], true
+}
