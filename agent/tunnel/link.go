@@ -95,7 +95,12 @@ func (l *link) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		l.update(func(s *Status) { s.LastError = f.Error(); s.Connected = false; s.Registered = nil; s.Since = cfg.Clock.Now() })
+		l.update(func(s *Status) {
+			s.LastError = f.Error()
+			s.Connected = false
+			s.Registered = nil
+			s.Since = cfg.Clock.Now()
+		})
 		if up >= stable {
 			b.Reset()
 		}
