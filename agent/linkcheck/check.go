@@ -1,0 +1,250 @@
+// Package linkcheck knows whether the backup link works before the day it is
+// needed: on a schedule it measures the link with speedtest-go (ISP and
+// public address, latency and jitter to a test server, download speed, and
+// upload when asked), judges the result against the configured thresholds,
+// appends it to a rotated JSON-lines history and hands it to the caller to
+// report to the bastion.
+//
+// A check never moves more than LIFELINE_CHECK_BUDGET bytes and never runs
+// much longer than its capture time after it is cancelled; a check that
+// cannot reach anything is a failed verdict with that reason, never an
+// error or a crash.
+package linkcheck
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/shared/report"
+)
+
+// Checker runs link checks. Make it with New; its methods may be called
+// from several goroutines, but checks are meant to run one at a time (Run
+// never overlaps them).
+type Checker struct {
+	cfg     Config
+	log     *slog.Logger
+	tester  SpeedTester
+	clock   clock.Clock
+	journal *journal
+}
+
+// Option changes a Checker made by New.
+type Option func(*Checker)
+
+// WithSpeedTester replaces the speedtest-go measurement (tests use a fake).
+// A nil t keeps the default.
+func WithSpeedTester(t SpeedTester) Option {
+	return func(c *Checker) {
+		if t != nil {
+			c.tester = t
+		}
+	}
+}
+
+// WithClock replaces the wall clock used for report times and Run's
+// schedule. A nil clk keeps the default.
+func WithClock(clk clock.Clock) Option {
+	return func(c *Checker) {
+		if clk != nil {
+			c.clock = clk
+		}
+	}
+}
+
+// JournalName is the history file in Config.StateDir.
+const JournalName = "checks.jsonl"
+
+// Journal rotation: the file is rotated before it would pass journalMax
+// bytes, keeping journalKeep files in all (checks.jsonl, .1, .2).
+const (
+	journalMax  = 1 << 20
+	journalKeep = 3
+)
+
+// New validates cfg and returns a Checker. A nil log discards log output.
+// The state directory is not touched until Run appends the first result.
+func New(cfg Config, log *slog.Logger, opts ...Option) (*Checker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("link check configuration: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Checker{
+		cfg:     cfg,
+		log:     log,
+		clock:   clock.Real{},
+		journal: &journal{path: filepath.Join(cfg.StateDir, JournalName), maxBytes: journalMax, keep: journalKeep},
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.tester == nil {
+		t, err := NewSpeedtestGo(SpeedtestGoConfig{APIURL: cfg.SpeedtestURL, Server: cfg.SpeedtestServer, Interface: cfg.Interface})
+		if err != nil {
+			return nil, fmt.Errorf("link check: %w", err)
+		}
+		c.tester = t
+	}
+	return c, nil
+}
+
+// limits are the bounds every measurement gets.
+func (c *Checker) limits() Limits {
+	return Limits{Budget: int64(c.cfg.Budget), Duration: c.cfg.CheckDuration, Connections: c.cfg.CheckConnections, Upload: c.cfg.Upload}
+}
+
+// MaxDuration is the longest a check may take before it is cancelled: the
+// control steps' timeouts plus the capture time of each measured phase and
+// some slack. A cancelled measurement still takes up to one capture time to
+// end (speedtest-go ends its phases only then).
+func (c *Checker) MaxDuration() time.Duration {
+	phases := time.Duration(1)
+	if c.cfg.Upload {
+		phases = 2
+	}
+	return 3*controlTimeout + phases*c.cfg.CheckDuration + 30*time.Second
+}
+
+// Check measures the link now and judges the result. It never panics and
+// never returns an error: whatever went wrong is a failed verdict whose
+// reasons name every problem (test errors, wrong ISP, low speed, high
+// latency). The result has no keepalive figures (Run adds them) and passes
+// report.Validate. It returns within MaxDuration plus one capture time,
+// sooner when ctx ends.
+func (c *Checker) Check(ctx context.Context) (r report.LinkReport) {
+	start := c.clock.Now()
+	r = report.LinkReport{Version: report.Version, Time: start.UTC()}
+	defer func() {
+		if p := recover(); p != nil {
+			r.Reasons = append(r.Reasons, fmt.Sprintf("check failed unexpectedly: %v", p))
+		}
+		if len(r.Reasons) > 0 {
+			r.Verdict = report.VerdictFailed
+		} else {
+			r.Verdict = report.VerdictOK
+		}
+		r.DurationSecs = nonNegative(c.clock.Now().Sub(start).Seconds())
+		sanitise(&r)
+		c.logResult(r)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, c.MaxDuration())
+	defer cancel()
+	m := c.tester.Measure(ctx, c.limits())
+	r.ISP, r.IP, r.Server, r.Bytes = m.ISP, m.IP, m.Server, max(m.Bytes, 0)
+	if m.HaveLatency {
+		r.LatencyMS = nonNegative(float64(m.Latency) / float64(time.Millisecond))
+		r.JitterMS = nonNegative(float64(m.Jitter) / float64(time.Millisecond))
+	}
+	if m.HaveDownload {
+		r.DownloadBps = nonNegative(m.DownloadBps)
+	}
+	if m.HaveUpload {
+		r.UploadBps = nonNegative(m.UploadBps)
+	}
+	r.Reasons = Judge(c.cfg, m)
+	return r
+}
+
+// Judge lists every reason the measurement m fails cfg's thresholds; an
+// empty list is an ok verdict. Thresholds apply only to what was measured;
+// whatever could not be measured is explained by m.Errors, each of which is
+// a reason.
+func Judge(cfg Config, m Measurement) []string {
+	var reasons []string
+	for _, err := range m.Errors {
+		if err != nil {
+			reasons = append(reasons, "speed test: "+err.Error())
+		}
+	}
+	if cfg.ExpectISP != "" {
+		switch {
+		case m.ISP == "":
+			reasons = append(reasons, fmt.Sprintf("ISP unknown, expected %q", cfg.ExpectISP))
+		case !strings.Contains(strings.ToLower(m.ISP), strings.ToLower(cfg.ExpectISP)):
+			reasons = append(reasons, fmt.Sprintf("wrong ISP %q, expected %q: traffic may be leaving by another link", m.ISP, cfg.ExpectISP))
+		}
+	}
+	if m.HaveLatency && cfg.MaxLatency > 0 && m.Latency > cfg.MaxLatency {
+		reasons = append(reasons, fmt.Sprintf("high latency %s, maximum %s", m.Latency.Round(time.Millisecond), cfg.MaxLatency))
+	}
+	if m.HaveDownload && cfg.MinDownload > 0 && m.DownloadBps < cfg.MinDownload.BitsPerSecond() {
+		reasons = append(reasons, fmt.Sprintf("low download speed %s, minimum %s", mbit(m.DownloadBps), mbit(cfg.MinDownload.BitsPerSecond())))
+	}
+	return reasons
+}
+
+func mbit(bps float64) string { return fmt.Sprintf("%.1f Mbit/s", bps/1e6) }
+
+func (c *Checker) logResult(r report.LinkReport) {
+	attrs := []any{"isp", r.ISP, "ip", r.IP, "server", r.Server, "latency_ms", math.Round(r.LatencyMS*10) / 10,
+		"download", mbit(r.DownloadBps), "bytes", r.Bytes, "took", time.Duration(r.DurationSecs * float64(time.Second)).Round(time.Millisecond)}
+	if r.OK() {
+		c.log.Info("link check ok", attrs...)
+		return
+	}
+	c.log.Warn("link check failed", append(attrs, "reasons", strings.Join(r.Reasons, "; "))...)
+}
+
+func nonNegative(v float64) float64 {
+	if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}
+
+// Report limits (see report.LinkReport.Validate).
+const (
+	maxField   = 256
+	maxReason  = 512
+	maxReasons = 16
+)
+
+// sanitise makes r pass report.Validate whatever the network said: control
+// characters dropped, fields and reasons cut to their limits, at most
+// maxReasons reasons.
+func sanitise(r *report.LinkReport) {
+	r.ISP = clean(r.ISP, maxField)
+	r.IP = clean(r.IP, maxField)
+	r.Server = clean(r.Server, maxField)
+	if len(r.Reasons) > maxReasons {
+		extra := len(r.Reasons) - (maxReasons - 1)
+		r.Reasons = append(r.Reasons[:maxReasons-1], fmt.Sprintf("and %d more", extra))
+	}
+	for i, s := range r.Reasons {
+		r.Reasons[i] = clean(s, maxReason)
+	}
+	if r.Verdict == report.VerdictFailed && len(r.Reasons) == 0 {
+		r.Reasons = []string{"unknown failure"}
+	}
+}
+
+// clean removes control characters (newlines become spaces) and cuts s to
+// at most n bytes on a character boundary.
+func clean(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\t' || r == '\r':
+			return ' '
+		case isControl(r) || r == utf8.RuneError:
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}

@@ -1,0 +1,226 @@
+package linkcheck
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
+	"github.com/lifeline-dev/lifeline/shared/logging"
+	"github.com/lifeline-dev/lifeline/shared/report"
+	"github.com/lifeline-dev/lifeline/shared/units"
+)
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+// baseConfig is a valid configuration for checks against a local fake:
+// short capture, defaults otherwise.
+func baseConfig(t testing.TB) Config {
+	return Config{
+		CheckEvery:       time.Hour,
+		MinDownload:      10 * units.Mbps,
+		MaxLatency:       100 * time.Millisecond,
+		Budget:           50 * units.MB,
+		CheckDuration:    time.Second,
+		CheckConnections: 4,
+		SpeedtestURL:     "https://www.speedtest.net",
+		StateDir:         t.TempDir(),
+	}
+}
+
+func startFake(t testing.TB, cfg speedtestfake.Config) *speedtestfake.Server {
+	t.Helper()
+	f, err := speedtestfake.Start("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.Close(); err != nil {
+			t.Errorf("close fake: %v", err)
+		}
+	})
+	return f
+}
+
+func closedURL(t testing.TB) string {
+	t.Helper()
+	u, err := speedtestfake.ClosedURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func hasReason(r report.LinkReport, sub string) bool {
+	for _, s := range r.Reasons {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCheckVerdicts runs the real speedtest-go against the fake server in
+// each situation a check must tell apart.
+func TestCheckVerdicts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		fake        speedtestfake.Config
+		noFake      bool // the API URL is a closed port
+		setup       func(c *Config, fakeURL string)
+		wantOK      bool
+		wantReasons []string
+		check       func(t *testing.T, r report.LinkReport, st speedtestfake.Stats)
+	}{
+		{
+			name:   "ok",
+			fake:   speedtestfake.Config{ISP: "Starlink Internet", ClientIP: "203.0.113.7"},
+			setup:  func(c *Config, _ string) { c.ExpectISP = "STARLINK" },
+			wantOK: true,
+			check: func(t *testing.T, r report.LinkReport, st speedtestfake.Stats) {
+				if r.ISP != "Starlink Internet" || r.IP != "203.0.113.7" {
+					t.Errorf("isp %q ip %q", r.ISP, r.IP)
+				}
+				if !strings.Contains(r.Server, "lifeline fake") || r.LatencyMS <= 0 || r.DownloadBps < 10e6 || r.Bytes <= 0 {
+					t.Errorf("measurement missing: %+v", r)
+				}
+				if st.ConfigRequests != 1 || st.ServerListLookup != 1 || st.LatencyRequests < 10 || st.DownloadRequests < 1 {
+					t.Errorf("the library did not ask what it should: %+v", st)
+				}
+			},
+		},
+		{
+			name:        "wrong ISP",
+			fake:        speedtestfake.Config{ISP: "Comcast Cable"},
+			setup:       func(c *Config, _ string) { c.ExpectISP = "starlink" },
+			wantReasons: []string{`wrong ISP "Comcast Cable", expected "starlink"`},
+		},
+		{
+			name:        "slow",
+			fake:        speedtestfake.Config{RateBps: 2e6},
+			wantReasons: []string{"low download speed", "minimum 10.0 Mbit/s"},
+			check: func(t *testing.T, r report.LinkReport, _ speedtestfake.Stats) {
+				// The fake paces to 2 Mbit/s: the measure cannot be far above it.
+				if r.DownloadBps <= 0 || r.DownloadBps > 4e6 {
+					t.Errorf("download %.0f bit/s from a 2 Mbit/s server", r.DownloadBps)
+				}
+			},
+		},
+		{
+			name:        "high latency",
+			fake:        speedtestfake.Config{Latency: 150 * time.Millisecond},
+			wantReasons: []string{"high latency", "maximum 100ms"},
+			check: func(t *testing.T, r report.LinkReport, _ speedtestfake.Stats) {
+				if r.LatencyMS < 150 {
+					t.Errorf("latency %.1f ms from a server adding 150 ms", r.LatencyMS)
+				}
+			},
+		},
+		{
+			name:        "every reason at once",
+			fake:        speedtestfake.Config{ISP: "Other", RateBps: 2e6, Latency: 150 * time.Millisecond},
+			setup:       func(c *Config, _ string) { c.ExpectISP = "Starlink" },
+			wantReasons: []string{"wrong ISP", "low download speed", "high latency"},
+		},
+		{
+			name:        "unreachable",
+			noFake:      true,
+			setup:       func(c *Config, _ string) { c.ExpectISP = "Starlink" },
+			wantReasons: []string{"fetch client info", "fetch server list", "connection refused", "ISP unknown"},
+			check: func(t *testing.T, r report.LinkReport, _ speedtestfake.Stats) {
+				if r.ISP != "" || r.DownloadBps != 0 || r.LatencyMS != 0 {
+					t.Errorf("values from nowhere: %+v", r)
+				}
+			},
+		},
+		{
+			name:        "test server unreachable",
+			setup:       func(c *Config, _ string) { c.SpeedtestServer = closedURL(t) },
+			wantReasons: []string{"latency to", "connect"},
+		},
+		{
+			name:   "fixed server",
+			setup:  func(c *Config, u string) { c.SpeedtestServer = u },
+			wantOK: true,
+			check: func(t *testing.T, r report.LinkReport, st speedtestfake.Stats) {
+				if st.ServerListLookup != 0 {
+					t.Errorf("server list fetched %d times with a fixed server", st.ServerListLookup)
+				}
+			},
+		},
+		{
+			name:   "upload",
+			setup:  func(c *Config, _ string) { c.Upload = true },
+			wantOK: true,
+			check: func(t *testing.T, r report.LinkReport, st speedtestfake.Stats) {
+				if r.UploadBps <= 0 || st.UploadBytes <= 0 {
+					t.Errorf("upload %.0f bit/s, fake received %d bytes", r.UploadBps, st.UploadBytes)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := baseConfig(t)
+			var fake *speedtestfake.Server
+			if tt.noFake {
+				cfg.SpeedtestURL = closedURL(t)
+			} else {
+				fake = startFake(t, tt.fake)
+				cfg.SpeedtestURL = fake.URL()
+			}
+			if tt.setup != nil {
+				tt.setup(&cfg, cfg.SpeedtestURL)
+			}
+			c, err := New(cfg, logging.Discard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			r := c.Check(ctx)
+			if err := r.Validate(); err != nil {
+				t.Fatalf("report does not validate: %v", err)
+			}
+			if r.OK() != tt.wantOK {
+				t.Fatalf("verdict %s, reasons %q", r.Verdict, r.Reasons)
+			}
+			for _, want := range tt.wantReasons {
+				if !hasReason(r, want) {
+					t.Errorf("no reason containing %q in %q", want, r.Reasons)
+				}
+			}
+			var st speedtestfake.Stats
+			if fake != nil {
+				st = fake.Stats()
+				if st.BytesServed > int64(cfg.Budget) {
+					t.Errorf("fake served %d bytes, budget %d", st.BytesServed, cfg.Budget)
+				}
+			}
+			if r.Bytes > int64(cfg.Budget) {
+				t.Errorf("check used %d bytes, budget %d", r.Bytes, cfg.Budget)
+			}
+			if tt.check != nil {
+				tt.check(t, r, st)
+			}
+			t.Logf("%s", r.Summary())
+		})
+	}
+}

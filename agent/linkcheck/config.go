@@ -1,0 +1,102 @@
+package linkcheck
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lifeline-dev/lifeline/shared/units"
+)
+
+// Config is the link checks' part of the agent configuration. It is meant to
+// be embedded anonymously in the agent's Config, so its variables keep their
+// LIFELINE_ names. The zero value is not valid: decode it with
+// envconf.Process (which applies the defaults) and call Validate.
+type Config struct {
+	CheckEvery       time.Duration  `envconfig:"CHECK_EVERY" default:"1h" desc:"time between link checks (first one shortly after start); 0 disables them"`
+	ExpectISP        string         `envconfig:"EXPECT_ISP" desc:"the ISP the check must report (case-insensitive substring, e.g. Starlink); empty: any"`
+	MinDownload      units.BitRate  `envconfig:"MIN_DOWNLOAD" default:"10Mbps" desc:"slowest acceptable download (bps, kbps, Mbps, Gbps); 0: no minimum"`
+	MaxLatency       time.Duration  `envconfig:"MAX_LATENCY" default:"100ms" desc:"highest acceptable latency to the test server; 0: no maximum"`
+	Budget           units.ByteSize `envconfig:"CHECK_BUDGET" default:"50MB" desc:"most data one check may use, both directions (e.g. 50MB, 512MiB): the link may be metered"`
+	Upload           bool           `envconfig:"CHECK_UPLOAD" default:"false" desc:"also measure upload speed (it then gets half of what the download left of the budget)"`
+	CheckDuration    time.Duration  `envconfig:"CHECK_DURATION" default:"10s" desc:"how long the download (and upload) measurement runs, 1s to 60s"`
+	CheckConnections int            `envconfig:"CHECK_CONNECTIONS" default:"4" desc:"parallel connections of the speed measurement, 1 to 16"`
+	SpeedtestURL     string         `envconfig:"SPEEDTEST_URL" default:"https://www.speedtest.net" desc:"base URL of the speedtest.net API (client info and server list): a private server, or a test fake"`
+	SpeedtestServer  string         `envconfig:"SPEEDTEST_SERVER" desc:"fixed test server URL (e.g. http://host:8080) instead of the nearest one"`
+	Interface        string         `envconfig:"INTERFACE" desc:"bind the check's sockets (and DNS lookups) to this interface, like the tunnel; empty: any"`
+	StateDir         string         `envconfig:"STATE_DIR" default:"/var/lib/lifeline" desc:"directory of checks.jsonl, the check history (rotated at 1 MiB, 3 files)"`
+}
+
+// Bounds of the tunables.
+const (
+	minCaptureTime = time.Second
+	maxCaptureTime = time.Minute
+	maxConnections = 16
+	// minBudget leaves room for the control requests and one test file
+	// (speedtest-go fetches random1000x1000.jpg, 1.98 MB on real servers)
+	// even when an upload takes half of the budget.
+	minBudget = 5 * units.MB
+)
+
+// Validate reports every problem at once, each naming its variable.
+func (c Config) Validate() error {
+	var errs []error
+	if c.CheckEvery < 0 {
+		errs = append(errs, fmt.Errorf("LIFELINE_CHECK_EVERY=%s: must not be negative (0 disables the checks)", c.CheckEvery))
+	}
+	if c.ExpectISP != "" && (len(c.ExpectISP) > 256 || strings.ContainsFunc(c.ExpectISP, isControl)) {
+		errs = append(errs, fmt.Errorf("LIFELINE_EXPECT_ISP=%q: at most 256 characters, no control characters", c.ExpectISP))
+	}
+	if c.MinDownload < 0 {
+		errs = append(errs, fmt.Errorf("LIFELINE_MIN_DOWNLOAD=%s: must not be negative", c.MinDownload))
+	}
+	if c.MaxLatency < 0 {
+		errs = append(errs, fmt.Errorf("LIFELINE_MAX_LATENCY=%s: must not be negative (0: no maximum)", c.MaxLatency))
+	}
+	if c.Budget < minBudget {
+		errs = append(errs, fmt.Errorf("LIFELINE_CHECK_BUDGET=%s: must be at least %s to measure anything", c.Budget, minBudget))
+	}
+	if c.CheckDuration < minCaptureTime || c.CheckDuration > maxCaptureTime {
+		errs = append(errs, fmt.Errorf("LIFELINE_CHECK_DURATION=%s: must be from %s to %s", c.CheckDuration, minCaptureTime, maxCaptureTime))
+	}
+	if c.CheckConnections < 1 || c.CheckConnections > maxConnections {
+		errs = append(errs, fmt.Errorf("LIFELINE_CHECK_CONNECTIONS=%d: must be from 1 to %d", c.CheckConnections, maxConnections))
+	}
+	if err := checkURL(c.SpeedtestURL); err != nil {
+		errs = append(errs, fmt.Errorf("LIFELINE_SPEEDTEST_URL=%q: %w", c.SpeedtestURL, err))
+	}
+	if c.SpeedtestServer != "" {
+		if err := checkURL(c.SpeedtestServer); err != nil {
+			errs = append(errs, fmt.Errorf("LIFELINE_SPEEDTEST_SERVER=%q: %w", c.SpeedtestServer, err))
+		}
+	}
+	if c.Interface != "" && (len(c.Interface) > 15 || strings.ContainsAny(c.Interface, "/ \t\n:")) {
+		errs = append(errs, fmt.Errorf("LIFELINE_INTERFACE=%q: not an interface name (at most 15 characters, no '/', ':' or spaces)", c.Interface))
+	}
+	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
+		errs = append(errs, fmt.Errorf("LIFELINE_STATE_DIR=%q: must be an absolute directory path", c.StateDir))
+	}
+	return errors.Join(errs...)
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("not a URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return errors.New("must be an http:// or https:// URL")
+	}
+	if u.Host == "" {
+		return errors.New("has no host")
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("must not carry credentials, a query or a fragment")
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
