@@ -1,0 +1,332 @@
+package tunnel
+
+// End-to-end tests against stock OpenSSH: sshd as the server (the bastion's
+// role), a second sshd as the Pi's target, stock ssh -J as the operator.
+//
+//   operator (ssh -J)                      agent (this package)
+//        |  StrictHostKeyChecking=yes          |  pinned host key
+//        v                                     v
+//   sshd "bastion" 127.0.0.1:S  <----- [relay 127.0.0.1:R] (some tests)
+//        | listens on localhost:F for the agent (tcpip-forward)
+//        '--forwarded-tcpip--> agent --dial--> sshd "pi" 127.0.0.1:T
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/agent/hostkeys"
+	"github.com/lifeline-dev/lifeline/shared/keyfile"
+)
+
+// world is one bastion sshd, one target sshd, an operator and an agent key.
+type world struct {
+	t        *testing.T
+	dir      string
+	op       *operator
+	pi       *target
+	agentKey ssh.Signer
+	fwdPorts []int
+	srv      *sshd
+}
+
+// newWorld starts the target and a bastion sshd that lets the agent listen
+// on localhost:<port> for each of nFwd ports and the operator reach them.
+func newWorld(t *testing.T, nFwd int, extra ...string) *world {
+	t.Helper()
+	needRoot(t, "/usr/sbin/sshd", "ssh")
+	w := &world{t: t, dir: t.TempDir()}
+	w.op = newOperator(t)
+	w.pi = startTarget(t, w.op, "PI-REACHED")
+	_, w.agentKey = newKey(t, w.dir, "agent_key")
+	for range nFwd {
+		w.fwdPorts = append(w.fwdPorts, freePort(t))
+	}
+	w.srv = w.startBastion(extra...)
+	for _, p := range w.fwdPorts {
+		w.op.Trust("localhost:"+strconv.Itoa(p), w.pi.HostKey)
+	}
+	return w
+}
+
+// startBastion starts one more sshd in the bastion role for this world.
+func (w *world) startBastion(extra ...string) *sshd {
+	w.t.Helper()
+	var listen, open []string
+	for _, p := range w.fwdPorts {
+		listen = append(listen, fmt.Sprintf("localhost:%d", p))
+		open = append(open, fmt.Sprintf("permitopen=\"localhost:%d\"", p))
+	}
+	var pl []string
+	for _, l := range listen {
+		pl = append(pl, fmt.Sprintf("permitlisten=%q", l))
+	}
+	agentLine := "restrict,port-forwarding," + strings.Join(pl, ",") + " " + keyfile.AuthorizedLine(w.agentKey.PublicKey(), "agent")
+	opLine := w.op.AuthorizedLine("restrict,port-forwarding," + strings.Join(open, ","))
+	cfg := append([]string{
+		"AllowTcpForwarding yes",
+		"PermitListen " + strings.Join(listen, " "),
+		"ClientAliveInterval 1",
+		"ClientAliveCountMax 3",
+	}, extra...)
+	s := startSSHD(w.t, sshdOptions{AuthorizedKeys: []string{agentLine, opLine}, Extra: cfg})
+	w.op.Trust(s.Addr(), s.HostKey)
+	return s
+}
+
+// forwards is localhost:<port>=<pi target> for every forward port.
+func (w *world) forwards() []forward.Forward {
+	var fs []forward.Forward
+	for _, p := range w.fwdPorts {
+		fs = append(fs, forward.Forward{Name: "localhost", Port: uint16(p), TargetHost: "127.0.0.1", TargetPort: uint16(w.pi.Port)})
+	}
+	return fs
+}
+
+// agentConfig is a fast-timing agent for bastions (pinned to keys).
+func (w *world) agentConfig(pins map[string]ssh.PublicKey) Config {
+	w.t.Helper()
+	var lines, bastions []string
+	for addr, k := range pins {
+		lines = append(lines, keyfile.KnownHostsLine([]string{addr}, k))
+		bastions = append(bastions, addr)
+	}
+	log, _ := testLogger(w.t)
+	return Config{
+		Bastions:        bastions,
+		User:            "root",
+		Signer:          w.agentKey,
+		HostKeys:        hostkeys.New(knownHostsFile(w.t, w.dir, lines...), false, log),
+		Forwards:        w.forwards(),
+		Keepalive:       500 * time.Millisecond,
+		KeepaliveMisses: 4,
+		BackoffMax:      2 * time.Second,
+		ConnectTimeout:  3 * time.Second,
+		ProbeEvery:      100 * time.Millisecond,
+		Log:             log,
+	}
+}
+
+// startAgent runs Tunnels until the test ends; it returns the agent's log.
+func startAgent(t *testing.T, cfg Config) (*Tunnels, *syncBuffer) {
+	t.Helper()
+	log, buf := testLogger(t)
+	cfg.Log = log
+	tun, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := tun.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return tun, buf
+}
+
+func registered(tun *Tunnels, bastion string, n int) func() bool {
+	return func() bool {
+		for _, s := range tun.Status() {
+			if s.Bastion == bastion {
+				return s.Connected && len(s.Registered) == n
+			}
+		}
+		return false
+	}
+}
+
+// jumpWorks runs ssh -J through jump to the forward on port and checks that
+// it reached the Pi's sshd.
+func (w *world) jumpWorks(jump *sshd, port int) error {
+	out, err := w.op.Jump(context.Background(), jump.Addr(), "localhost", port)
+	if err != nil {
+		return fmt.Errorf("ssh -J: %v: %s", err, out)
+	}
+	if !strings.Contains(out, w.pi.Mark) {
+		return fmt.Errorf("ssh -J did not reach the target: %q", out)
+	}
+	return nil
+}
+
+func TestJumpThroughStockSSHD(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	tun, _ := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey}))
+	eventually(t, 15*time.Second, "both forwards registered", registered(tun, w.srv.Addr(), 2))
+	for _, p := range w.fwdPorts {
+		if err := w.jumpWorks(w.srv, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := tun.Status()[0]
+	if st.Served != 2 || st.Rejected != 0 || st.Connects != 1 {
+		t.Errorf("status %+v: want 2 served, 0 rejected, 1 connect", st)
+	}
+	eventually(t, 5*time.Second, "keepalive round trips", func() bool {
+		r := tun.RTT()
+		return r != nil && r.Samples > 0 && r.Worst >= r.Median && r.Median > 0
+	})
+}
+
+func TestServerKilledAndRestarted(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1)
+	tun, log := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey}))
+	eventually(t, 15*time.Second, "registered", registered(tun, w.srv.Addr(), 1))
+
+	w.srv.Stop()
+	eventually(t, 10*time.Second, "agent to notice the server is gone", func() bool { return !tun.Status()[0].Connected })
+	if !log.Contains("msg=lost") || !log.Contains("after=") {
+		t.Errorf("no 'lost ... after' log line")
+	}
+	w.srv.Start()
+	eventually(t, 15*time.Second, "agent back", registered(tun, w.srv.Addr(), 1))
+	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
+		t.Fatal(err)
+	}
+	if c := tun.Status()[0].Connects; c != 2 {
+		t.Errorf("Connects = %d, want 2", c)
+	}
+}
+
+func TestBlackholedLinkDetectedAndRecovered(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1)
+	rl := startRelay(t, w.srv.Addr())
+	cfg := w.agentConfig(map[string]ssh.PublicKey{rl.Addr(): w.srv.HostKey})
+	tun, log := startAgent(t, cfg)
+	eventually(t, 15*time.Second, "registered through the relay", registered(tun, rl.Addr(), 1))
+	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
+		t.Fatal(err)
+	}
+
+	paused := rl.Pause()
+	eventually(t, 10*time.Second, "dead link detected", func() bool { return !tun.Status()[0].Connected })
+	detected := time.Since(paused)
+	if !log.Contains("dead link: no keepalive reply") {
+		t.Errorf("the loss was not attributed to missed keepalives")
+	}
+	// The agent closed its side: the relay saw it although it forwards nothing.
+	if _, ok := rl.ClientClosedAfter(paused); !ok {
+		t.Errorf("agent did not close the black-holed connection")
+	}
+	t.Logf("black hole detected after %s (keepalive %s x %d)", detected.Round(time.Millisecond), cfg.Keepalive, cfg.KeepaliveMisses)
+
+	rl.Resume(true)
+	eventually(t, 15*time.Second, "reconnected after the relay resumed", registered(tun, rl.Addr(), 1))
+	// sshd may still hold the old listener until ClientAlive drops the
+	// stale session; the agent retries the forward until it is free.
+	eventually(t, 20*time.Second, "jump works again", func() bool { return w.jumpWorks(w.srv, w.fwdPorts[0]) == nil })
+}
+
+func TestTargetDownRejectsChannelKeepsTunnel(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey})
+	cfg.Forwards[1].TargetPort = uint16(freePort(t)) // nothing listens there
+	tun, log := startAgent(t, cfg)
+	eventually(t, 15*time.Second, "registered", registered(tun, w.srv.Addr(), 2))
+
+	if err := w.jumpWorks(w.srv, w.fwdPorts[1]); err == nil {
+		t.Fatal("jump to a dead target succeeded")
+	}
+	eventually(t, 5*time.Second, "rejection counted", func() bool { return tun.Status()[0].Rejected == 1 })
+	if !log.Contains("forwarded connection rejected") || !log.Contains("connection refused") {
+		t.Errorf("rejection not logged with its reason")
+	}
+	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
+		t.Fatalf("the other forward broke: %v", err)
+	}
+	if st := tun.Status()[0]; !st.Connected || st.Connects != 1 {
+		t.Errorf("tunnel did not stay up: %+v", st)
+	}
+}
+
+func TestWrongBastionHostKeyRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1)
+	_, impostor := newKey(t, w.dir, "other_host_key")
+	tun, log := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): impostor.PublicKey()}))
+	eventually(t, 10*time.Second, "two refused attempts", func() bool {
+		return strings.Count(log.String(), "BASTION HOST KEY REFUSED") >= 2
+	})
+	if !log.Contains("level=ERROR") || !log.Contains("man-in-the-middle") {
+		t.Errorf("refusal is not loud")
+	}
+	st := tun.Status()[0]
+	if st.Connected || st.Connects != 0 {
+		t.Errorf("status %+v: want never connected", st)
+	}
+	if w.srv.log.Contains("Accepted publickey") {
+		t.Errorf("the agent authenticated to a server whose key it refused")
+	}
+	// A host key failure is not a network failure: no probing.
+	if log.Contains("bastion reachable again") {
+		t.Errorf("host key failure was treated as a network failure")
+	}
+}
+
+// Two stock sshds on one machine cannot both listen on localhost:F, so the
+// second bastion is the in-process lifeline-style one (it binds nothing).
+func TestTwoBastionsOneDown(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1)
+	second := startFakeBastion(t, w.agentKey.PublicKey())
+	pins := map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey, second.Addr(): second.hostKey.PublicKey()}
+	tun, _ := startAgent(t, w.agentConfig(pins))
+	name := "localhost:" + strconv.Itoa(w.fwdPorts[0])
+	eventually(t, 15*time.Second, "registered on sshd", registered(tun, w.srv.Addr(), 1))
+	eventually(t, 15*time.Second, "registered on the second bastion", func() bool { return second.Registered(name) })
+	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
+		t.Fatal(err)
+	}
+
+	w.srv.Stop()
+	eventually(t, 10*time.Second, "first seen down", func() bool { return !registered(tun, w.srv.Addr(), 1)() })
+	// Through the second bastion the Pi's sshd still answers.
+	ch, err := second.Open("localhost", w.fwdPorts[0], "198.51.100.20", 5555)
+	if err != nil {
+		t.Fatalf("second bastion unusable while the first is down: %v", err)
+	}
+	defer ch.Close()
+	banner, err := bufio.NewReader(ch).ReadString('\n')
+	if err != nil || !strings.HasPrefix(banner, "SSH-2.0-OpenSSH") {
+		t.Fatalf("the Pi's sshd did not answer through the second bastion: %q, %v", banner, err)
+	}
+	if !registered(tun, second.Addr(), 1)() {
+		t.Errorf("second tunnel dropped: %+v", tun.Status())
+	}
+}
+
+func TestRefusedForwardKeepsOthers(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1)
+	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey})
+	notPermitted := freePort(t)
+	cfg.Forwards = append(cfg.Forwards, forward.Forward{Name: "localhost", Port: uint16(notPermitted), TargetHost: "127.0.0.1", TargetPort: uint16(w.pi.Port)})
+	tun, log := startAgent(t, cfg)
+	eventually(t, 15*time.Second, "permitted forward registered", registered(tun, w.srv.Addr(), 1))
+	eventually(t, 10*time.Second, "refusal retried", func() bool {
+		return strings.Count(log.String(), "forward refused by the bastion") >= 2
+	})
+	if !log.Contains("forward=localhost:" + strconv.Itoa(notPermitted)) {
+		t.Errorf("refusal does not name the forward")
+	}
+	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
+		t.Fatal(err)
+	}
+	if st := tun.Status()[0]; st.Connects != 1 {
+		t.Errorf("a refused forward cost the connection: %+v", st)
+	}
+}
