@@ -16,7 +16,7 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/wire"
 )
 
-const jumpHelp = `lifeline: this is a jump host, not a shell; only `+"`status`"+` runs here.
+const jumpHelp = `lifeline: this is a jump host, not a shell; only ` + "`status`" + ` runs here.
   reach a site:         ssh -J %[1]s pi
   copy files:           scp -J %[1]s file pi:
   see what is online:   ssh %[1]s status   (or: status --json)

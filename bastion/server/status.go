@@ -22,15 +22,15 @@ type Status struct {
 
 // TargetStatus describes one registered name.
 type TargetStatus struct {
-	Target           string             `json:"target"`
-	Agent            string             `json:"agent"`
-	Fingerprint      string             `json:"fingerprint"`
-	Address          string             `json:"address"`
-	ConnectedSince   time.Time          `json:"connected_since"`
-	RegisteredSince  time.Time          `json:"registered_since"`
-	KeepaliveRTTms   *float64           `json:"keepalive_rtt_ms,omitempty"`
-	LastKeepalive    *time.Time         `json:"last_keepalive,omitempty"`
-	Link             *report.LinkReport `json:"link,omitempty"`
+	Target          string             `json:"target"`
+	Agent           string             `json:"agent"`
+	Fingerprint     string             `json:"fingerprint"`
+	Address         string             `json:"address"`
+	ConnectedSince  time.Time          `json:"connected_since"`
+	RegisteredSince time.Time          `json:"registered_since"`
+	KeepaliveRTTms  *float64           `json:"keepalive_rtt_ms,omitempty"`
+	LastKeepalive   *time.Time         `json:"last_keepalive,omitempty"`
+	Link            *report.LinkReport `json:"link,omitempty"`
 }
 
 // Snapshot returns the status as seen by viewer: an operator restricted by

@@ -24,8 +24,12 @@ type Validator interface {
 
 // Process decodes the environment into spec (a pointer to a struct with
 // envconfig tags) and then calls its Validate method when it has one.
-func Process(spec any) error {
-	if err := envconfig.Process(Prefix, spec); err != nil {
+func Process(spec any) error { return ProcessPrefix(Prefix, spec) }
+
+// ProcessPrefix is Process with another prefix ("" for none: Twilio's own
+// TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN).
+func ProcessPrefix(prefix string, spec any) error {
+	if err := envconfig.Process(prefix, spec); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
 			return fmt.Errorf("%s=%q: cannot read as %s: %w", pe.KeyName, pe.Value, pe.TypeName, pe.Err)
@@ -42,11 +46,22 @@ const usageFormat = `{{range .}}{{usage_key .}}	{{usage_default .}}	{{usage_desc
 {{end}}`
 
 // Usage writes one line per variable: name, default, description.
-func Usage(w io.Writer, spec any) error {
+func Usage(w io.Writer, spec any) error { return UsageSpecs(w, Spec{Prefix, spec}) }
+
+// Spec is a configuration struct and the prefix of its variables.
+type Spec struct {
+	Prefix string
+	Spec   any
+}
+
+// UsageSpecs prints several configuration structs as one table.
+func UsageSpecs(w io.Writer, specs ...Spec) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
-	if err := envconfig.Usagef(Prefix, spec, tw, usageFormat); err != nil {
-		return fmt.Errorf("print configuration help: %w", err)
+	for _, s := range specs {
+		if err := envconfig.Usagef(s.Prefix, s.Spec, tw, usageFormat); err != nil {
+			return fmt.Errorf("print configuration help: %w", err)
+		}
 	}
 	return tw.Flush()
 }

@@ -1,0 +1,170 @@
+// Package config is the bastion's configuration, read from the environment
+// (prefix LIFELINE_, plus Twilio's own TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/lifeline-dev/lifeline/bastion/alert"
+	"github.com/lifeline-dev/lifeline/shared/envconf"
+)
+
+// Config of lifeline-bastion. Field tags are the variable names and defaults
+// that `lifeline-bastion --help` prints.
+type Config struct {
+	Listen    string `envconfig:"LISTEN" default:":2222" desc:"address:port to listen on"`
+	HostKey   string `envconfig:"HOST_KEY" default:"/var/lib/lifeline/ssh_host_ed25519_key" desc:"host key; created 0600 on first start, reused afterwards"`
+	Agents    string `envconfig:"AGENTS" default:"/etc/lifeline/agents" desc:"authorized_keys of agents; each key needs permitlisten=\"NAME:PORT\""`
+	Operators string `envconfig:"OPERATORS" default:"/etc/lifeline/operators" desc:"authorized_keys of people: from=, permitopen=, cert-authority+principals=, expiry-time="`
+	StateDir  string `envconfig:"STATE_DIR" default:"/var/lib/lifeline" desc:"audit log (audit.jsonl) and alert spool"`
+	Name      string `envconfig:"NAME" desc:"this bastion's name in texts and status (default: hostname)"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+
+	LoginGrace      time.Duration `envconfig:"LOGIN_GRACE" default:"20s" desc:"time allowed for handshake and authentication"`
+	MaxPending      int           `envconfig:"MAX_PENDING" default:"64" desc:"connections allowed to be authenticating at once"`
+	BanAfter        int           `envconfig:"BAN_AFTER" default:"10" desc:"failed logins from one source (IPv6: one /64) before it is banned; 0 disables"`
+	BanWindow       time.Duration `envconfig:"BAN_WINDOW" default:"10m" desc:"window in which BAN_AFTER failures count"`
+	BanFor          time.Duration `envconfig:"BAN_FOR" default:"30m" desc:"how long a banned source is refused"`
+	Keepalive       time.Duration `envconfig:"KEEPALIVE" default:"5s" desc:"keepalive interval towards agents"`
+	KeepaliveMisses int           `envconfig:"KEEPALIVE_MISSES" default:"3" desc:"missed keepalive replies before an agent is declared dead"`
+
+	Twilio          `ignored:"true"` // read without prefix, see Twilio
+	TwilioURL       string        `envconfig:"TWILIO_URL" default:"https://api.twilio.com" desc:"base URL of the Twilio API (proxy or local test server)"`
+	SMSFrom         string        `envconfig:"SMS_FROM" desc:"sending number, E.164 (+15551234567)"`
+	SMSTo           string        `envconfig:"SMS_TO" desc:"comma-separated numbers to text, E.164"`
+	QuietFrom       string        `envconfig:"QUIET_FROM" desc:"comma-separated CIDRs whose logins are audited but not texted"`
+	AgentDownAfter  time.Duration `envconfig:"AGENT_DOWN_AFTER" default:"5m" desc:"how long an agent may be gone before \"site down\" is texted"`
+	SMSPerMinute    int           `envconfig:"SMS_PER_MINUTE" default:"6" desc:"most texts per minute; the rest are summarised"`
+	FailedLoginMin  int           `envconfig:"FAILED_LOGIN_MIN" default:"10" desc:"failed logins in an interval below this are not texted"`
+	FailedLoginEach time.Duration `envconfig:"FAILED_LOGIN_EVERY" default:"15m" desc:"failed logins are summarised at most once per interval"`
+
+	// Parsed by Validate.
+	SMSToList  []string       `ignored:"true"`
+	QuietCIDRs []netip.Prefix `ignored:"true"`
+}
+
+// Twilio holds Twilio's own variables, read without the LIFELINE_ prefix.
+type Twilio struct {
+	TwilioSID   string `envconfig:"TWILIO_ACCOUNT_SID" desc:"Twilio account SID; texts need it, TWILIO_AUTH_TOKEN, LIFELINE_SMS_FROM and LIFELINE_SMS_TO"`
+	TwilioToken string `envconfig:"TWILIO_AUTH_TOKEN" desc:"Twilio auth token (keep it in the 0600 env file)"`
+}
+
+// Specs lists the configuration structs for --help.
+func Specs() []envconf.Spec {
+	return []envconf.Spec{{Prefix: envconf.Prefix, Spec: &Config{}}, {Prefix: "", Spec: &Twilio{}}}
+}
+
+// Load reads and validates the environment.
+func Load() (Config, error) {
+	var c Config
+	if err := envconf.ProcessPrefix("", &c.Twilio); err != nil {
+		return Config{}, err
+	}
+	if err := envconf.Process(&c); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// SMS reports whether Twilio delivery is configured.
+func (c *Config) SMS() bool {
+	return c.TwilioSID != "" || c.TwilioToken != "" || c.SMSFrom != "" || c.SMSTo != ""
+}
+
+// Validate checks every value and reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, a...)))
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		bad("LIFELINE_LISTEN", "%q is not host:port (e.g. :2222)", c.Listen)
+	}
+	for name, p := range map[string]string{"LIFELINE_HOST_KEY": c.HostKey, "LIFELINE_AGENTS": c.Agents, "LIFELINE_OPERATORS": c.Operators, "LIFELINE_STATE_DIR": c.StateDir} {
+		if p == "" {
+			bad(name, "must not be empty")
+		} else if !filepath.IsAbs(p) {
+			bad(name, "%q must be an absolute path", p)
+		}
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "bastion"
+		}
+		c.Name = h
+	}
+	if c.LoginGrace < time.Second {
+		bad("LIFELINE_LOGIN_GRACE", "%s is too short (at least 1s)", c.LoginGrace)
+	}
+	if c.MaxPending < 1 {
+		bad("LIFELINE_MAX_PENDING", "%d must be at least 1", c.MaxPending)
+	}
+	if c.BanAfter < 0 {
+		bad("LIFELINE_BAN_AFTER", "%d must not be negative", c.BanAfter)
+	}
+	if c.BanAfter > 0 && (c.BanWindow <= 0 || c.BanFor <= 0) {
+		bad("LIFELINE_BAN_WINDOW/LIFELINE_BAN_FOR", "must be positive when LIFELINE_BAN_AFTER is set")
+	}
+	if c.Keepalive < 100*time.Millisecond {
+		bad("LIFELINE_KEEPALIVE", "%s is too short (at least 100ms)", c.Keepalive)
+	}
+	if c.KeepaliveMisses < 1 {
+		bad("LIFELINE_KEEPALIVE_MISSES", "%d must be at least 1", c.KeepaliveMisses)
+	}
+	if c.AgentDownAfter <= 0 {
+		bad("LIFELINE_AGENT_DOWN_AFTER", "%s must be positive", c.AgentDownAfter)
+	}
+	if c.SMSPerMinute < 1 {
+		bad("LIFELINE_SMS_PER_MINUTE", "%d must be at least 1", c.SMSPerMinute)
+	}
+	if c.FailedLoginEach <= 0 {
+		bad("LIFELINE_FAILED_LOGIN_EVERY", "%s must be positive", c.FailedLoginEach)
+	}
+	if u, err := url.Parse(c.TwilioURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		bad("LIFELINE_TWILIO_URL", "%q is not an http(s) URL", c.TwilioURL)
+	}
+	if c.SMS() {
+		var missing []string
+		for name, v := range map[string]string{"TWILIO_ACCOUNT_SID": c.TwilioSID, "TWILIO_AUTH_TOKEN": c.TwilioToken, "LIFELINE_SMS_FROM": c.SMSFrom, "LIFELINE_SMS_TO": c.SMSTo} {
+			if v == "" {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) > 0 {
+			slices.Sort(missing)
+			errs = append(errs, fmt.Errorf("SMS alerts are half configured: %v not set (set all of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, LIFELINE_SMS_FROM, LIFELINE_SMS_TO, or none)", missing))
+		}
+		if c.SMSFrom != "" {
+			if _, err := alert.SplitNumbers(c.SMSFrom); err != nil {
+				bad("LIFELINE_SMS_FROM", "%v", err)
+			}
+		}
+		if c.SMSTo != "" {
+			to, err := alert.SplitNumbers(c.SMSTo)
+			if err != nil {
+				bad("LIFELINE_SMS_TO", "%v", err)
+			}
+			c.SMSToList = to
+		}
+	}
+	if c.QuietFrom != "" {
+		q, err := alert.ParseCIDRs(c.QuietFrom)
+		if err != nil {
+			bad("LIFELINE_QUIET_FROM", "%v", err)
+		}
+		c.QuietCIDRs = q
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,192 @@
+// Package daemon assembles the bastion from its configuration: host key,
+// key policy, audit log, alert queue and SSH server, and runs them under one
+// context. The main package only parses arguments and signals.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifeline-dev/lifeline/bastion/alert"
+	"github.com/lifeline-dev/lifeline/bastion/audit"
+	"github.com/lifeline-dev/lifeline/bastion/authz"
+	"github.com/lifeline-dev/lifeline/bastion/ban"
+	"github.com/lifeline-dev/lifeline/bastion/config"
+	"github.com/lifeline-dev/lifeline/bastion/server"
+	"github.com/lifeline-dev/lifeline/shared/keyfile"
+	"github.com/lifeline-dev/lifeline/shared/report"
+)
+
+// Daemon is a configured bastion, not yet listening.
+type Daemon struct {
+	cfg     config.Config
+	log     *slog.Logger
+	audit   *audit.Log
+	alerter *alert.Alerter
+	srv     *server.Server
+	ln      net.Listener
+}
+
+// New loads the host key (creating it on first start), both key files, the
+// audit log and the alert spool, and binds the listener. Every problem is an
+// error naming the file or variable; nothing is left open on error.
+func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
+	hostKey, created, err := keyfile.LoadOrCreate(cfg.HostKey, "lifeline-bastion")
+	if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	if created {
+		log.Warn("created a new host key: give operators and agents its known_hosts line (lifeline-bastion hostkey)", "path", cfg.HostKey, "fingerprint", keyfile.Fingerprint(hostKey.PublicKey()))
+	}
+	policy, err := authz.Load(cfg.Agents, cfg.Operators)
+	if err != nil {
+		return nil, err
+	}
+	agents, operators := policy.Counts()
+	log.Info("key files loaded", "agents", agents, "operators", operators)
+
+	auditLog, err := audit.Open(filepath.Join(cfg.StateDir, "audit.jsonl"), nil, func(err error) {
+		log.Error("audit log write failed", "err", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			auditLog.Close()
+		}
+	}()
+
+	var notifier alert.Notifier
+	if cfg.SMS() {
+		notifier, err = alert.NewTwilio(alert.TwilioConfig{
+			AccountSID: cfg.TwilioSID, AuthToken: cfg.TwilioToken, From: cfg.SMSFrom, To: cfg.SMSToList,
+			BaseURL: cfg.TwilioURL, Timeout: 15 * time.Second,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("twilio: %w", err)
+		}
+	} else {
+		log.Warn("no Twilio credentials set: alerts go to this log only and nobody will be texted (set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, LIFELINE_SMS_FROM, LIFELINE_SMS_TO)")
+		notifier = alert.NewLogNotifier(log)
+	}
+	alerter, err := alert.New(alert.Config{
+		Dir: cfg.StateDir, Notifier: notifier, Log: log, Audit: auditLog, BastionName: cfg.Name,
+		QuietFrom: cfg.QuietCIDRs, DownAfter: cfg.AgentDownAfter, PerMinute: cfg.SMSPerMinute,
+		FailedLoginEvery: cfg.FailedLoginEach, FailedLoginMin: cfg.FailedLoginMin,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("alerts: %w", err)
+	}
+
+	srv, err := server.New(server.Config{
+		HostKey: hostKey, Policy: policy, Log: log, Audit: auditLog, Events: events{alerter},
+		Name: cfg.Name, LoginGrace: cfg.LoginGrace, MaxPending: cfg.MaxPending,
+		Bans:      ban.New(cfg.BanAfter, cfg.BanWindow, cfg.BanFor, nil),
+		Keepalive: cfg.Keepalive, KeepaliveMisses: cfg.KeepaliveMisses,
+		StatusExtra: func() (string, any) {
+			st := alerter.Status()
+			return alertText(st), st
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (LIFELINE_LISTEN): %w", cfg.Listen, err)
+	}
+	return &Daemon{cfg: cfg, log: log, audit: auditLog, alerter: alerter, srv: srv, ln: ln}, nil
+}
+
+// Addr is the address the bastion listens on.
+func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
+
+// Run serves until ctx is done, then shuts down within a few seconds:
+// stop accepting, close every session, leave undelivered alerts spooled.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.audit.Close()
+	actx, cancelAlerts := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	var alertErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		alertErr = d.alerter.Run(actx)
+	}()
+	err := d.srv.Serve(ctx, d.ln)
+	// Undelivered alerts stay in the spool and go out after the next start.
+	cancelAlerts()
+	wg.Wait()
+	if alertErr != nil && !errors.Is(alertErr, context.Canceled) {
+		err = errors.Join(err, fmt.Errorf("alerts: %w", alertErr))
+	}
+	return err
+}
+
+// Reload re-reads both key files. On error the old policy stays in force.
+func (d *Daemon) Reload() error {
+	p, err := authz.Load(d.cfg.Agents, d.cfg.Operators)
+	if err != nil {
+		d.audit.Record(audit.Event{Kind: audit.KindReload, Reason: "kept the previous key files: " + err.Error()})
+		return fmt.Errorf("reload (previous key files stay in force): %w", err)
+	}
+	d.srv.SetPolicy(p)
+	if err := d.audit.Reopen(); err != nil {
+		d.log.Error("reopen audit log", "err", err)
+	}
+	agents, operators := p.Counts()
+	d.audit.Record(audit.Event{Kind: audit.KindReload, Message: fmt.Sprintf("%d agent keys, %d operator keys", agents, operators)})
+	d.log.Info("key files reloaded", "agents", agents, "operators", operators)
+	return nil
+}
+
+// events adapts the alert queue to the server's Events seam.
+type events struct{ a *alert.Alerter }
+
+func agentOf(id *authz.Identity, names []string) alert.Agent {
+	return alert.Agent{Name: id.Name, Fingerprint: id.Fingerprint, Names: names}
+}
+
+func (e events) OperatorLogin(id *authz.Identity, user string, src netip.AddrPort) {
+	e.a.Login(alert.Login{Operator: id.Name, Fingerprint: id.Fingerprint, User: user, Source: src, Certificate: id.CA != ""})
+}
+func (e events) AuthFailed(src netip.Addr, user string) { e.a.AuthFailed(src, user) }
+func (e events) AgentUp(id *authz.Identity, names []string) {
+	e.a.AgentUp(agentOf(id, names))
+}
+func (e events) AgentDown(id *authz.Identity, names []string) {
+	e.a.AgentDown(agentOf(id, names))
+}
+func (e events) LinkReport(id *authz.Identity, names []string, r report.LinkReport) {
+	e.a.LinkReport(agentOf(id, names), r)
+}
+
+func alertText(st alert.Status) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "alerts via %s: %d pending, %d sent", st.Notifier, st.Pending, st.Sent)
+	if !st.LastSent.IsZero() {
+		fmt.Fprintf(&b, " (last %s)", st.LastSent.UTC().Format(time.RFC3339))
+	}
+	if st.RateLimited > 0 || st.Overflow > 0 {
+		fmt.Fprintf(&b, ", %d summarised under the rate limit", st.RateLimited+st.Overflow)
+	}
+	if st.Quiet > 0 {
+		fmt.Fprintf(&b, ", %d quiet logins not texted", st.Quiet)
+	}
+	if st.LastError != "" {
+		fmt.Fprintf(&b, "\n  retrying after: %s (%s)", st.LastError, st.LastErrorAt.UTC().Format(time.RFC3339))
+	}
+	if st.Permanent > 0 {
+		fmt.Fprintf(&b, "\n  UNDELIVERABLE: %d alert(s) could not be sent: %s", st.Permanent, st.LastPermanent)
+	}
+	return b.String()
+}
