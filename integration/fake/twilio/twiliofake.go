@@ -74,6 +74,7 @@ type Server struct {
 	release     chan struct{} // closed by Release to free hung requests
 	rejectCreds bool
 	badNumbers  map[string]bool
+	failTo      map[string]int // number -> how many more requests to it fail with 500
 
 	srv  *http.Server
 	ln   net.Listener
@@ -91,7 +92,7 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{cfg: cfg, release: make(chan struct{}), badNumbers: map[string]bool{}}
+	return &Server{cfg: cfg, release: make(chan struct{}), badNumbers: map[string]bool{}, failTo: map[string]int{}}
 }
 
 // Start listens on addr (e.g. "127.0.0.1:0") and serves until Close. The
@@ -192,6 +193,14 @@ func (s *Server) RejectNumber(number string) {
 	s.badNumbers[number] = true
 }
 
+// FailTo makes the next n messages to number fail with HTTP 500 (after
+// authentication), leaving other recipients alone.
+func (s *Server) FailTo(number string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failTo[number] = n
+}
+
 // Messages returns a copy of the accepted messages, oldest first (at most
 // MaxRecorded, the newest).
 func (s *Server) Messages() []Message {
@@ -228,6 +237,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodPost {
 		writeError(w, http.StatusMethodNotAllowed, 20004, "Method not allowed")
+		return
+	}
+	// Read the body first: only then does net/http notice a client that
+	// hangs up, which a hung request must see.
+	if err := r.ParseForm(); err != nil {
+		writeError(w, http.StatusBadRequest, 20001, "Could not parse the request body")
 		return
 	}
 	s.mu.Lock()
@@ -267,15 +282,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, 20500, "An internal server error has occurred")
 		return
 	}
-	if err := r.ParseForm(); err != nil {
-		writeError(w, http.StatusBadRequest, 20001, "Could not parse the request body")
-		return
-	}
 	to, from, body := r.PostForm.Get("To"), r.PostForm.Get("From"), r.PostForm.Get("Body")
 	s.mu.Lock()
 	badTo := s.badNumbers[to]
+	failTo := s.failTo[to] > 0
+	if failTo {
+		s.failTo[to]--
+	}
 	s.mu.Unlock()
 	switch {
+	case failTo:
+		writeError(w, http.StatusInternalServerError, 20500, "An internal server error has occurred")
+		return
 	case to == "":
 		writeError(w, http.StatusBadRequest, 21604, "A 'To' phone number is required.")
 		return
