@@ -37,14 +37,14 @@ type Config struct {
 	KeepaliveMisses int           `envconfig:"KEEPALIVE_MISSES" default:"3" desc:"missed keepalive replies before an agent is declared dead"`
 
 	Twilio          `ignored:"true"` // read without prefix, see Twilio
-	TwilioURL       string        `envconfig:"TWILIO_URL" default:"https://api.twilio.com" desc:"base URL of the Twilio API (proxy or local test server)"`
-	SMSFrom         string        `envconfig:"SMS_FROM" desc:"sending number, E.164 (+15551234567)"`
-	SMSTo           string        `envconfig:"SMS_TO" desc:"comma-separated numbers to text, E.164"`
-	QuietFrom       string        `envconfig:"QUIET_FROM" desc:"comma-separated CIDRs whose logins are audited but not texted"`
-	AgentDownAfter  time.Duration `envconfig:"AGENT_DOWN_AFTER" default:"5m" desc:"how long an agent may be gone before \"site down\" is texted"`
-	SMSPerMinute    int           `envconfig:"SMS_PER_MINUTE" default:"6" desc:"most texts per minute; the rest are summarised"`
-	FailedLoginMin  int           `envconfig:"FAILED_LOGIN_MIN" default:"10" desc:"failed logins in an interval below this are not texted"`
-	FailedLoginEach time.Duration `envconfig:"FAILED_LOGIN_EVERY" default:"15m" desc:"failed logins are summarised at most once per interval"`
+	TwilioURL       string           `envconfig:"TWILIO_URL" default:"https://api.twilio.com" desc:"base URL of the Twilio API (proxy or local test server)"`
+	SMSFrom         string           `envconfig:"SMS_FROM" desc:"sending number, E.164 (+15551234567)"`
+	SMSTo           string           `envconfig:"SMS_TO" desc:"comma-separated numbers to text, E.164"`
+	QuietFrom       string           `envconfig:"QUIET_FROM" desc:"comma-separated CIDRs whose logins are audited but not texted"`
+	AgentDownAfter  time.Duration    `envconfig:"AGENT_DOWN_AFTER" default:"5m" desc:"how long an agent may be gone before \"site down\" is texted"`
+	SMSPerMinute    int              `envconfig:"SMS_PER_MINUTE" default:"6" desc:"most texts per minute; the rest are summarised"`
+	FailedLoginMin  int              `envconfig:"FAILED_LOGIN_MIN" default:"10" desc:"failed logins in an interval below this are not texted"`
+	FailedLoginEach time.Duration    `envconfig:"FAILED_LOGIN_EVERY" default:"15m" desc:"failed logins are summarised at most once per interval"`
 
 	// Parsed by Validate.
 	SMSToList  []string       `ignored:"true"`

@@ -50,9 +50,9 @@ func TestParseDirectTCPIP(t *testing.T) {
 	}
 	// What OpenSSH's ssh -W sends (origin 127.0.0.1:65535) must parse.
 	if _, err := ParseDirectTCPIP(ssh.Marshal(struct {
-		H string
-		P uint32
-		O string
+		H  string
+		P  uint32
+		O  string
 		OP uint32
 	}{"pi", 22, "127.0.0.1", 65535})); err != nil {
 		t.Fatalf("ssh -W payload: %v", err)
