@@ -12,26 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Why nftables, in a table of lifeline's own (for the README):
-//
-// All of lifeline's firewall state is one nftables table, "ip lifeline",
-// written through netlink with github.com/google/nftables. That buys three
-// things iptables chains cannot give as cleanly:
-//   - apply is one netlink transaction (create table, delete it, create it
-//     again with every chain and rule): the kernel commits all of it or none,
-//     so there is never a half-written firewall, and applying twice or with a
-//     changed configuration leaves exactly the new rules, never duplicates;
-//   - remove is one call (delete the table) and cannot touch anything else:
-//     no rule of another owner lives in lifeline's table, and lifeline never
-//     edits another table;
-//   - no iptables binary, no text parsing, no dependence on which iptables
-//     flavour (legacy or nft) the distribution ships.
-//
-// The price: a drop in another table's forward hook still drops what
-// lifeline accepts (every base chain on a hook must accept). Status detects
-// nftables chains (including iptables-nft's FORWARD) with policy drop and
-// warns; iptables-legacy rules are invisible to nftables and not checked.
-
 // TableName is the nftables table (family ip) that holds every rule lifeline
 // installs.
 const TableName = "lifeline"
@@ -74,6 +54,39 @@ type Firewall interface {
 
 // NFTables is the Firewall on the real kernel, in the network namespace of
 // the calling process.
+//
+// Why nftables, in a table of lifeline's own (for the README):
+//
+// All of lifeline's firewall state is one nftables table, "ip lifeline",
+// written through netlink with github.com/google/nftables. That buys three
+// things iptables chains cannot give as cleanly:
+//   - apply is one netlink transaction (create table, delete it, create it
+//     again with every chain and rule): the kernel commits all of it or none,
+//     so there is never a half-written firewall, and applying twice or with a
+//     changed configuration leaves exactly the new rules, never duplicates;
+//   - remove is one call (delete the table) and cannot touch anything else:
+//     no rule of another owner lives in lifeline's table, and lifeline never
+//     edits another table;
+//   - no iptables binary, no text parsing, no dependence on which iptables
+//     flavour (legacy or nft) the distribution ships.
+//
+// The price: a drop in another table's forward hook still drops what
+// lifeline accepts (every base chain on a hook must accept). Status detects
+// nftables chains (including iptables-nft's FORWARD) with policy drop and
+// warns; iptables-legacy rules are invisible to nftables and not checked.
+//
+// The table, as `nft list table ip lifeline` shows it (tunnel tun0, LAN eth0):
+//
+//	chain forward { type filter hook forward priority filter; policy accept;
+//	  tcp flags syn / syn,rst tcp option maxseg size set 1452   (or: set rt mtu)
+//	  iifname "tun0" oifname "eth0" accept
+//	  iifname "eth0" oifname "tun0" ct state established,related accept
+//	  iifname "eth0" oifname "tun0" drop }
+//	chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+//	  iifname "tun0" oifname "eth0" masquerade }
+//
+// Without a tunnel interface only the MSS clamp is installed. The table is
+// family ip: forwarding is IPv4 (net.ipv4.ip_forward).
 type NFTables struct{}
 
 var _ Firewall = NFTables{}
