@@ -593,13 +593,16 @@ func (a *Alerter) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// settle removes b's entries from the pending list and b's overflow counts.
-func (a *Alerter) settle(b batch) {
+// settle removes b's entries from the pending list and b's overflow counts
+// and, in the same critical section, updates the status with update, so
+// that Status never shows an alert as neither pending nor accounted for.
+func (a *Alerter) settle(b batch, update func(st *Status)) {
 	done := make(map[string]bool, len(b.entries))
 	for _, e := range b.entries {
 		done[e.ID] = true
 	}
 	a.mu.Lock()
+	update(&a.st)
 	a.pending = slices.DeleteFunc(a.pending, func(e entry) bool { return done[e.ID] })
 	changed := false
 	for k, n := range b.overflow {
@@ -628,16 +631,15 @@ func (a *Alerter) delivered(b batch) {
 		}
 		a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: KindSummary, Message: b.msg.Text})
 	}
-	a.settle(b)
-	a.mu.Lock()
-	a.sentTimes = append(a.sentTimes, now)
-	a.st.Sent++
-	a.st.LastSent = now
-	a.st.LastError = ""
-	if b.summary {
-		a.st.RateLimited += len(b.entries) + sum(b.overflow)
-	}
-	a.mu.Unlock()
+	a.settle(b, func(st *Status) {
+		a.sentTimes = append(a.sentTimes, now)
+		st.Sent++
+		st.LastSent = now
+		st.LastError = ""
+		if b.summary {
+			st.RateLimited += len(b.entries) + sum(b.overflow)
+		}
+	})
 }
 
 func (a *Alerter) undeliverable(b batch, err error) {
@@ -652,11 +654,10 @@ func (a *Alerter) undeliverable(b batch, err error) {
 	if n := sum(b.overflow); n > 0 {
 		a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: KindUndelivered, Message: fmt.Sprintf("not delivered (%v): summary of %d alerts that found the spool full", err, n)})
 	}
-	a.settle(b)
-	a.mu.Lock()
-	a.st.Permanent += len(b.entries) + sum(b.overflow)
-	a.st.LastPermanent = fmt.Sprintf("%s: %v", now.UTC().Format(time.RFC3339), err)
-	a.mu.Unlock()
+	a.settle(b, func(st *Status) {
+		st.Permanent += len(b.entries) + sum(b.overflow)
+		st.LastPermanent = fmt.Sprintf("%s: %v", now.UTC().Format(time.RFC3339), err)
+	})
 }
 
 // timeLoop fires agent-down and failed-login deadlines.

@@ -168,6 +168,7 @@ func TestRestartDeliversPending(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("spool directory mode %v (%v), want 0700", fi.Mode().Perm(), err)
 	}
+	eventually(t, "the API sees the hang-up", func() bool { return srv.Hung() == 0 })
 	srv.Release()
 
 	b := mustNew(t, cfg) // the restarted bastion

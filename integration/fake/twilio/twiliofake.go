@@ -71,6 +71,7 @@ type Server struct {
 	failStatus  int
 	hangNext    int
 	hangAll     bool
+	hung        int // requests hanging right now
 	release     chan struct{} // closed by Release to free hung requests
 	rejectCreds bool
 	badNumbers  map[string]bool
@@ -216,6 +217,14 @@ func (s *Server) Count() int {
 	return s.count
 }
 
+// Hung is how many requests are hanging right now; a request whose client
+// hung up is no longer counted.
+func (s *Server) Hung() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hung
+}
+
 // Requests is how many message requests arrived, failed ones included.
 func (s *Server) Requests() int {
 	s.mu.Lock()
@@ -254,9 +263,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	release := s.release
 	s.mu.Unlock()
 	if hang {
+		s.mu.Lock()
+		s.hung++
+		s.mu.Unlock()
+		var gone bool
 		select {
 		case <-release:
 		case <-r.Context().Done():
+			gone = true
+		}
+		s.mu.Lock()
+		s.hung--
+		s.mu.Unlock()
+		if gone {
 			return
 		}
 	}
