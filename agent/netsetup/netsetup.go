@@ -186,6 +186,10 @@ func (s *Setup) Apply(ctx context.Context) error {
 		next.PriorIPForward = prev.PriorIPForward
 	}
 	fw := s.o.Firewall
+	fwBefore, err := fw.Inspect(s.rules())
+	if err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
 	steps := []step{
 		{
 			name: "save state " + s.statePath(),
@@ -205,8 +209,11 @@ func (s *Setup) Apply(ctx context.Context) error {
 		{
 			name: "install firewall table ip " + TableName,
 			do:   func() error { return fw.Apply(next.Rules) },
+			// Undo restores the table that was there: none, or the one
+			// the last successful apply wrote (a table with no saved
+			// state cannot be rebuilt and is removed).
 			undo: func() error {
-				if prev != nil {
+				if fwBefore.Present && prev != nil {
 					return fw.Apply(prev.Rules)
 				}
 				return fw.Remove()

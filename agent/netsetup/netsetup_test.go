@@ -106,16 +106,20 @@ func TestApplyRollsBack(t *testing.T) {
 	tests := []struct {
 		name     string
 		previous bool // a successful apply (MSS 1400, one bastion) came first
+		rebooted bool // then a reboot dropped its rules and routes
 		breakIt  func(w *world)
 		wantStep string
 	}{
-		{"firewall fails on first apply", false, func(w *world) { w.fw.failApply = boom }, "install firewall table"},
-		{"second route fails on first apply", false, func(w *world) {
+		{"firewall fails on first apply", false, false, func(w *world) { w.fw.failApply = boom }, "install firewall table"},
+		{"second route fails on first apply", false, false, func(w *world) {
 			w.router.failAdd = map[netip.Addr]error{netip.MustParseAddr("203.0.113.11"): boom}
 		}, "set uplink routes"},
-		{"sysctl fails on first apply", false, func(w *world) { w.sysctl.failSet = boom }, "set net.ipv4.ip_forward=1"},
-		{"firewall fails on re-apply", true, func(w *world) { w.fw.failApply = boom }, "install firewall table"},
-		{"route fails on re-apply", true, func(w *world) {
+		{"sysctl fails on first apply", false, false, func(w *world) { w.sysctl.failSet = boom }, "set net.ipv4.ip_forward=1"},
+		{"firewall fails on re-apply", true, false, func(w *world) { w.fw.failApply = boom }, "install firewall table"},
+		{"route fails on re-apply", true, false, func(w *world) {
+			w.router.failAdd = map[netip.Addr]error{netip.MustParseAddr("203.0.113.11"): boom}
+		}, "set uplink routes"},
+		{"route fails on apply after a reboot", true, true, func(w *world) {
 			w.router.failAdd = map[netip.Addr]error{netip.MustParseAddr("203.0.113.11"): boom}
 		}, "set uplink routes"},
 	}
@@ -133,6 +137,9 @@ func TestApplyRollsBack(t *testing.T) {
 				if err := mustSetup(t, old, w).Apply(ctx); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if tc.rebooted {
+				w.fw.installed, w.router.owned = nil, nil
 			}
 			wantFW, wantRoutes, wantFwd := w.fw.get(), w.router.routes(), w.sysctl.get(ipForward)
 			wantState, _ := os.ReadFile(statePath)
