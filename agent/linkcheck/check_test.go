@@ -224,3 +224,82 @@ func TestCheckVerdicts(t *testing.T) {
 		})
 	}
 }
+
+// TestBudgetHolds: against a local server faster than any link, the check
+// stops asking at the budget, by the fake's own count and by the check's.
+func TestBudgetHolds(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		budget      units.ByteSize
+		upload      bool
+		connections int
+		fileSize    int64
+	}{
+		{name: "minimum budget", budget: 5 * units.MB, connections: 4},
+		{name: "12MB", budget: 12 * units.MB, connections: 4},
+		{name: "12MB one connection", budget: 12 * units.MB, connections: 1},
+		{name: "12MB with upload", budget: 12 * units.MB, connections: 4, upload: true},
+		{name: "small files", budget: 6 * units.MB, connections: 8, fileSize: 100_000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fake := startFake(t, speedtestfake.Config{FileSize: tt.fileSize})
+			cfg := baseConfig(t)
+			cfg.SpeedtestURL = fake.URL()
+			cfg.Budget, cfg.Upload, cfg.CheckConnections = tt.budget, tt.upload, tt.connections
+			cfg.CheckDuration = 2 * time.Second
+			c, err := New(cfg, logging.Discard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := c.Check(context.Background())
+			st := fake.Stats()
+			budget := int64(tt.budget)
+			if st.BytesServed+st.UploadBytes > budget {
+				t.Errorf("fake served %d and received %d bytes: more than the %d budget", st.BytesServed, st.UploadBytes, budget)
+			}
+			if r.Bytes > budget {
+				t.Errorf("check counted %d bytes: more than the %d budget", r.Bytes, budget)
+			}
+			// Not vacuous: most of the budget was used, and measured.
+			if st.DownloadBytes+st.UploadBytes < budget/3 || r.Bytes < budget/3 {
+				t.Errorf("only %d bytes moved (check counted %d) of a %d budget", st.DownloadBytes+st.UploadBytes, r.Bytes, budget)
+			}
+			if !r.OK() || r.DownloadBps < 10e6 || (tt.upload && r.UploadBps <= 0) {
+				t.Errorf("a fast link that hit the budget must still measure ok: %s", r.Summary())
+			}
+			t.Logf("budget %s: served %d, uploaded %d, counted %d; %s", tt.budget, st.BytesServed, st.UploadBytes, r.Bytes, r.Summary())
+		})
+	}
+}
+
+// TestCheckCancelled: speedtest-go ignores cancellation mid-download; the
+// check must still end (within the capture time) with a failed verdict.
+func TestCheckCancelled(t *testing.T) {
+	t.Parallel()
+	fake := startFake(t, speedtestfake.Config{RateBps: 1e6})
+	cfg := baseConfig(t)
+	cfg.SpeedtestURL = fake.URL()
+	cfg.CheckDuration = 5 * time.Second
+	c, err := New(cfg, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan report.LinkReport, 1)
+	go func() { done <- c.Check(ctx) }()
+	eventually(t, "the download to start", func() bool { return fake.Stats().DownloadBytes > 0 })
+	cancel()
+	eventually(t, "the check to end", func() bool { return len(done) == 1 })
+	r := <-done
+	if r.OK() || !hasReason(r, "context canceled") {
+		t.Fatalf("a cancelled check: %s", r.Summary())
+	}
+	served := fake.Stats().DownloadBytes
+	if r.Bytes > int64(cfg.Budget) || served > int64(cfg.Budget) {
+		t.Fatalf("bytes %d, served %d", r.Bytes, served)
+	}
+}

@@ -66,7 +66,10 @@ type meter struct {
 	aborted   error
 	phase     phase
 	phaseCap  int64
-	estimate  int64
+	estimate  int64 // expected size of a download before its response
+	sized     bool  // estimate comes from a response
+	unsized   int   // admitted downloads whose size is still the estimate
+	changed   chan struct{}
 	stopped   error
 	errStreak int
 	firstErr  error
@@ -79,7 +82,7 @@ type meter struct {
 }
 
 func newMeter(budget int64, now func() time.Time) *meter {
-	return &meter{budget: budget, now: now, conns: map[*meteredConn]struct{}{}, estimate: firstEstimate, phaseCap: budget}
+	return &meter{budget: budget, now: now, conns: map[*meteredConn]struct{}{}, estimate: firstEstimate, phaseCap: budget, changed: make(chan struct{})}
 }
 
 // Spent is every byte moved so far.
@@ -95,6 +98,7 @@ func (m *meter) abort(err error) {
 	m.mu.Lock()
 	if m.aborted == nil {
 		m.aborted = err
+		m.notify()
 	}
 	conns := make([]*meteredConn, 0, len(m.conns))
 	for c := range m.conns {
@@ -155,35 +159,68 @@ func (m *meter) endPhase() phaseResult {
 }
 
 // reserve admits a measured request expected to move body bytes (-1:
-// unknown, use the estimate).
-func (m *meter) reserve(body int64) (*grant, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.aborted != nil {
-		return nil, m.aborted
+// unknown, use the estimate). When the request does not fit but some
+// admitted request's size is still only an estimate, it waits (until ctx
+// ends) for that size to be known: the first responses tell the real file
+// size, which is usually smaller. When it cannot fit, the phase stops
+// admitting: its budget is used.
+func (m *meter) reserve(ctx context.Context, body int64) (*grant, error) {
+	for {
+		m.mu.Lock()
+		if m.aborted != nil {
+			m.mu.Unlock()
+			return nil, m.aborted
+		}
+		if m.stopped != nil {
+			m.mu.Unlock()
+			return nil, m.stopped
+		}
+		g := &grant{m: m, body: body, hdr: headerAllowance, sized: true}
+		if body < 0 {
+			g.body, g.sized = m.estimate, false
+		}
+		if m.spent+m.pending+m.abandoned+g.body+g.hdr <= m.phaseCap {
+			m.pending += g.body + g.hdr
+			if !g.sized {
+				m.unsized++
+			}
+			m.mu.Unlock()
+			return g, nil
+		}
+		if m.unsized == 0 {
+			m.budgetHit = true
+			m.stopped = errBudget
+			m.mu.Unlock()
+			return nil, errBudget
+		}
+		changed := m.changed
+		m.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	if m.stopped != nil {
-		return nil, m.stopped
-	}
-	if body < 0 {
-		body = m.estimate
-	}
-	if m.spent+m.pending+m.abandoned+body+headerAllowance > m.phaseCap {
-		m.budgetHit = true
-		m.stopped = errBudget
-		return nil, errBudget
-	}
-	m.pending += body + headerAllowance
-	return &grant{m: m, body: body, hdr: headerAllowance}, nil
 }
 
-// resize changes a grant's expected body size once the response told it.
-// It fails, releasing nothing, when the new size does not fit.
+// notify wakes the requests waiting in reserve. m.mu must be held.
+func (m *meter) notify() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// resize sets a grant's body size once the response told it. It fails,
+// changing nothing, when the new size does not fit.
 func (m *meter) resize(g *grant, body int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if body > m.estimate || m.estimate == firstEstimate {
-		m.estimate = body
+	if !m.sized || body > m.estimate {
+		m.estimate, m.sized = body, true
+	}
+	if !g.sized {
+		g.sized = true
+		m.unsized--
+		defer m.notify()
 	}
 	if m.spent+m.pending+m.abandoned-g.body+body > m.phaseCap {
 		m.budgetHit = true
@@ -244,6 +281,7 @@ func (m *meter) refund(n int) {
 type grant struct {
 	m         *meter
 	body, hdr int64
+	sized     bool // body is known, not the meter's estimate
 	done      bool
 }
 
@@ -262,7 +300,13 @@ func (g *grant) moved(n int) {
 // finish releases the header allowance (the headers' real bytes are in
 // spent). The body's unread rest stays held against the budget as
 // abandoned: the server may already have sent it.
-func (g *grant) finish() {
+func (g *grant) finish() { g.end(false) }
+
+// release gives the whole reservation back: the request got no response,
+// so no body can be on its way.
+func (g *grant) release() { g.end(true) }
+
+func (g *grant) end(release bool) {
 	m := g.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -271,8 +315,15 @@ func (g *grant) finish() {
 	}
 	g.done = true
 	m.pending -= g.hdr + g.body
-	m.abandoned += g.body
+	if !release {
+		m.abandoned += g.body
+	}
 	g.body = 0
+	if !g.sized {
+		g.sized = true
+		m.unsized--
+		m.notify()
+	}
 }
 
 // meteredConn counts and limits one connection's bytes.
@@ -398,13 +449,13 @@ func park(req *http.Request, err error) (*http.Response, error) {
 }
 
 func (t *meteredTransport) download(req *http.Request) (*http.Response, error) {
-	g, err := t.m.reserve(-1)
+	g, err := t.m.reserve(req.Context(), -1)
 	if err != nil {
 		return park(req, err)
 	}
 	resp, err := t.inner.RoundTrip(req)
 	if err != nil {
-		g.finish()
+		g.release()
 		if req.Context().Err() == nil {
 			t.m.requestFailed(err)
 		}
@@ -433,14 +484,14 @@ func (t *meteredTransport) upload(req *http.Request) (*http.Response, error) {
 	if req.ContentLength <= 0 {
 		return nil, errors.New("upload request without a length")
 	}
-	g, err := t.m.reserve(req.ContentLength)
+	g, err := t.m.reserve(req.Context(), req.ContentLength)
 	if err != nil {
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
 		return park(req, err)
 	}
-	defer g.finish()
+	defer g.release() // the bytes sent are counted by the connection
 	req.Body = &meteredBody{rc: req.Body, g: g}
 	resp, err := t.inner.RoundTrip(req)
 	if err != nil {
