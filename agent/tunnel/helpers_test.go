@@ -77,7 +77,7 @@ func (s *syncBuffer) Contains(sub string) bool { return strings.Contains(s.Strin
 func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
 	buf := &syncBuffer{}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("LIFELINE_TEST_LOGS") != "" {
 			t.Logf("agent log:\n%s", buf.String())
 		}
 	})
@@ -145,12 +145,13 @@ func startSSHD(t testing.TB, o sshdOptions) *sshd {
 		t.Fatal(err)
 	}
 	s := &sshd{t: t, dir: dir, Port: freePort(t), HostKey: hk.PublicKey(), cfgPath: filepath.Join(dir, "sshd_config"), log: &syncBuffer{}}
-	cfg := []string{
-		"Port " + strconv.Itoa(s.Port),
+	// sshd keeps the first value of a keyword: Extra goes first.
+	cfg := append(append([]string(nil), o.Extra...),
+		"Port "+strconv.Itoa(s.Port),
 		"ListenAddress 127.0.0.1",
-		"HostKey " + hostKeyPath,
+		"HostKey "+hostKeyPath,
 		"PidFile none",
-		"AuthorizedKeysFile " + ak,
+		"AuthorizedKeysFile "+ak,
 		"StrictModes no",
 		"PermitRootLogin prohibit-password",
 		"PasswordAuthentication no",
@@ -159,8 +160,7 @@ func startSSHD(t testing.TB, o sshdOptions) *sshd {
 		"GatewayPorts no",
 		"MaxStartups 100",
 		"LogLevel VERBOSE",
-	}
-	cfg = append(cfg, o.Extra...)
+	)
 	if err := os.WriteFile(s.cfgPath, []byte(strings.Join(cfg, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -71,12 +71,13 @@ func (w *world) startBastion(extra ...string) *sshd {
 	}
 	agentLine := "restrict,port-forwarding," + strings.Join(pl, ",") + " " + keyfile.AuthorizedLine(w.agentKey.PublicKey(), "agent")
 	opLine := w.op.AuthorizedLine("restrict,port-forwarding," + strings.Join(open, ","))
-	cfg := append([]string{
+	// sshd keeps the first value of a keyword: extra lines go first.
+	cfg := append(append([]string(nil), extra...),
 		"AllowTcpForwarding yes",
-		"PermitListen " + strings.Join(listen, " "),
+		"PermitListen "+strings.Join(listen, " "),
 		"ClientAliveInterval 1",
 		"ClientAliveCountMax 3",
-	}, extra...)
+	)
 	s := startSSHD(w.t, sshdOptions{AuthorizedKeys: []string{agentLine, opLine}, Extra: cfg})
 	w.op.Trust(s.Addr(), s.HostKey)
 	return s
