@@ -19,7 +19,10 @@ pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing test dependencies: $pkgs"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq $pkgs >/dev/null || { echo "apt-get install $pkgs failed"; exit 1; }
+  # shellcheck disable=SC2086 # $pkgs is a list of package names
+  if ! { apt-get update -qq && apt-get install -y -qq $pkgs >/dev/null; }; then
+    echo "apt-get install $pkgs failed"; exit 1
+  fi
   exit 0
 fi
 echo "missing programs for the tests (tests that need them will skip): $pkgs"
