@@ -133,7 +133,8 @@ func TestDebPackages(t *testing.T) {
 				assert.Equal(t, os.FileMode(0o755), fi.Mode().Perm(), "%s mode", s)
 				text, err := os.ReadFile(p)
 				require.NoError(t, err)
-				assert.Nil(t, starts.Find(text), "%s must not enable or start a service: %q", s, starts.Find(text))
+				text = regexp.MustCompile(`(?m)^\s*#.*$`).ReplaceAll(text, nil) // comments may say what the admin runs
+				assert.Empty(t, string(starts.Find(text)), "%s must not enable or start a service", s)
 				if sc, err := exec.LookPath("shellcheck"); err == nil {
 					out, err := exec.Command(sc, "-s", "sh", p).CombinedOutput()
 					assert.NoError(t, err, "shellcheck %s:\n%s", s, out)
