@@ -71,7 +71,7 @@ type Server struct {
 	failStatus  int
 	hangNext    int
 	hangAll     bool
-	hung        int // requests hanging right now
+	hung        int           // requests hanging right now
 	release     chan struct{} // closed by Release to free hung requests
 	rejectCreds bool
 	badNumbers  map[string]bool
