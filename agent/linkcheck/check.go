@@ -182,7 +182,12 @@ func Judge(cfg Config, m Measurement) []string {
 	return reasons
 }
 
-func mbit(bps float64) string { return fmt.Sprintf("%.1f Mbit/s", bps/1e6) }
+func mbit(bps float64) string {
+	if bps < 10e6 {
+		return fmt.Sprintf("%.2f Mbit/s", bps/1e6)
+	}
+	return fmt.Sprintf("%.1f Mbit/s", bps/1e6)
+}
 
 func (c *Checker) logResult(r report.LinkReport) {
 	attrs := []any{"isp", r.ISP, "ip", r.IP, "server", r.Server, "latency_ms", math.Round(r.LatencyMS*10) / 10,
