@@ -586,6 +586,7 @@ func TestNetnsApplyRollsBackOnFailure(t *testing.T) {
 
 	// First apply fails at the last step: nothing stays behind.
 	r := tp.netsetup(t, unreachableGW, "apply")
+	t.Logf("failed apply says:\n%s", r.stderr)
 	if r.code != 1 || !strings.Contains(r.stderr, "set uplink routes") || !strings.Contains(r.stderr, "10.55.0.1") || !strings.Contains(r.stderr, "rolled back") {
 		t.Fatalf("apply with an unreachable gateway: exit %d, want 1 naming the step and the gateway\n%s", r.code, r.stderr)
 	}

@@ -92,6 +92,9 @@ func (Netlink) Add(r Route) error {
 		Header: netlink.Header{Type: unix.RTM_NEWROUTE, Flags: netlink.Request | netlink.Acknowledge | netlink.Create | netlink.Excl},
 		Data:   data,
 	})
+	if errors.Is(err, syscall.ENETUNREACH) {
+		return fmt.Errorf("add route %s: gateway %s is on no connected network (is the uplink up?): %w", r, r.Gateway, err)
+	}
 	if errors.Is(err, syscall.EEXIST) {
 		return fmt.Errorf("add route %s: a route to %s exists already and is not lifeline's: %w", r, r.Dst, err)
 	}
