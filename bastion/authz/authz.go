@@ -88,6 +88,19 @@ func ParseTarget(s string) (Target, error) {
 	return Target{Host: strings.ToLower(host), Port: p}, nil
 }
 
+// TargetFrom checks the host and port of a request (a direct-tcpip channel
+// or a tcpip-forward global request) as ParseTarget does and returns the
+// canonical Target. The error names the request's host and port.
+func TargetFrom(host string, port uint32) (Target, error) {
+	if err := checkName(host); err != nil {
+		return Target{}, fmt.Errorf("target %q port %d: %w", host, port, err)
+	}
+	if port < 1 || port > 65535 {
+		return Target{}, fmt.Errorf("target %q port %d: want 1..65535", host, port)
+	}
+	return Target{Host: strings.ToLower(host), Port: port}, nil
+}
+
 func parsePort(s string) (uint32, error) {
 	if s == "*" {
 		return 0, errors.New("wildcard port: name the port")
@@ -112,11 +125,11 @@ func checkName(host string) error {
 	if host == "" {
 		return errors.New("missing name")
 	}
-	if strings.HasPrefix(host, "[") || strings.ContainsRune(host, ':') {
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		return fmt.Errorf("%q is an address: targets are registered names", host)
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return fmt.Errorf("%q is an address: targets are registered names", host)
+	if strings.ContainsAny(host, ":[]") {
+		return fmt.Errorf("%q is not a name: it must not contain ':', '[' or ']'", host)
 	}
 	if len(host) > 253 {
 		return fmt.Errorf("name %.20q… is longer than 253 bytes", host)

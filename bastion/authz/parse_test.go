@@ -70,6 +70,38 @@ func TestParseTarget(t *testing.T) {
 	}
 }
 
+func TestTargetFrom(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		host    string
+		port    uint32
+		want    Target
+		wantErr string
+	}{
+		{host: "pi", port: 22, want: Target{"pi", 22}},
+		{host: "Pi.Home", port: 65535, want: Target{"pi.home", 65535}},
+		{host: "pi", port: 0, wantErr: `target "pi" port 0: want 1..65535`},
+		{host: "pi", port: 70000, wantErr: "want 1..65535"},
+		{host: "127.0.0.1", port: 22, wantErr: "is an address"},
+		{host: "::1", port: 22, wantErr: "is an address"},
+		{host: "pi:22", port: 22, wantErr: "must not contain ':'"},
+		{host: "localhost", port: 22, wantErr: "localhost"},
+		{host: "", port: 22, wantErr: "missing name"},
+	}
+	for _, tc := range tests {
+		got, err := TargetFrom(tc.host, tc.port)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("TargetFrom(%q, %d) = %v, %v; want error containing %q", tc.host, tc.port, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("TargetFrom(%q, %d) = %v, %v; want %v", tc.host, tc.port, got, err, tc.want)
+		}
+	}
+}
+
 func TestRoleString(t *testing.T) {
 	t.Parallel()
 	for r, want := range map[Role]string{RoleAgent: "agent", RoleOperator: "operator", 0: "role(0)"} {

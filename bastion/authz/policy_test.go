@@ -537,3 +537,68 @@ func TestAuthenticateConcurrent(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestOptionsPerRole pins, for each role, which options load and which are
+// refused, so that no option is ever silently accepted.
+func TestOptionsPerRole(t *testing.T) {
+	t.Parallel()
+	k := makeKeys(t)
+	type row struct {
+		opt              string
+		agentOK, opOK    bool
+		agentErr, opErrS string
+	}
+	const notSupported, notAllowed, unknown = "not supported", "not allowed on", "unknown option"
+	rows := []row{
+		{opt: `restrict`, agentOK: true, opOK: true},
+		{opt: `no-pty`, agentOK: true, opOK: true},
+		{opt: `no-agent-forwarding`, agentOK: true, opOK: true},
+		{opt: `no-X11-forwarding`, agentOK: true, opOK: true},
+		{opt: `no-user-rc`, agentOK: true, opOK: true},
+		{opt: `from="127.0.0.1"`, agentOK: true, opOK: true},
+		{opt: `expiry-time="20300101"`, agentOK: true, opOK: true},
+		{opt: `no-port-forwarding`, agentErr: notAllowed, opOK: true},
+		{opt: `permitopen="pi:22"`, agentErr: notAllowed, opOK: true},
+		{opt: `cert-authority`, agentErr: notAllowed, opOK: true},
+		{opt: `permitlisten="pi:22"`, agentOK: true, opErrS: notAllowed},
+		{opt: `principals="ops"`, agentErr: notAllowed, opErrS: "only valid together with cert-authority"},
+		{opt: `command="/bin/sh"`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `environment="PATH=/tmp"`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `tunnel="0"`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `port-forwarding`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `agent-forwarding`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `x11-forwarding`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `pty`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `user-rc`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `no-touch-required`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `verify-required`, agentErr: notSupported, opErrS: notSupported},
+		{opt: `permitlisten2="pi:22"`, agentErr: unknown, opErrS: unknown},
+		{opt: `x-lifeline`, agentErr: unknown, opErrS: unknown},
+	}
+	for _, r := range rows {
+		t.Run(r.opt, func(t *testing.T) {
+			t.Parallel()
+			for _, role := range []Role{RoleAgent, RoleOperator} {
+				opts := r.opt
+				if role == RoleAgent && !strings.HasPrefix(r.opt, "permitlisten=") {
+					opts += `,permitlisten="pi:22"`
+				}
+				line := opts + " " + keyText(k.op.PublicKey())
+				_, err := parseEntry(line, role, "f:7", time.UTC)
+				ok, want := r.agentOK, r.agentErr
+				if role == RoleOperator {
+					ok, want = r.opOK, r.opErrS
+				}
+				if ok {
+					if err != nil {
+						t.Errorf("%s: %v", role, err)
+					}
+					continue
+				}
+				if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "f:7: ") {
+					t.Errorf("%s: err = %v, want \"f:7: …%s…\"", role, err, want)
+				}
+			}
+		})
+	}
+}
