@@ -58,7 +58,8 @@ func binaries(t testing.TB) string {
 		built.dir = dir
 		for _, name := range []string{"bastion", "agent"} {
 			cmd := exec.Command("go", "build", "-trimpath",
-				"-ldflags", "-X github.com/lifeline-dev/lifeline/shared/version.Version=0.0.0-test",
+				// Same flags as the Makefile: stripped, version stamped.
+				"-ldflags", "-s -w -X github.com/lifeline-dev/lifeline/shared/version.Version=0.0.0-test",
 				"-o", filepath.Join(dir, "lifeline-"+name), "./"+name+"/cmd/lifeline-"+name)
 			cmd.Dir = repoRoot(t)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
