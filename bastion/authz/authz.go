@@ -22,7 +22,14 @@
 //     are refused at load.
 //   - permitlisten/permitopen name targets (NAME:PORT), never addresses, and
 //     accept neither wildcards nor a missing host; a value may also hold a
-//     comma-separated list of targets.
+//     comma-separated list of targets. Names are compared case-insensitively.
+//   - restrict on an operator line forbids jumping unless the line also has
+//     permitopen= (sshd would need port-forwarding too, which lifeline
+//     refuses as redundant).
+//
+// expiry-time= is read as sshd reads it: in the local time zone (TZ) unless
+// suffixed with Z. Run the bastion with TZ=UTC, or write the Z, to make the
+// files mean the same on every host.
 package authz
 
 import (

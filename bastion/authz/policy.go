@@ -72,6 +72,7 @@ func load(agentsPath, operatorsPath string, loc *time.Location) (*Policy, error)
 	errs = append(errs, err)
 	operators, err := readFile(operatorsPath, RoleOperator, loc)
 	errs = append(errs, err)
+	// Agents come first, so a conflict is always reported on the operator line.
 	for _, e := range append(agents, operators...) {
 		if e.certAuth {
 			if prev, ok := p.keys[e.fingerprint]; ok && prev.role == RoleAgent {
@@ -88,12 +89,6 @@ func load(agentsPath, operatorsPath string, loc *time.Location) (*Policy, error)
 				errs = append(errs, fmt.Errorf("%s: key %s is already listed at %s: merge the two lines", e.source, e.fingerprint, prev.source))
 			}
 			continue
-		}
-		if e.role == RoleAgent {
-			if cas, ok := p.cas[e.fingerprint]; ok {
-				errs = append(errs, fmt.Errorf("%s: key %s is also an operator CA at %s: a key in both files is a configuration error", e.source, e.fingerprint, cas[0].source))
-				continue
-			}
 		}
 		p.keys[e.fingerprint] = e
 	}
