@@ -2,7 +2,11 @@ package linkcheck
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,6 +159,26 @@ func TestCheckVerdicts(t *testing.T) {
 			wantReasons: []string{"latency to", "connect"},
 		},
 		{
+			name:   "nearest server dead",
+			fake:   speedtestfake.Config{ExtraServers: []string{closedURL(t), closedURL(t)}},
+			wantOK: true,
+			check: func(t *testing.T, r report.LinkReport, _ speedtestfake.Stats) {
+				if !strings.Contains(r.Server, "lifeline fake") {
+					t.Errorf("server %q: not the live one", r.Server)
+				}
+			},
+		},
+		{
+			name:   "bound to lo",
+			setup:  func(c *Config, _ string) { c.Interface = "lo" },
+			wantOK: true,
+		},
+		{
+			name:        "bound to a missing interface",
+			setup:       func(c *Config, _ string) { c.Interface = fmt.Sprintf("ll%dx", os.Getpid()%100000) },
+			wantReasons: []string{"bind socket to interface", "no such device"},
+		},
+		{
 			name:   "fixed server",
 			setup:  func(c *Config, u string) { c.SpeedtestServer = u },
 			wantOK: true,
@@ -301,5 +325,85 @@ func TestCheckCancelled(t *testing.T) {
 	served := fake.Stats().DownloadBytes
 	if r.Bytes > int64(cfg.Budget) || served > int64(cfg.Budget) {
 		t.Fatalf("bytes %d, served %d", r.Bytes, served)
+	}
+}
+
+// hangingServer accepts connections and never answers: a server (or link)
+// that swallows requests.
+func hangingServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// TestCheckHangingServer: a server that never answers costs the check no
+// more than the caller's deadline.
+func TestCheckHangingServer(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		setup func(c *Config, hang string)
+		want  []string
+	}{
+		{name: "API", setup: func(c *Config, hang string) { c.SpeedtestURL = hang }, want: []string{"fetch client info", "deadline exceeded"}},
+		{name: "test server", setup: func(c *Config, hang string) {
+			f := startFake(t, speedtestfake.Config{})
+			c.SpeedtestURL, c.SpeedtestServer = f.URL(), hang
+		}, want: []string{"latency to", "deadline exceeded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := baseConfig(t)
+			tt.setup(&cfg, hangingServer(t))
+			c, err := New(cfg, logging.Discard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			done := make(chan report.LinkReport, 1)
+			go func() { done <- c.Check(ctx) }()
+			eventually(t, "the check to end after its deadline", func() bool { return len(done) == 1 })
+			r := <-done
+			if r.OK() {
+				t.Fatal("ok from a server that never answers")
+			}
+			for _, w := range tt.want {
+				if !hasReason(r, w) {
+					t.Errorf("no reason with %q in %q", w, r.Reasons)
+				}
+			}
+		})
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"sync"
@@ -54,9 +55,13 @@ type Config struct {
 	// FileSize, when positive, is the size of every download file instead
 	// of N*N*2 bytes.
 	FileSize int64
-	// Sponsor and Name label the single test server in the list; empty means
+	// Sponsor and Name label this server in the list; empty means
 	// "lifeline fake" and "Loopback".
 	Sponsor, Name string
+	// ExtraServers are more test servers (base URLs such as
+	// "http://127.0.0.1:9"), listed before this one as nearer to the client:
+	// tests use dead ones to check that the client skips them.
+	ExtraServers []string
 }
 
 // Stats counts what the server was asked and what it sent.
@@ -254,7 +259,8 @@ type listedServer struct {
 	Host     string  `json:"host" xml:"host,attr"`
 }
 
-// servers is the list: one server, this one, as the client reached it.
+// servers is the list: the extra servers, then this one as the client
+// reached it.
 func (s *Server) servers(r *http.Request) []listedServer {
 	cfg := s.config()
 	sponsor, name := cfg.Sponsor, cfg.Name
@@ -264,10 +270,21 @@ func (s *Server) servers(r *http.Request) []listedServer {
 	if name == "" {
 		name = "Loopback"
 	}
-	return []listedServer{{
+	var list []listedServer
+	for i, base := range cfg.ExtraServers {
+		u, err := url.Parse(base)
+		if err != nil || u.Host == "" {
+			continue
+		}
+		list = append(list, listedServer{
+			URL: u.Scheme + "://" + u.Host + "/speedtest/upload.php", Lat: "48.8566", Lon: "2.3522",
+			Distance: 0.5, Name: fmt.Sprintf("Extra %d", i+1), Country: "Nowhere", Sponsor: "extra", ID: strconv.Itoa(5000 + i), Host: u.Host,
+		})
+	}
+	return append(list, listedServer{
 		URL: "http://" + r.Host + "/speedtest/upload.php", Lat: "48.8566", Lon: "2.3522",
 		Distance: 1, Name: name, Country: "Nowhere", Sponsor: sponsor, ID: "4242", Host: r.Host,
-	}}
+	})
 }
 
 func (s *Server) serveListJSON(w http.ResponseWriter, r *http.Request) {
