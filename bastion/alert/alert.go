@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,7 +204,6 @@ type Alerter struct {
 	wakeTimer chan struct{}
 	running   atomic.Bool
 	seq       atomic.Uint64
-	ovMu      sync.Mutex // serialises overflow file writes
 
 	mu        sync.Mutex
 	pending   []entry
@@ -213,6 +213,8 @@ type Alerter struct {
 	agents    map[string]*agentState
 	fails     failWindow
 	st        Status
+	ovDirty   bool // overflow counts changed since the last write
+	ovWriting bool // a goroutine is writing the overflow file
 }
 
 type agentState struct {
@@ -452,19 +454,52 @@ func (a *Alerter) enqueue(e entry, ev audit.Event) {
 	wake(a.wakeSend)
 }
 
+// saveOverflow writes the overflow counts. Writes coalesce: a caller that
+// finds a write in progress only marks the counts dirty and returns; the
+// writer rewrites while they are dirty, at most a few times, then leaves the
+// rest to the sender (flushOverflow), so no Login waits behind a flood.
 func (a *Alerter) saveOverflow() {
-	a.ovMu.Lock()
-	defer a.ovMu.Unlock()
 	a.mu.Lock()
-	counts := make(map[string]int, len(a.overflow))
-	for k, n := range a.overflow {
-		if n > 0 {
-			counts[k] = n
+	a.ovDirty = true
+	if a.ovWriting {
+		a.mu.Unlock()
+		return
+	}
+	a.ovWriting = true
+	a.mu.Unlock()
+	for i := 0; ; i++ {
+		a.mu.Lock()
+		if !a.ovDirty || i == 3 {
+			break // with a.mu held
+		}
+		a.ovDirty = false
+		counts := make(map[string]int, len(a.overflow))
+		for k, n := range a.overflow {
+			if n > 0 {
+				counts[k] = n
+			}
+		}
+		a.mu.Unlock()
+		if err := a.sp.writeOverflow(counts); err != nil {
+			a.cfg.Log.Error("alert overflow count not saved", "err", err)
 		}
 	}
+	a.ovWriting = false
+	dirty := a.ovDirty
 	a.mu.Unlock()
-	if err := a.sp.writeOverflow(counts); err != nil {
-		a.cfg.Log.Error("alert overflow count not saved", "err", err)
+	if dirty {
+		wake(a.wakeSend)
+	}
+}
+
+// flushOverflow saves the overflow counts if a coalesced write left them
+// dirty.
+func (a *Alerter) flushOverflow() {
+	a.mu.Lock()
+	dirty := a.ovDirty && !a.ovWriting
+	a.mu.Unlock()
+	if dirty {
+		a.saveOverflow()
 	}
 }
 
@@ -537,6 +572,7 @@ func (a *Alerter) next() (b batch, wait time.Duration, ok bool) {
 func (a *Alerter) sendLoop(ctx context.Context) {
 	bo := &backoff.Backoff{Min: a.cfg.RetryMin, Max: a.cfg.RetryMax, Factor: 2, Jitter: true}
 	for {
+		a.flushOverflow()
 		b, wait, ok := a.next()
 		if !ok {
 			select {
@@ -735,4 +771,27 @@ func (a *Alerter) fireDue() {
 	for _, d := range out {
 		a.enqueue(d.e, d.ev)
 	}
+}
+
+// String renders s for `ssh bastion status`, one fact per line.
+func (s Status) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "alerts via %s: %d pending, %d texts sent", s.Notifier, s.Pending, s.Sent)
+	if !s.LastSent.IsZero() {
+		fmt.Fprintf(&b, " (last %s)", s.LastSent.UTC().Format(time.RFC3339))
+	}
+	b.WriteString("\n")
+	if s.RateLimited > 0 || s.Overflow > 0 {
+		fmt.Fprintf(&b, "held back by the SMS limit: %d summarised, %d awaiting a summary\n", s.RateLimited, s.Overflow)
+	}
+	if s.Quiet > 0 {
+		fmt.Fprintf(&b, "quiet logins (not texted): %d, last: %s\n", s.Quiet, s.LastQuiet)
+	}
+	if s.LastError != "" {
+		fmt.Fprintf(&b, "retrying after: %s (%s)\n", s.LastError, s.LastErrorAt.UTC().Format(time.RFC3339))
+	}
+	if s.Permanent > 0 {
+		fmt.Fprintf(&b, "UNDELIVERABLE alerts: %d, last: %s\n", s.Permanent, s.LastPermanent)
+	}
+	return b.String()
 }

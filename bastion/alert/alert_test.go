@@ -3,10 +3,12 @@ package alert
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -521,4 +523,43 @@ func TestRunTwiceIsRefused(t *testing.T) {
 	if err := a.Run(ctx); err == nil {
 		t.Error("a second concurrent Run was accepted")
 	}
+}
+
+func TestLogNotifierAndStatusString(t *testing.T) {
+	t.Parallel()
+	buf := &syncWriter{w: &strings.Builder{}}
+	log := slog.New(slog.NewTextHandler(buf, nil))
+	a := mustNew(t, testConfig(t, NewLogNotifier(log)))
+	run(t, a)
+	a.Login(login("alice", "203.0.113.5:1"))
+	eventually(t, "logged", func() bool { return a.Status().Sent == 1 })
+	st := a.Status()
+	if !strings.Contains(st.String(), "alerts via log: 0 pending, 1 texts sent") {
+		t.Errorf("status text %q", st.String())
+	}
+	if out := buf.String(); !strings.Contains(out, "login alice") || !strings.Contains(out, "not texted") {
+		t.Errorf("log %q lacks the alert", out)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := NewLogNotifier(log).Send(ctx, Message{Text: "x"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Send on a done context: %v", err)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
