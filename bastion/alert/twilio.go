@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -265,4 +266,33 @@ func (r *rewriter) status() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.last
+}
+
+// SelectNotifier applies the bastion's SMS rule: every one of
+// TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, LIFELINE_SMS_FROM and
+// LIFELINE_SMS_TO set gives the Twilio notifier; none set gives the log
+// notifier and a warning on log that nobody will be texted; some but not
+// all set is an error naming what is missing. log must not be nil.
+func SelectNotifier(cfg TwilioConfig, log *slog.Logger) (Notifier, error) {
+	set := map[string]bool{
+		"TWILIO_ACCOUNT_SID": cfg.AccountSID != "",
+		"TWILIO_AUTH_TOKEN":  cfg.AuthToken != "",
+		"LIFELINE_SMS_FROM":  cfg.From != "",
+		"LIFELINE_SMS_TO":    len(cfg.To) > 0,
+	}
+	var missing []string
+	for _, name := range []string{"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "LIFELINE_SMS_FROM", "LIFELINE_SMS_TO"} {
+		if !set[name] {
+			missing = append(missing, name)
+		}
+	}
+	switch len(missing) {
+	case 0:
+		return NewTwilio(cfg)
+	case len(set):
+		log.Warn("no SMS configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, LIFELINE_SMS_FROM, LIFELINE_SMS_TO): alerts go to this log only, NOBODY WILL BE TEXTED")
+		return NewLogNotifier(log), nil
+	default:
+		return nil, fmt.Errorf("SMS alerts half configured: set %s too, or unset them all to log alerts only", strings.Join(missing, ", "))
+	}
 }

@@ -3,6 +3,7 @@ package alert
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -132,5 +133,47 @@ func TestNewTwilioValidates(t *testing.T) {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not name %s", err, w)
 		}
+	}
+}
+
+func TestSelectNotifier(t *testing.T) {
+	t.Parallel()
+	full := TwilioConfig{AccountSID: twiliofake.DefaultAccountSID, AuthToken: twiliofake.DefaultAuthToken, From: testFrom, To: []string{testTo}}
+	tests := []struct {
+		name    string
+		cfg     TwilioConfig
+		want    string
+		wantErr []string
+	}{
+		{"all set", full, "twilio", nil},
+		{"none set", TwilioConfig{BaseURL: DefaultTwilioURL}, "log", nil},
+		{"token and to missing", TwilioConfig{AccountSID: full.AccountSID, From: testFrom}, "", []string{"TWILIO_AUTH_TOKEN", "LIFELINE_SMS_TO"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			buf := &syncWriter{w: &strings.Builder{}}
+			n, err := SelectNotifier(tt.cfg, slog.New(slog.NewTextHandler(buf, nil)))
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatalf("got %v, want an error", n.Name())
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not name %s", err, w)
+					}
+				}
+				if strings.Contains(err.Error(), "TWILIO_ACCOUNT_SID") {
+					t.Errorf("error %q names a variable that is set", err)
+				}
+				return
+			}
+			if err != nil || n.Name() != tt.want {
+				t.Fatalf("got %v, %v; want %s", n, err, tt.want)
+			}
+			if tt.want == "log" && !strings.Contains(buf.String(), "NOBODY WILL BE TEXTED") {
+				t.Errorf("no warning logged: %q", buf.String())
+			}
+		})
 	}
 }
