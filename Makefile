@@ -59,11 +59,14 @@ clean:
 # dist: static, version-stamped binaries for the jump host and the Pi, one
 # tarball per platform (binaries + systemd units + env templates), SHA256SUMS.
 # deb: lifeline-bastion and lifeline-agent .deb for amd64, arm64 and armhf
-# (GOARM=7: Pi 3 and later on 32-bit Raspberry Pi OS), built with dpkg-deb by
+# (GOARM=7: Pi 2 and later on 32-bit Raspberry Pi OS), built with dpkg-deb by
 # systemd/packaging/mkdeb.sh; SHA256SUMS then covers tarballs and packages.
 DIST_PLATFORMS := amd64:amd64 arm64:arm64 armv7:armhf
+# Evaluated once, so file names and the stamped version agree for the whole run.
+DIST_VERSION := $(VERSION)
+DIST_LDFLAGS := -s -w -X github.com/lifeline-dev/lifeline/shared/version.Version=$(DIST_VERSION)
 # Debian versions must start with a digit: v1.2.0-3-gabc -> 1.2.0+3+gabc, abc1234 -> 0.0.0+abc1234
-DEB_VERSION ?= $(shell printf '%s' '$(VERSION)' | sed -E 's/^v//; s/-/+/g; /^[0-9]/!s/^/0.0.0+/')
+DEB_VERSION := $(shell printf '%s' '$(DIST_VERSION)' | sed -E 's/^v//; s/-/+/g; /^[0-9]/!s/^/0.0.0+/')
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 export SOURCE_DATE_EPOCH
 
@@ -71,11 +74,11 @@ dist:
 	@rm -rf dist && mkdir -p dist
 	@set -e; for p in $(DIST_PLATFORMS); do \
 	  plat=$${p%%:*}; goarch=$${plat%v7}; goarm=; [ "$$plat" = armv7 ] && { goarch=arm; goarm=7; }; \
-	  name=lifeline_$(VERSION)_linux_$$plat; \
+	  name=lifeline_$(DIST_VERSION)_linux_$$plat; \
 	  mkdir -p dist/$$name/systemd; \
 	  for b in bastion agent; do \
 	    echo "build $$name/lifeline-$$b"; \
-	    CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+	    CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -ldflags '$(DIST_LDFLAGS)' \
 	      -o dist/$$name/lifeline-$$b ./$$b/cmd/lifeline-$$b; \
 	  done; \
 	  cp systemd/*.service systemd/*.env systemd/README.md dist/$$name/systemd/; \
@@ -89,7 +92,7 @@ deb: dist
 	  plat=$${p%%:*}; debarch=$${p##*:}; \
 	  for b in bastion agent; do \
 	    ./systemd/packaging/mkdeb.sh lifeline-$$b $$debarch $(DEB_VERSION) \
-	      dist/lifeline_$(VERSION)_linux_$$plat/lifeline-$$b dist; \
+	      dist/lifeline_$(DIST_VERSION)_linux_$$plat/lifeline-$$b dist; \
 	  done; \
 	done
 	cd dist && sha256sum *.tar.gz *.deb > SHA256SUMS
