@@ -21,7 +21,7 @@ type Config struct {
 	MinDownload      units.BitRate  `envconfig:"MIN_DOWNLOAD" default:"10Mbps" desc:"slowest acceptable download (bps, kbps, Mbps, Gbps); 0: no minimum"`
 	MaxLatency       time.Duration  `envconfig:"MAX_LATENCY" default:"100ms" desc:"highest acceptable latency to the test server; 0: no maximum"`
 	Budget           units.ByteSize `envconfig:"CHECK_BUDGET" default:"50MB" desc:"most data one check may use, both directions (e.g. 50MB, 512MiB): the link may be metered"`
-	Upload           bool           `envconfig:"CHECK_UPLOAD" default:"false" desc:"also measure upload speed (it then gets half of what the download left of the budget)"`
+	Upload           bool           `envconfig:"CHECK_UPLOAD" default:"false" desc:"also measure upload speed (download and upload then get half of the budget each)"`
 	CheckDuration    time.Duration  `envconfig:"CHECK_DURATION" default:"10s" desc:"how long the download (and upload) measurement runs, 1s to 60s"`
 	CheckConnections int            `envconfig:"CHECK_CONNECTIONS" default:"4" desc:"parallel connections of the speed measurement, 1 to 16"`
 	SpeedtestURL     string         `envconfig:"SPEEDTEST_URL" default:"https://www.speedtest.net" desc:"base URL of the speedtest.net API (client info and server list): a private server, or a test fake"`
