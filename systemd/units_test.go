@@ -110,7 +110,6 @@ func TestUnitsSettings(t *testing.T) {
 		"MemoryDenyWriteExecute":  "yes",
 		"SystemCallArchitectures": "native",
 		"UMask":                   "0077",
-		"StateDirectory":          "lifeline",
 	}
 	tests := []struct {
 		unit     string
@@ -126,7 +125,8 @@ func TestUnitsSettings(t *testing.T) {
 			service: map[string]string{
 				"User": "lifeline", "Group": "lifeline", "Restart": "always",
 				"CapabilityBoundingSet": "", "AmbientCapabilities": "",
-				"ExecStart": "/usr/bin/lifeline-bastion", "ExecReload": "/bin/kill -HUP $MAINPID",
+				"StateDirectory": "lifeline",
+				"ExecStart":      "/usr/bin/lifeline-bastion", "ExecReload": "/bin/kill -HUP $MAINPID",
 				"ProtectKernelTunables": "yes", "PrivateUsers": "yes",
 				"RestrictAddressFamilies": "AF_INET AF_INET6",
 			},
@@ -139,6 +139,7 @@ func TestUnitsSettings(t *testing.T) {
 				"Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60s",
 				"User": "lifeline", "Group": "lifeline", "Restart": "always",
 				"CapabilityBoundingSet": "", "AmbientCapabilities": "",
+				"StateDirectory":        "lifeline",
 				"ExecStart":             "/usr/bin/lifeline-agent",
 				"ProtectKernelTunables": "yes", "PrivateUsers": "yes",
 				"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
@@ -152,15 +153,18 @@ func TestUnitsSettings(t *testing.T) {
 			service: map[string]string{
 				"Type": "oneshot", "RemainAfterExit": "yes",
 				"CapabilityBoundingSet": "CAP_NET_ADMIN",
-				"ExecStart":             "/usr/bin/lifeline-agent netsetup apply",
-				"ExecStop":              "/usr/bin/lifeline-agent netsetup remove",
+				// Its own root-owned state directory, not the agent user's.
+				"StateDirectory":        "lifeline-netsetup",
+				"ExecStart":             "/usr/bin/env LIFELINE_STATE_DIR=/var/lib/lifeline-netsetup /usr/bin/lifeline-agent netsetup apply",
+				"ExecStop":              "/usr/bin/env LIFELINE_STATE_DIR=/var/lib/lifeline-netsetup /usr/bin/lifeline-agent netsetup remove",
 				"ReadWritePaths":        "/etc/sysctl.d",
 				"ProtectKernelTunables": "no",
 			},
 			unitSect: map[string]string{"Before": "lifeline-agent.service"},
 			after:    []string{"network-online.target"},
 			// Root keeps CAP_NET_ADMIN through the bounding set; no user, no ambient set.
-			unset: []string{"AmbientCapabilities", "User", "DynamicUser"},
+			// ProcSubset=pid would hide /proc/sys.
+			unset: []string{"AmbientCapabilities", "User", "DynamicUser", "ProcSubset"},
 		},
 	}
 	for _, tt := range tests {
