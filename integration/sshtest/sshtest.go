@@ -26,7 +26,8 @@ import (
 )
 
 // Eventually polls cond every 20ms until it is true or timeout passes, then
-// fails the test with msg.
+// fails the test with the message. Arguments of type func() string are
+// called at failure time, so they can show output gathered meanwhile.
 func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, a ...any) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -35,6 +36,11 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format st
 			return
 		}
 		if time.Now().After(deadline) {
+			for i, x := range a {
+				if f, ok := x.(func() string); ok {
+					a[i] = f()
+				}
+			}
 			t.Fatalf("after %s: "+format, append([]any{timeout}, a...)...)
 		}
 		tick := time.NewTimer(20 * time.Millisecond)
@@ -311,6 +317,22 @@ func Run(ctx context.Context, timeout time.Duration, env []string, name string, 
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// Stdout runs a command to completion with a timeout and returns its
+// standard output; standard error is part of the error.
+func Stdout(ctx context.Context, timeout time.Duration, env []string, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = time.Second
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %v: %w: %s", name, args, err, errb.String())
+	}
+	return out.String(), nil
 }
 
 // Lines splits output into non-empty lines.

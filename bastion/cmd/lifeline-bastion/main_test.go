@@ -175,7 +175,7 @@ func TestReloadAndShutdown(t *testing.T) {
 	port := sshtest.FreePort(t)
 	p := sshtest.Start(t, f.env(fmt.Sprintf("LIFELINE_LISTEN=127.0.0.1:%d", port)), binary)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	sshtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(p.Output(), "bastion listening") }, "not listening:\n%s", p.Output())
+	sshtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(p.Output(), "bastion listening") }, "not listening:\n%s", p.Output)
 	dial := func(k sshtest.Key) (*ssh.Client, error) {
 		return ssh.Dial("tcp", addr, &ssh.ClientConfig{Config: sshalgo.Config(), User: "x", Auth: []ssh.AuthMethod{ssh.PublicKeys(k.Signer)},
 			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second})
@@ -202,7 +202,7 @@ func TestReloadAndShutdown(t *testing.T) {
 	// A broken file on reload keeps the previous policy.
 	os.WriteFile(f.operators, []byte("this is not a key\n"), 0o600)
 	p.Cmd.Process.Signal(syscall.SIGHUP)
-	sshtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(p.Output(), "reload failed") }, "bad reload not logged:\n%s", p.Output())
+	sshtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(p.Output(), "reload failed") }, "bad reload not logged:\n%s", p.Output)
 	if c, err := dial(f.other); err != nil {
 		t.Fatalf("previous policy lost after a bad reload: %v", err)
 	} else {

@@ -1,0 +1,213 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeline-dev/lifeline/integration/sshtest"
+)
+
+// binDir holds lifeline-bastion and lifeline-agent, built once per run.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lifeline-integration-bin")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	for _, b := range []string{"bastion", "agent"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "lifeline-"+b), "../"+b+"/cmd/lifeline-"+b).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build lifeline-%s: %v\n%s", b, err, out)
+			os.Exit(1)
+		}
+	}
+	for _, c := range []string{"fake-twilio", "fake-speedtest"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", c, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func bin(name string) string { return filepath.Join(binDir, name) }
+
+// loopback is lifeline on 127.0.0.1: bastion, agent, the Pi's sshd, and an
+// operator ssh_config with host keys checked at both hops.
+type loopback struct {
+	t           testing.TB
+	dir         string
+	bastionPort int
+	bastion     *sshtest.Process
+	agent       *sshtest.Process
+	pi          *sshtest.SSHD
+	operator    sshtest.Key
+	sshConfig   string
+	agentEnv    []string
+	bastionEnv  []string
+	extraFwds   string
+}
+
+type loopbackOpts struct {
+	forwards       string // extra LIFELINE_FORWARDS entries (comma-prefixed)
+	agentExtra     []string
+	permit         string // extra permitlisten options
+	bastionEnv     []string
+	relayToBastion func(addr string) string // agent dials this instead
+}
+
+func startLoopback(t testing.TB, o loopbackOpts) *loopback {
+	t.Helper()
+	sshtest.Need(t, "ssh", "sshd", "ssh-keygen")
+	dir := t.TempDir()
+	l := &loopback{t: t, dir: dir, bastionPort: sshtest.FreePort(t)}
+	l.operator = sshtest.NewKey(t, dir, "operator")
+	l.pi = sshtest.StartSSHD(t, sshtest.SSHDOptions{AuthorizedKeys: l.operator.AuthorizedLine("", "alice")})
+	l.bastionEnv = append([]string{
+		"LIFELINE_LISTEN=127.0.0.1:" + fmt.Sprint(l.bastionPort),
+		"LIFELINE_HOST_KEY=" + filepath.Join(dir, "bastion", "host_key"),
+		"LIFELINE_STATE_DIR=" + filepath.Join(dir, "bastion"),
+		"LIFELINE_AGENTS=" + filepath.Join(dir, "agents"),
+		"LIFELINE_OPERATORS=" + filepath.Join(dir, "operators"),
+		"LIFELINE_NAME=bastion",
+		"TWILIO_ACCOUNT_SID=", "TWILIO_AUTH_TOKEN=", "LIFELINE_SMS_FROM=", "LIFELINE_SMS_TO=",
+	}, o.bastionEnv...)
+	bastionAddr := fmt.Sprintf("127.0.0.1:%d", l.bastionPort)
+	dialAddr := bastionAddr
+	if o.relayToBastion != nil {
+		dialAddr = o.relayToBastion(bastionAddr)
+	}
+	l.agentEnv = append([]string{
+		"LIFELINE_BASTION=" + dialAddr,
+		"LIFELINE_KEY=" + filepath.Join(dir, "agent", "key"),
+		"LIFELINE_KNOWN_HOSTS=" + filepath.Join(dir, "agent", "known_hosts"),
+		"LIFELINE_FORWARDS=pi:22=127.0.0.1:" + fmt.Sprint(l.pi.Port) + o.forwards,
+		"LIFELINE_STATE_DIR=" + filepath.Join(dir, "agent"),
+		"LIFELINE_CHECK_EVERY=0",
+	}, o.agentExtra...)
+	os.MkdirAll(filepath.Join(dir, "agent"), 0o700)
+	pub := l.run(l.agentEnv, bin("lifeline-agent"), "pubkey")
+	os.WriteFile(filepath.Join(dir, "agents"), []byte(pub), 0o600)
+	os.WriteFile(filepath.Join(dir, "operators"), []byte(l.operator.AuthorizedLine("", "alice@laptop")+"\n"), 0o600)
+	hk := l.run(l.bastionEnv, bin("lifeline-bastion"), "hostkey")
+	var keyLine string
+	for _, line := range sshtest.Lines(hk) {
+		if f := strings.Fields(line); len(f) == 3 && strings.HasPrefix(f[1], "ssh-") {
+			keyLine = f[1] + " " + f[2]
+		}
+	}
+	// The agent pins the address it dials; the operator the bastion's own.
+	os.WriteFile(filepath.Join(dir, "agent", "known_hosts"), []byte(knownHostsFor(dialAddr, keyLine)+"\n"), 0o600)
+	opKnown := filepath.Join(dir, "operator_known_hosts")
+	os.WriteFile(opKnown, []byte(knownHostsFor(bastionAddr, keyLine)+"\n"+l.pi.KnownHostsLine("pi")+"\n"), 0o600)
+	l.sshConfig = filepath.Join(dir, "ssh_config")
+	os.WriteFile(l.sshConfig, []byte(fmt.Sprintf(`Host bastion
+  HostName 127.0.0.1
+  Port %d
+Host pi
+  User root
+  ProxyJump bastion
+Host *
+  IdentityFile %s
+  IdentitiesOnly yes
+  UserKnownHostsFile %s
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 10
+  LogLevel ERROR
+`, l.bastionPort, l.operator.Path, opKnown)), 0o600)
+	l.startBastion()
+	l.agent = sshtest.Start(t, l.agentEnv, bin("lifeline-agent"))
+	l.waitTarget("pi:22")
+	return l
+}
+
+func knownHostsFor(addr, key string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	if port == "22" {
+		return host + " " + key
+	}
+	return fmt.Sprintf("[%s]:%s %s", host, port, key)
+}
+
+func (l *loopback) startBastion() {
+	l.bastion = sshtest.Start(l.t, l.bastionEnv, bin("lifeline-bastion"))
+	sshtest.Eventually(l.t, 10*time.Second, func() bool { return strings.Contains(l.bastion.Output(), "bastion listening") },
+		"bastion did not start:\n%s", l.bastion.Output)
+}
+
+// run returns a command's standard output.
+func (l *loopback) run(env []string, name string, args ...string) string {
+	l.t.Helper()
+	out, err := sshtest.Stdout(context.Background(), 20*time.Second, env, name, args...)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return out
+}
+
+func (l *loopback) ssh(args ...string) (string, error) {
+	return sshtest.Run(context.Background(), 60*time.Second, nil, "ssh", append([]string{"-F", l.sshConfig}, args...)...)
+}
+
+func (l *loopback) status() string {
+	out, _ := l.ssh("bastion", "status")
+	return out
+}
+
+func (l *loopback) waitTarget(target string) {
+	l.t.Helper()
+	sshtest.Eventually(l.t, 20*time.Second, func() bool { return strings.Contains(l.status(), target+" ") },
+		"%s never registered\nagent:\n%s\nbastion:\n%s", target, l.agent.Output, l.bastion.Output)
+}
+
+// source is a TCP service that writes size bytes to every connection.
+func source(t testing.TB, size int64) (addr string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.CopyBuffer(c, io.LimitReader(zeroes{}, size), make([]byte, 64<<10))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+type zeroes struct{}
+
+func (zeroes) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
