@@ -65,8 +65,9 @@ DIST_PLATFORMS := amd64:amd64 arm64:arm64 armv7:armhf
 # Evaluated once, so file names and the stamped version agree for the whole run.
 DIST_VERSION := $(VERSION)
 DIST_LDFLAGS := -s -w -X github.com/lifeline-dev/lifeline/shared/version.Version=$(DIST_VERSION)
-# Debian versions must start with a digit: v1.2.0-3-gabc -> 1.2.0+3+gabc, abc1234 -> 0.0.0+abc1234
-DEB_VERSION := $(shell printf '%s' '$(DIST_VERSION)' | sed -E 's/^v//; s/-/+/g; /^[0-9]/!s/^/0.0.0+/')
+# Debian versions: v1.2.0-3-gabc -> 1.2.0+3+gabc; anything not a release tag
+# (a bare commit like 242e48e-dirty) -> 0.0.0+242e48e+dirty, below every release.
+DEB_VERSION := $(shell printf '%s' '$(DIST_VERSION)' | sed -E 's/^v([0-9])/\1/; s/-/+/g; /^[0-9]+\.[0-9]/!s/^/0.0.0+/')
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 export SOURCE_DATE_EPOCH
 
