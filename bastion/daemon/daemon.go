@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -94,7 +93,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		Keepalive: cfg.Keepalive, KeepaliveMisses: cfg.KeepaliveMisses,
 		StatusExtra: func() (string, any) {
 			st := alerter.Status()
-			return alertText(st), st
+			return st.String(), st
 		},
 	})
 	if err != nil {
@@ -170,23 +169,3 @@ func (e events) LinkReport(id *authz.Identity, names []string, r report.LinkRepo
 	e.a.LinkReport(agentOf(id, names), r)
 }
 
-func alertText(st alert.Status) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "alerts via %s: %d pending, %d sent", st.Notifier, st.Pending, st.Sent)
-	if !st.LastSent.IsZero() {
-		fmt.Fprintf(&b, " (last %s)", st.LastSent.UTC().Format(time.RFC3339))
-	}
-	if st.RateLimited > 0 || st.Overflow > 0 {
-		fmt.Fprintf(&b, ", %d summarised under the rate limit", st.RateLimited+st.Overflow)
-	}
-	if st.Quiet > 0 {
-		fmt.Fprintf(&b, ", %d quiet logins not texted", st.Quiet)
-	}
-	if st.LastError != "" {
-		fmt.Fprintf(&b, "\n  retrying after: %s (%s)", st.LastError, st.LastErrorAt.UTC().Format(time.RFC3339))
-	}
-	if st.Permanent > 0 {
-		fmt.Fprintf(&b, "\n  UNDELIVERABLE: %d alert(s) could not be sent: %s", st.Permanent, st.LastPermanent)
-	}
-	return b.String()
-}

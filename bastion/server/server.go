@@ -139,7 +139,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.policy.Store(cfg.Policy)
 	s.sshcfg = &ssh.ServerConfig{
-		Config:                  sshalgo.Config(),
+		Config:                  serverAlgos(),
 		PublicKeyAuthAlgorithms: sshalgo.PublicKeyAuthAlgorithms(),
 		PublicKeyCallback:       s.authenticate,
 		ServerVersion:           "SSH-2.0-lifeline",
@@ -342,4 +342,10 @@ func newID() string {
 	var b [6]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+func serverAlgos() ssh.Config {
+	c := sshalgo.Config()
+	c.Ciphers = sshalgo.BastionCiphers()
+	return c
 }

@@ -27,6 +27,17 @@ func Ciphers() []string {
 	}
 }
 
+// BastionCiphers is what the jump host offers: AES-GCM only. The client's
+// preference decides the cipher, and stock OpenSSH clients put
+// chacha20-poly1305 first, which Go implements without assembly on amd64:
+// measured on loopback (make bench), relaying with chacha20 ran at 0.78x
+// of stock sshd, with AES-GCM at 1.07x. Every cloud CPU the bastion runs on
+// (x86 AES-NI, Graviton ARMv8 crypto) accelerates AES-GCM; the Pi's agent
+// pays for software AES, which still outruns a cellular uplink.
+func BastionCiphers() []string {
+	return []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM}
+}
+
 // MACs: encrypt-then-MAC SHA-2 only.
 func MACs() []string {
 	return []string{
