@@ -168,4 +168,3 @@ func (e events) AgentDown(id *authz.Identity, names []string) {
 func (e events) LinkReport(id *authz.Identity, names []string, r report.LinkReport) {
 	e.a.LinkReport(agentOf(id, names), r)
 }
-
