@@ -137,7 +137,9 @@ func TestUnitsSettings(t *testing.T) {
 			envFile: "/etc/lifeline/agent.env",
 			service: map[string]string{
 				"Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60s",
-				"User": "lifeline", "Group": "lifeline", "Restart": "always",
+				// A site without a link must neither hold up boot nor give up.
+				"TimeoutStartSec": "2min",
+				"User":            "lifeline", "Group": "lifeline", "Restart": "always",
 				"CapabilityBoundingSet": "", "AmbientCapabilities": "",
 				"StateDirectory":        "lifeline",
 				"ExecStart":             "/usr/bin/lifeline-agent",
