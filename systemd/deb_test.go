@@ -182,3 +182,21 @@ func TestMkdebRefusesBadArguments(t *testing.T) {
 		})
 	}
 }
+
+// TestShellcheckPackaging runs shellcheck on the packaging script and the
+// maintainer scripts as they are in the repository.
+func TestShellcheckPackaging(t *testing.T) {
+	sc := need(t, "shellcheck")
+	t.Parallel()
+	scripts, err := filepath.Glob("packaging/*/p*")
+	require.NoError(t, err)
+	require.Len(t, scripts, 6, "postinst, prerm, postrm for two packages")
+	scripts = append(scripts, "packaging/mkdeb.sh")
+	for _, s := range scripts {
+		t.Run(s, func(t *testing.T) {
+			t.Parallel()
+			out, err := exec.Command(sc, "-S", "style", s).CombinedOutput()
+			assert.NoError(t, err, "shellcheck %s:\n%s", s, out)
+		})
+	}
+}
