@@ -22,6 +22,15 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	// Re-executed inside a namespace as a small TCP service (the "NUC").
+	if addr := os.Getenv("LIFELINE_TEST_SERVE"); addr != "" {
+		serveBanner(addr, os.Getenv("LIFELINE_TEST_BANNER"))
+		return
+	}
+	// Re-executed inside a namespace as a client: print what addr says.
+	if addr := os.Getenv("LIFELINE_TEST_DIAL"); addr != "" {
+		os.Exit(dialBanner(addr))
+	}
 	dir, err := os.MkdirTemp("", "lifeline-integration-bin")
 	if err != nil {
 		panic(err)
@@ -210,4 +219,35 @@ type zeroes struct{}
 func (zeroes) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// serveBanner answers every connection with banner and closes it.
+func serveBanner(addr, banner string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		os.Exit(1)
+	}
+	fmt.Println("serving", addr)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		fmt.Fprintf(c, "%s from %s\n", banner, c.RemoteAddr())
+		c.Close()
+	}
+}
+
+func dialBanner(addr string) int {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dial:", err)
+		return 1
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	b, _ := io.ReadAll(c)
+	fmt.Print(string(b))
+	return 0
 }
