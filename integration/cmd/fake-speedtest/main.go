@@ -9,8 +9,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
@@ -26,12 +28,25 @@ func main() {
 	var size units.ByteSize
 	flag.Var(&rate, "rate", "pace downloads and uploads to this rate, all connections together (0 = unlimited)")
 	flag.Var(&size, "file-size", "size of every download file (0 = N*N*2 bytes, like the real files)")
+	bySource := flag.String("isp-by-source", "", "comma-separated ADDRESS=ISP: the ISP reported to clients coming from ADDRESS")
 	flag.Parse()
+	ispBySource := map[string]string{}
+	for _, pair := range strings.Split(*bySource, ",") {
+		if pair == "" {
+			continue
+		}
+		addr, isp, ok := strings.Cut(pair, "=")
+		if !ok || net.ParseIP(addr) == nil || isp == "" {
+			fmt.Fprintf(os.Stderr, "fake-speedtest: -isp-by-source %q: want ADDRESS=ISP\n", pair)
+			os.Exit(2)
+		}
+		ispBySource[addr] = isp
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv, err := speedtestfake.Start(*addr, speedtestfake.Config{
-		ISP: *isp, ClientIP: *ip, Latency: *latency, RateBps: int64(rate), FileSize: int64(size),
+		ISP: *isp, ClientIP: *ip, ISPBySource: ispBySource, Latency: *latency, RateBps: int64(rate), FileSize: int64(size),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fake-speedtest:", err)

@@ -58,6 +58,11 @@ type Config struct {
 	// Sponsor and Name label this server in the list; empty means
 	// "lifeline fake" and "Loopback".
 	Sponsor, Name string
+	// ISPBySource overrides ISP for clients whose address (as this server
+	// sees it) is a key: like the real service, which names the ISP of the
+	// public address the test came from. Tests use it to catch traffic
+	// leaving by the wrong uplink.
+	ISPBySource map[string]string
 	// ExtraServers are more test servers (base URLs such as
 	// "http://127.0.0.1:9"), listed before this one as nearer to the client:
 	// tests use dead ones to check that the client skips them.
@@ -233,8 +238,12 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 	if c.ISP == "" {
 		c.ISP = "Fake ISP"
 	}
+	src, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if isp, ok := cfg.ISPBySource[src]; ok {
+		c.ISP = isp
+	}
 	if c.IP == "" {
-		c.IP, _, _ = net.SplitHostPort(r.RemoteAddr)
+		c.IP = src
 	}
 	body, err := xml.Marshal(struct {
 		XMLName xml.Name  `xml:"settings"`
