@@ -147,7 +147,7 @@ func (l *link) wait(ctx context.Context, d time.Duration, probe bool) net.Conn {
 		if !probe || end.Sub(cfg.Clock.Now()) <= 0 {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, max(2*cfg.ProbeEvery, time.Second))
+		pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 		c, err := cfg.Dialer.DialContext(pctx, "tcp", l.addr)
 		cancel()
 		if err == nil {
@@ -158,7 +158,10 @@ func (l *link) wait(ctx context.Context, d time.Duration, probe bool) net.Conn {
 	}
 }
 
-var errHostKey = errors.New("host key refused")
+var (
+	errHostKey         = errors.New("host key refused")
+	errClosedByBastion = errors.New("closed by the bastion")
+)
 
 // once makes one connection (using pre when not nil) and holds it until it
 // dies or ctx ends. up is how long it was established (0 if it never was).
@@ -167,7 +170,7 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 	start := time.Now()
 	conn := pre
 	if conn == nil {
-		dctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+		dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 		c, err := cfg.Dialer.DialContext(dctx, "tcp", l.addr)
 		cancel()
 		if err != nil {
@@ -233,7 +236,10 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 		return up, &failure{stage: "lost", err: ctx.Err()}
 	}
 	l.log.Warn("lost", "why", why, "after", up.Round(time.Millisecond))
-	return up, &failure{stage: "lost", network: true, err: why}
+	// A bastion that hangs up on purpose (restart, a newer session of this
+	// agent, policy) is not a path problem: probing would turn a bastion
+	// that keeps closing into a reconnect loop, so wait out the backoff.
+	return up, &failure{stage: "lost", network: !errors.Is(why, errClosedByBastion), err: why}
 }
 
 // session is one established SSH connection to a bastion.
@@ -311,7 +317,7 @@ func (s *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-c
 	s.goroutine(func() {
 		err := s.sc.Wait()
 		if err == nil || errors.Is(err, io.EOF) {
-			err = errors.New("closed by the bastion")
+			err = errClosedByBastion
 		}
 		cancel(fmt.Errorf("connection ended: %w", err))
 	})

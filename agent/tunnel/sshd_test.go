@@ -29,7 +29,7 @@ import (
 
 // world is one bastion sshd, one target sshd, an operator and an agent key.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	op       *operator
 	pi       *target

@@ -82,6 +82,11 @@ type Config struct {
 	BackoffMax time.Duration
 	// ConnectTimeout bounds TCP connect plus SSH handshake and authentication (15s).
 	ConnectTimeout time.Duration
+	// DialTimeout bounds one TCP connect (3s). It is short on purpose: while
+	// the link is down the loop tries again about every ProbeEvery, so a
+	// returning link is found by a fresh SYN within a second or two instead
+	// of waiting for the kernel's next SYN retransmission (up to 8 s later).
+	DialTimeout time.Duration
 	// TargetDialTimeout bounds dialling a forward's target (5s).
 	TargetDialTimeout time.Duration
 	// ProbeEvery is the cadence of TCP connect probes while waiting to
@@ -144,6 +149,8 @@ func New(cfg Config) (*Tunnels, error) {
 	def(&cfg.Keepalive, 5*time.Second)
 	def(&cfg.BackoffMax, 30*time.Second)
 	def(&cfg.ConnectTimeout, 15*time.Second)
+	def(&cfg.DialTimeout, 3*time.Second)
+	cfg.DialTimeout = min(cfg.DialTimeout, cfg.ConnectTimeout)
 	def(&cfg.TargetDialTimeout, 5*time.Second)
 	def(&cfg.ProbeEvery, time.Second)
 	if cfg.KeepaliveMisses <= 0 {
@@ -164,7 +171,7 @@ func New(cfg Config) (*Tunnels, error) {
 	if cfg.Dialer == nil {
 		dead := cfg.Keepalive * time.Duration(cfg.KeepaliveMisses)
 		cfg.Dialer = &net.Dialer{
-			Timeout:         cfg.ConnectTimeout,
+			Timeout:         cfg.DialTimeout,
 			KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: cfg.Keepalive, Interval: cfg.Keepalive, Count: cfg.KeepaliveMisses},
 			Control:         netbind.Control(cfg.Interface, dead),
 		}
@@ -198,8 +205,12 @@ func (t *Tunnels) Run(ctx context.Context) error {
 	if t.cfg.WatchdogEvery > 0 && t.cfg.Notifier != nil {
 		wg.Go(func() { t.watchdog(ctx) })
 	}
+	// Tell systemd as soon as shutdown begins, not once it is over.
+	wg.Go(func() {
+		<-ctx.Done()
+		t.notify("STOPPING=1")
+	})
 	wg.Wait()
-	t.notify("STOPPING=1")
 	return nil
 }
 
