@@ -39,6 +39,8 @@ type fakeBastion struct {
 	names    map[string]*ssh.ServerConn
 	reports  []report.LinkReport
 	silent   bool // stop answering keepalives
+	hangUp   bool // close every connection right after authentication
+	sessions int  // authenticated connections
 	requests []string
 	wg       sync.WaitGroup
 }
@@ -99,6 +101,18 @@ func (b *fakeBastion) serve(c net.Conn, cfg *ssh.ServerConfig) {
 		return
 	}
 	defer sc.Close()
+	b.mu.Lock()
+	b.sessions++
+	hangUp := b.hangUp
+	b.mu.Unlock()
+	if hangUp {
+		sc.Close()
+		ssh.DiscardRequests(reqs)
+		for nc := range chans {
+			nc.Reject(ssh.Prohibited, "closed")
+		}
+		return
+	}
 	b.wg.Go(func() {
 		for nc := range chans {
 			nc.Reject(ssh.Prohibited, "agents open no channels")
@@ -379,5 +393,33 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("New(Config{}) = %v, want it to mention %q", err, w)
 		}
+	}
+}
+
+// A bastion that accepts the agent and hangs up at once (policy, a newer
+// session of the same key) must not be hammered: such a loss is not a
+// network failure, so the agent waits out its backoff instead of probing.
+func TestBastionHangingUpIsNotHammered(t *testing.T) {
+	t.Parallel()
+	_, agent := newKey(t, t.TempDir(), "agent")
+	b := startFakeBastion(t, agent.PublicKey())
+	b.hangUp = true
+	cfg := fakeAgentConfig(t, agent, b)
+	cfg.Forwards = []forward.Forward{{Name: "pi", Port: 22, TargetHost: "127.0.0.1", TargetPort: 22}}
+	cfg.BackoffMax = 4 * time.Second
+	tun, log := startAgent(t, cfg)
+	start := time.Now()
+	eventually(t, 20*time.Second, "three hang-ups", func() bool { return tun.Status()[0].Connects >= 3 })
+	elapsed := time.Since(start)
+	// Backoff from 1 s doubling (with jitter) spaces three connections by
+	// at least about a second each; probing would have made them 100 ms apart.
+	if elapsed < time.Second {
+		t.Errorf("three connections within %s: the agent is hammering a bastion that hangs up", elapsed)
+	}
+	if log.Contains("bastion reachable again") {
+		t.Errorf("a hang-up was treated as a network failure")
+	}
+	if !log.Contains("closed by the bastion") {
+		t.Errorf("the reason is not logged")
 	}
 }

@@ -213,8 +213,9 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 		return 0, &failure{stage: "handshake", err: err}
 	}
 	if err := conn.SetDeadline(time.Time{}); err != nil {
+		// The transport closes the socket when the bastion hangs up.
 		sc.Close()
-		return 0, &failure{stage: "handshake", network: true, err: err}
+		return 0, &failure{stage: "handshake", err: fmt.Errorf("%w right after authentication: %w", errClosedByBastion, err)}
 	}
 	connected := cfg.Clock.Now()
 	l.log.Info("connected", "remote", conn.RemoteAddr().String(), "server", string(sc.ServerVersion()), "took", time.Since(start).Round(time.Millisecond))
