@@ -283,6 +283,13 @@ func newFleet(t testing.TB, n int) (*fleet, string) {
 	return f, file.String()
 }
 
+// err is the last connection error.
+func (f *fleet) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastErr
+}
+
 func (f *fleet) close() {
 	f.mu.Lock()
 	cs := f.clients
@@ -377,6 +384,45 @@ func (f *fleet) serveForwarded(nch ssh.NewChannel) {
 	}()
 }
 
+// jumps times nGo jumps to agent a00000 with a Go operator, measured
+// bastion-side (TCP connect, handshake, auth, direct-tcpip confirmed; the
+// agent accepts and closes), then nStock runs of stock `ssh -W a00000:22
+// bastion` reading the banner of the real sshd at piAddr, to which the agent
+// relays. Both come back sorted.
+func (f *fleet) jumps(ctx context.Context, b *testing.B, piAddr string, nGo, nStock int) (goJumps, stockJumps []time.Duration) {
+	b.Helper()
+	f.relay.Store(nil)
+	for range nGo {
+		start := time.Now()
+		c, err := f.b.operatorClient(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conn, err := c.Dial("tcp", scaleName(0)+":22")
+		d := time.Since(start)
+		if err != nil {
+			c.Close()
+			b.Fatalf("jump to %s:22: %v", scaleName(0), err)
+		}
+		conn.Close()
+		c.Close()
+		goJumps = append(goJumps, d)
+	}
+	f.relay.Store(&piAddr)
+	for range nStock {
+		start := time.Now()
+		out, err := sshtest.Run(ctx, 30*time.Second, nil, "ssh", "-F", f.b.sshConfig, "-W", scaleName(0)+":22", "bastion")
+		d := time.Since(start)
+		if !strings.Contains(out, "SSH-2.0-OpenSSH") {
+			b.Fatalf("ssh -W %s:22 bastion: no sshd banner (err %v):\n%s", scaleName(0), err, out)
+		}
+		stockJumps = append(stockJumps, d)
+	}
+	slices.Sort(goJumps)
+	slices.Sort(stockJumps)
+	return goJumps, stockJumps
+}
+
 // grow connects agents from..to-1 with scaleWorkers at a time, each retried
 // up to 3 times. stop is asked between connections; true ends the ramp early.
 func (f *fleet) grow(ctx context.Context, from, to int, stop func() bool) (reached int) {
@@ -445,7 +491,8 @@ type scalePoint struct {
 	fds         int
 	ramp        time.Duration // time to connect rampN agents
 	rampN       int
-	cpu, genCPU float64 // % of one core at idle: bastion, load generator
+	rampCPU     time.Duration // bastion CPU per agent connected in the ramp
+	cpu, genCPU float64       // % of one core at idle: bastion, load generator
 }
 
 // BenchmarkIdleAgents measures how many idle agents one bastion holds within
@@ -507,7 +554,7 @@ func BenchmarkIdleAgents(b *testing.B) {
 		}
 		return r
 	}
-	overBudget := false
+	overBudget := false // RSS passed, or was projected to pass, the budget
 	memStop := func() bool {
 		if rss() > scaleMemBudget {
 			overBudget = true
@@ -526,23 +573,39 @@ func BenchmarkIdleAgents(b *testing.B) {
 		}
 		return t
 	}
+	pi := sshtest.StartSSHD(b, sshtest.SSHDOptions{AuthorizedKeys: sb.operator.AuthorizedLine("", "alice")})
+	var baseGo, baseStock []time.Duration
 	var points []scalePoint
 	have := 0
+	stop := false // the memory budget ended the ramp
 	for _, target := range []int{0, 1000, 5000, 10000} {
+		if stop {
+			break
+		}
 		target = min(target, maxAgents)
-		if target < have || (target == have && len(points) > 0) || overBudget {
+		if k := len(points); k >= 2 {
+			// Stop short of the budget, projecting the last step's growth.
+			p, q := points[k-1], points[k-2]
+			per := float64(p.rss-q.rss) / float64(max(p.agents-q.agents, 1))
+			if fit := p.agents + int(float64(scaleMemBudget*95/100-p.rss)/per); per > 0 && fit < target {
+				target, stop = max(fit, have), true
+			}
+		}
+		if target < have || (target == have && len(points) > 0) {
 			continue
 		}
-		start := time.Now()
+		start, c0 := time.Now(), cpu(pidStr)
 		from := have
 		have = fl.grow(ctx, have, target, memStop)
 		ramp := time.Since(start)
+		var rampCPU time.Duration
+		if have > from {
+			rampCPU = time.Duration(cpu(pidStr)-c0) * 10 * time.Millisecond / time.Duration(have-from)
+		}
+		stop = stop || overBudget
 		if have < target && !overBudget {
-			fl.mu.Lock()
-			err := fl.lastErr
-			fl.mu.Unlock()
 			b.Fatalf("only %d of %d agents connected (%d failed attempts), last error: %v\nbastion:\n%s",
-				have, target, fl.failed.Load(), err, tail(sb.proc.Output(), 3000))
+				have, target, fl.failed.Load(), fl.err(), tail(sb.proc.Output(), 3000))
 		}
 		waitFor(ctx, scaleSettle-scaleCPUWindow)
 		b0, s0, t0 := cpu(pidStr), cpu("self"), time.Now()
@@ -551,7 +614,16 @@ func BenchmarkIdleAgents(b *testing.B) {
 		points = append(points, scalePoint{
 			agents: have, rss: rss(), fds: openFiles(pid), ramp: ramp, rampN: have - from,
 			cpu: float64(b1-b0) / 100 / wall * 100, genCPU: float64(s1-s0) / 100 / wall * 100,
+			rampCPU: rampCPU,
 		})
+		if have == 0 {
+			// Baseline: the same jumps with agent a00000 alone.
+			if fl.grow(ctx, 0, 1, func() bool { return false }) != 1 {
+				b.Fatalf("agent %s did not connect: %v", scaleName(0), fl.err())
+			}
+			have = 1
+			baseGo, baseStock = fl.jumps(ctx, b, pi.Addr, scaleJumps/4, scaleStockRuns/5)
+		}
 	}
 	n := have
 	if got := fl.alive.Load(); got != int64(n) {
@@ -578,42 +650,7 @@ func BenchmarkIdleAgents(b *testing.B) {
 		b.Fatalf("status lists %d targets, %d with a keepalive reply in the last 15s; want %d of each", len(st.Targets), fresh, n)
 	}
 
-	// (a) Bastion-side jump setup: TCP connect, handshake, auth, direct-tcpip
-	// to agent a00000 confirmed (the agent accepts and closes).
-	var goJumps []time.Duration
-	for range scaleJumps {
-		start := time.Now()
-		c, err := sb.operatorClient(ctx, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		conn, err := c.Dial("tcp", scaleName(0)+":22")
-		d := time.Since(start)
-		if err != nil {
-			c.Close()
-			b.Fatalf("jump to %s:22: %v", scaleName(0), err)
-		}
-		conn.Close()
-		c.Close()
-		goJumps = append(goJumps, d)
-	}
-	slices.Sort(goJumps)
-
-	// (b) Stock OpenSSH: `ssh -W a00000:22 bastion` reads the banner of a
-	// real sshd that agent a00000 relays to.
-	pi := sshtest.StartSSHD(b, sshtest.SSHDOptions{AuthorizedKeys: sb.operator.AuthorizedLine("", "alice")})
-	fl.relay.Store(&pi.Addr)
-	var stockJumps []time.Duration
-	for range scaleStockRuns {
-		start := time.Now()
-		out, err := sshtest.Run(ctx, 30*time.Second, nil, "ssh", "-F", sb.sshConfig, "-W", scaleName(0)+":22", "bastion")
-		d := time.Since(start)
-		if !strings.Contains(out, "SSH-2.0-OpenSSH") {
-			b.Fatalf("ssh -W %s:22 bastion: no sshd banner (err %v):\n%s", scaleName(0), err, out)
-		}
-		stockJumps = append(stockJumps, d)
-	}
-	slices.Sort(stockJumps)
+	goJumps, stockJumps := fl.jumps(ctx, b, pi.Addr, scaleJumps, scaleStockRuns)
 	if got := fl.alive.Load(); got != int64(n) {
 		b.Fatalf("%d of %d agents still connected after the jumps", got, n)
 	}
@@ -636,12 +673,16 @@ func BenchmarkIdleAgents(b *testing.B) {
 		} else {
 			q := points[i-1]
 			fmt.Fprintf(&perRow, " %.1f KiB |", float64(p.rss-q.rss)/float64(max(p.agents-q.agents, 1))/1024)
-			fmt.Fprintf(&rampRow, " %d in %s |", p.rampN, p.ramp.Round(100*time.Millisecond))
+			fmt.Fprintf(&rampRow, " %d in %s, %s CPU each |", p.rampN, p.ramp.Round(100*time.Millisecond), ms(p.rampCPU))
 		}
-		if i == len(points)-1 {
-			fmt.Fprintf(&goRow, " %s / %s / %s |", ms(median(goJumps)), ms(p99), ms(goJumps[len(goJumps)-1]))
-			fmt.Fprintf(&stockRow, " %s / %s / %s |", ms(median(stockJumps)), ms(pct(stockJumps, 0.99)), ms(stockJumps[len(stockJumps)-1]))
-		} else {
+		switch i {
+		case 0:
+			fmt.Fprintf(&goRow, " a00000 alone, %d runs: %s |", len(baseGo), jumpCell(baseGo))
+			fmt.Fprintf(&stockRow, " a00000 alone, %d runs: %s |", len(baseStock), jumpCell(baseStock))
+		case len(points) - 1:
+			fmt.Fprintf(&goRow, " %s |", jumpCell(goJumps))
+			fmt.Fprintf(&stockRow, " %s |", jumpCell(stockJumps))
+		default:
 			goRow.WriteString(" - |")
 			stockRow.WriteString(" - |")
 		}
@@ -654,6 +695,7 @@ func BenchmarkIdleAgents(b *testing.B) {
 	b.ReportMetric(float64(p99.Microseconds())/1000, "jump-p99-ms")
 	b.ReportMetric(float64(median(stockJumps).Microseconds())/1000, "ssh-W-p50-ms")
 	b.ReportMetric(float64(pct(stockJumps, 0.99).Microseconds())/1000, "ssh-W-p99-ms")
+	b.ReportMetric(float64(median(goJumps))/float64(median(baseGo)), "jump-p50-vs-1-agent")
 	b.Logf("\n| idle agents, 1 ed25519 key + 1 name each (goal 10,000 in 1 GiB, jump p99 < 100ms: met=%v) |%s\n|---|%s\n"+
 		"| bastion RSS after %s (peak %.1f MiB) |%s\n"+
 		"| ΔRSS/Δagents since previous column (0->%d: %.1f KiB) |%s\n"+
@@ -668,6 +710,10 @@ func BenchmarkIdleAgents(b *testing.B) {
 		cpuRow.String(),
 		scaleJumps, goRow.String(),
 		scaleName(0), scaleStockRuns, selfSoft, selfHard, childLimit, stockRow.String())
+}
+
+func jumpCell(ds []time.Duration) string {
+	return fmt.Sprintf("%s / %s / %s", ms(median(ds)), ms(pct(ds, 0.99)), ms(ds[len(ds)-1]))
 }
 
 // mergeCells joins two rows of cells cell by cell: "a; b".
