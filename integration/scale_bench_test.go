@@ -248,14 +248,15 @@ func waitFor(ctx context.Context, d time.Duration) {
 // fleet is the load generator's agents. Every goroutine it starts is waited
 // for by close.
 type fleet struct {
-	b      *scaleBastion
-	keys   []ssh.Signer
-	relay  atomic.Pointer[string] // where agent 0 relays forwarded-tcpip; nil: accept and close
-	alive  atomic.Int64
-	failed atomic.Int64
+	bastion *scaleBastion
+	keys    []ssh.Signer
+	relay   atomic.Pointer[string] // where agent 0 relays forwarded-tcpip; nil: accept and close
+	alive   atomic.Int64
+	failed  atomic.Int64
 
 	mu      sync.Mutex
 	clients []*ssh.Client
+	closed  bool
 	lastErr error
 	wg      sync.WaitGroup
 }
@@ -293,7 +294,7 @@ func (f *fleet) err() error {
 func (f *fleet) close() {
 	f.mu.Lock()
 	cs := f.clients
-	f.clients = nil
+	f.clients, f.closed = nil, true
 	f.mu.Unlock()
 	for _, c := range cs {
 		c.Close()
@@ -305,7 +306,7 @@ func (f *fleet) close() {
 // the bastion must accept. Agent 0 also serves forwarded-tcpip channels.
 func (f *fleet) connect(ctx context.Context, i int) error {
 	name := scaleName(i)
-	c, nc, _, err := f.b.dial(ctx, f.b.clientConfig(name, f.keys[i]), nil)
+	c, nc, _, err := f.bastion.dial(ctx, f.bastion.clientConfig(name, f.keys[i]), nil)
 	if err != nil {
 		return err
 	}
@@ -329,6 +330,11 @@ func (f *fleet) connect(ctx context.Context, i int) error {
 	}
 	nc.SetDeadline(time.Time{})
 	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		c.Close()
+		return errors.New("fleet closed")
+	}
 	f.clients = append(f.clients, c)
 	f.mu.Unlock()
 	f.alive.Add(1)
@@ -394,7 +400,7 @@ func (f *fleet) jumps(ctx context.Context, b *testing.B, piAddr string, nGo, nSt
 	f.relay.Store(nil)
 	for range nGo {
 		start := time.Now()
-		c, err := f.b.operatorClient(ctx, nil)
+		c, err := f.bastion.operatorClient(ctx, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -411,7 +417,7 @@ func (f *fleet) jumps(ctx context.Context, b *testing.B, piAddr string, nGo, nSt
 	f.relay.Store(&piAddr)
 	for range nStock {
 		start := time.Now()
-		out, err := sshtest.Run(ctx, 30*time.Second, nil, "ssh", "-F", f.b.sshConfig, "-W", scaleName(0)+":22", "bastion")
+		out, err := sshtest.Run(ctx, 30*time.Second, nil, "ssh", "-F", f.bastion.sshConfig, "-W", scaleName(0)+":22", "bastion")
 		d := time.Since(start)
 		if !strings.Contains(out, "SSH-2.0-OpenSSH") {
 			b.Fatalf("ssh -W %s:22 bastion: no sshd banner (err %v):\n%s", scaleName(0), err, out)
@@ -526,7 +532,7 @@ func BenchmarkIdleAgents(b *testing.B) {
 	fl, agentsFile := newFleet(b, maxAgents)
 	sb := startScaleBastion(b, agentsFile,
 		"LIFELINE_MAX_PENDING=512", "LIFELINE_BAN_AFTER=0", "LIFELINE_KEEPALIVE=5s")
-	fl.b = sb
+	fl.bastion = sb
 	b.Cleanup(fl.close) // runs before the bastion is stopped
 	pid := sb.pid()
 
