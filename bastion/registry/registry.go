@@ -29,11 +29,32 @@ func (b Binding[S]) Target() string { return fmt.Sprintf("%s:%d", b.Name, b.Port
 type Registry[S comparable] struct {
 	mu sync.Mutex
 	m  map[string]Binding[S]
+	// bySession indexes the keys of m per session, so that a session's
+	// names are found without scanning every binding (10,000 agents).
+	bySession map[S]map[string]struct{}
 }
 
 // New returns an empty registry.
 func New[S comparable]() *Registry[S] {
-	return &Registry[S]{m: make(map[string]Binding[S])}
+	return &Registry[S]{m: make(map[string]Binding[S]), bySession: make(map[S]map[string]struct{})}
+}
+
+func (r *Registry[S]) indexLocked(s S, k string) {
+	ks, ok := r.bySession[s]
+	if !ok {
+		ks = make(map[string]struct{}, 1)
+		r.bySession[s] = ks
+	}
+	ks[k] = struct{}{}
+}
+
+func (r *Registry[S]) unindexLocked(s S, k string) {
+	if ks, ok := r.bySession[s]; ok {
+		delete(ks, k)
+		if len(ks) == 0 {
+			delete(r.bySession, s)
+		}
+	}
 }
 
 func key(name string, port uint32) string {
@@ -48,7 +69,9 @@ func (r *Registry[S]) Register(name string, port uint32, s S, now time.Time) (pr
 	k := key(name, port)
 	old, ok := r.m[k]
 	r.m[k] = Binding[S]{Name: name, Port: port, Session: s, Since: now}
+	r.indexLocked(s, k)
 	if ok && old.Session != s {
+		r.unindexLocked(old.Session, k)
 		return old.Session, true
 	}
 	return prev, false
@@ -61,6 +84,7 @@ func (r *Registry[S]) Unregister(name string, port uint32, s S) bool {
 	k := key(name, port)
 	if b, ok := r.m[k]; ok && b.Session == s {
 		delete(r.m, k)
+		r.unindexLocked(s, k)
 		return true
 	}
 	return false
@@ -71,12 +95,23 @@ func (r *Registry[S]) RemoveSession(s S) []Binding[S] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []Binding[S]
-	for k, b := range r.m {
-		if b.Session == s {
-			out = append(out, b)
-			delete(r.m, k)
-		}
+	for k := range r.bySession[s] {
+		out = append(out, r.m[k])
+		delete(r.m, k)
 	}
+	delete(r.bySession, s)
+	sortBindings(out)
+	return out
+}
+
+// Of returns the bindings s holds, sorted.
+func (r *Registry[S]) Of(s S) []Binding[S] {
+	r.mu.Lock()
+	out := make([]Binding[S], 0, len(r.bySession[s]))
+	for k := range r.bySession[s] {
+		out = append(out, r.m[k])
+	}
+	r.mu.Unlock()
 	sortBindings(out)
 	return out
 }
@@ -93,13 +128,7 @@ func (r *Registry[S]) Lookup(name string, port uint32) (Binding[S], bool) {
 func (r *Registry[S]) Holds(s S) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
-	for _, b := range r.m {
-		if b.Session == s {
-			n++
-		}
-	}
-	return n
+	return len(r.bySession[s])
 }
 
 // Snapshot returns every binding, sorted by name then port.

@@ -82,3 +82,20 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("len = %d", r.Len())
 	}
 }
+
+func TestIndexFollowsTakeover(t *testing.T) {
+	t.Parallel()
+	r := New[int]()
+	r.Register("pi", 22, 1, time.Time{})
+	r.Register("nuc", 3389, 1, time.Time{})
+	r.Register("pi", 22, 2, time.Time{})
+	if got := r.Of(1); len(got) != 1 || got[0].Target() != "nuc:3389" {
+		t.Fatalf("old session still indexed with %+v", got)
+	}
+	if got := r.Of(2); len(got) != 1 || got[0].Target() != "pi:22" {
+		t.Fatalf("new session indexed with %+v", got)
+	}
+	if gone := r.RemoveSession(1); len(gone) != 1 || r.Len() != 1 || r.Holds(1) != 0 {
+		t.Fatalf("remove: %+v, len %d", gone, r.Len())
+	}
+}

@@ -227,13 +227,11 @@ func (ss *session) linkReport(req *ssh.Request) {
 	}
 }
 
-// names lists the targets this agent key holds on any connection.
+// names lists the targets this connection holds.
 func (ss *session) names() []string {
 	var out []string
-	for _, b := range ss.s.reg.Snapshot() {
-		if b.Session.ident.Fingerprint == ss.ident.Fingerprint {
-			out = append(out, b.Target())
-		}
+	for _, b := range ss.s.reg.Of(ss) {
+		out = append(out, b.Target())
 	}
 	return out
 }
