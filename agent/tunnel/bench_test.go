@@ -13,7 +13,9 @@ package tunnel
 //                 connection to NAME:PORT reaches the Pi's sshd again
 //   idle_rss_kB   resident memory of the idle client (autossh: autossh + ssh)
 //   keepalive_B/day  payload bytes both ways on the relay over 60 s idle, x 1440
-//                 (TCP/IP headers not included; about 2 x 52 bytes per segment more)
+//                 (the bastion sshd's own ClientAlive probes included, if it sent any)
+//   wire_B/day_est   the same plus an estimate of TCP/IP headers and ACKs
+//                 (104 bytes per relay read, about one segment each)
 //
 // Run: go test -run '^$' -bench Blackhole -benchtime 1x -timeout 30m ./agent/tunnel
 // It takes about ten minutes (autossh needs ~90 s to notice a dead link).
@@ -119,9 +121,13 @@ func benchOne(b *testing.B, c benchClient) {
 	}
 
 	// Idle cost.
-	idleStart, bytes0 := time.Now(), rl.Bytes()
+	idleStart, bytes0, reads0 := time.Now(), rl.Bytes(), rl.Reads()
 	waitFor(benchIdle, func() bool { return false })
-	perDay := float64(rl.Bytes()-bytes0) * float64(24*time.Hour) / float64(time.Since(idleStart))
+	day := float64(24*time.Hour) / float64(time.Since(idleStart))
+	perDay := float64(rl.Bytes()-bytes0) * day
+	// Each read is about one segment: 52 bytes of IPv4+TCP headers (with
+	// timestamps) plus one 52-byte ACK.
+	wirePerDay := perDay + float64(rl.Reads()-reads0)*104*day
 	rss := rssKB(pids()...)
 
 	// Detection: black hole until the client gives up on the connection.
@@ -160,6 +166,7 @@ func benchOne(b *testing.B, c benchClient) {
 	b.ReportMetric(restore.Seconds(), "restore_s")
 	b.ReportMetric(rss, "idle_rss_kB")
 	b.ReportMetric(perDay, "keepalive_B/day")
+	b.ReportMetric(wirePerDay, "wire_B/day_est")
 	b.Logf("%s: detect %.1fs, restore after %s outage %.1fs, idle RSS %.0f kB, %.0f B/day (payload, measured over %s)",
 		c.name, detect.Seconds(), benchOutage, restore.Seconds(), rss, perDay, benchIdle)
 }
@@ -176,7 +183,7 @@ func newBenchWorld(b *testing.B) *world {
 	w.pi = startTarget(b, w.op, "PI-REACHED")
 	_, w.agentKey = newKey(b, w.dir, "agent_key")
 	w.fwdPorts = []int{freePort(b)}
-	w.srv = w.startBastion("ClientAliveInterval 5", "ClientAliveCountMax 2")
+	w.srv = w.startBastion("ClientAliveInterval 10", "ClientAliveCountMax 1")
 	w.op.Trust("localhost:"+strconv.Itoa(w.fwdPorts[0]), w.pi.HostKey)
 	return w
 }
