@@ -4,9 +4,11 @@
 package envconf
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/kelseyhightower/envconfig"
@@ -54,14 +56,26 @@ type Spec struct {
 	Spec   any
 }
 
-// UsageSpecs prints several configuration structs as one table.
+// UsageSpecs prints several configuration structs as one table. A variable
+// that several parts read (LIFELINE_INTERFACE, LIFELINE_STATE_DIR) is listed
+// once, with the first part's text.
 func UsageSpecs(w io.Writer, specs ...Spec) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
+	var rows bytes.Buffer
 	for _, s := range specs {
-		if err := envconfig.Usagef(s.Prefix, s.Spec, tw, usageFormat); err != nil {
+		if err := envconfig.Usagef(s.Prefix, s.Spec, &rows, usageFormat); err != nil {
 			return fmt.Errorf("print configuration help: %w", err)
 		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
+	seen := map[string]bool{}
+	for _, line := range strings.SplitAfter(rows.String(), "\n") {
+		name, _, _ := strings.Cut(line, "\t")
+		if name == "" || seen[name] {
+			continue
+		}
+		seen[name] = true
+		io.WriteString(tw, line)
 	}
 	return tw.Flush()
 }

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/lifeline-dev/lifeline/agent/linkcheck"
+	"github.com/lifeline-dev/lifeline/agent/netsetup"
 	"github.com/lifeline-dev/lifeline/shared/version"
 )
 
@@ -38,6 +40,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return agentMain(ctx, os.Getenv, stderr)
 	case "pubkey":
 		return pubkeyMain(stdout, stderr)
+	case "check":
+		return linkcheck.CheckMain(ctx, args[1:], stdout, stderr)
+	case "netsetup":
+		return netsetup.Main(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		return helpMain(stdout, stderr)
 	case "-v", "--version", "version":
