@@ -1,0 +1,82 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/shared/clock"
+)
+
+// The watchdog pings systemd only while every loop shows progress; a
+// wedged loop makes it stop, so systemd restarts the agent.
+func TestWatchdogWithheldWhenALoopIsWedged(t *testing.T) {
+	t.Parallel()
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	n := &recordingNotifier{}
+	_, signer := newKey(t, t.TempDir(), "agent")
+	log, logs := testLogger(t)
+	tun, err := New(Config{
+		Bastions:      []string{"a:22", "b:22"},
+		Signer:        signer,
+		HostKeys:      pinNothing{},
+		Forwards:      []forward.Forward{{Name: "pi", Port: 22, TargetHost: "127.0.0.1", TargetPort: 22}},
+		Notifier:      n,
+		WatchdogEvery: 10 * time.Second,
+		Clock:         fake,
+		Log:           log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { tun.watchdog(ctx) }) // the loops themselves are not started
+	defer func() { cancel(); wg.Wait() }()
+
+	tick := func() {
+		t.Helper()
+		eventually(t, 5*time.Second, "watchdog parked on its timer", func() bool { return fake.Pending() == 1 })
+		fake.Advance(10 * time.Second)
+	}
+	// Both loops beat: pings.
+	for range 3 {
+		for _, l := range tun.links {
+			l.heartbeat()
+		}
+		tick()
+	}
+	eventually(t, 5*time.Second, "three pings", func() bool { return n.count("WATCHDOG=1") == 3 })
+
+	// Loop b stops beating; once it is older than healthyWithin, no pings.
+	for i := 0; i < 8; i++ {
+		tun.links[0].heartbeat()
+		tick()
+	}
+	eventually(t, 5*time.Second, "wedge reported", func() bool { return logs.Contains("tunnel loop wedged") && logs.Contains("b:22") })
+	before := n.count("WATCHDOG=1")
+	tun.links[0].heartbeat()
+	tick()
+	eventually(t, 5*time.Second, "watchdog parked again", func() bool { return fake.Pending() == 1 })
+	if after := n.count("WATCHDOG=1"); after != before {
+		t.Errorf("watchdog pinged although loop b is wedged (%d -> %d)", before, after)
+	}
+	if before >= 3+8 {
+		t.Errorf("every interval was pinged: %d", before)
+	}
+}
+
+// pinNothing refuses every host key (for tests that never connect).
+type pinNothing struct{}
+
+func (pinNothing) HostKeyCallback(string) ssh.HostKeyCallback {
+	return func(string, net.Addr, ssh.PublicKey) error { return errors.New("no key is pinned") }
+}
+
+func (pinNothing) Algorithms(string) []string { return nil }
