@@ -43,6 +43,7 @@ const (
 	carrierOut  = "203.0.113.1"
 	mainOut     = "203.0.113.2"
 	operatorIP  = "198.51.100.20"
+	pollerIP    = "198.51.100.21" // the operator's second address, for status polls
 	carrierIn   = "100.64.0.1"
 	piHotspotIP = "100.64.0.2"
 	piLANIP     = "192.168.1.204"
@@ -118,6 +119,7 @@ func newNetSite(t testing.TB) *netSite {
 	s.veth("pi", "eth0", piLANIP+"/24", "lan", "l-pi", "brlan")
 	s.veth("main", "lan0", mainLANIP+"/24", "lan", "l-main", "brlan")
 
+	s.in("operator", "ip", "addr", "add", pollerIP+"/24", "dev", "eth0")
 	s.in("operator", "ip", "route", "add", "default", "via", "198.51.100.1")
 	// The carrier: a CGNAT that hands out new ports when it forgets a mapping.
 	s.in("carrier", "sysctl", "-qw", "net.ipv4.ip_forward=1")
