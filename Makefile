@@ -46,8 +46,10 @@ fuzz:
 	  done; \
 	done
 
+# Every benchmark, each run once: lifeline against stock OpenSSH/autossh in
+# the same run (tables are printed as markdown; about 20 minutes, needs root).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m -tags integration ./integration/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m -tags integration ./... 2>&1 | tee bench.out
 
 demo: build
 	@./integration/demo.sh

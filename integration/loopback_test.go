@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -233,6 +234,13 @@ func serveBanner(addr, banner string) {
 		c, err := ln.Accept()
 		if err != nil {
 			os.Exit(1)
+		}
+		if n, err := strconv.ParseInt(os.Getenv("LIFELINE_TEST_BULK"), 10, 64); err == nil && n > 0 {
+			go func() {
+				defer c.Close()
+				io.CopyBuffer(c, io.LimitReader(zeroes{}, n), make([]byte, 64<<10))
+			}()
+			continue
 		}
 		fmt.Fprintf(c, "%s from %s\n", banner, c.RemoteAddr())
 		c.Close()

@@ -34,7 +34,7 @@ const (
 	mainISP    = "Main Street Broadband"
 )
 
-func startSite(t *testing.T) *siteWorld {
+func startSite(t testing.TB) *siteWorld {
 	t.Helper()
 	s := &siteWorld{netSite: newNetSite(t), dir: t.TempDir()}
 	d := s.dir
