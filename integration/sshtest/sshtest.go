@@ -238,6 +238,16 @@ func (s *SSHD) Stop() {
 	cmd.Wait()
 }
 
+// PID is the sshd master's process id (0 when stopped).
+func (s *SSHD) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Log is what sshd printed so far.
 func (s *SSHD) Log() string { return s.log.String() }
 
