@@ -240,11 +240,15 @@ func TestSiteInABox(t *testing.T) {
 	})
 
 	t.Run("4 hotspot black-holed past AGENT_DOWN_AFTER, then back", func(t *testing.T) {
+		downBefore := s.countSMS("SITE DOWN")
 		s.blackhole(true)
-		s.waitSMS(t, 40*time.Second, "SITE DOWN", "pi:22")
+		sshtest.Eventually(t, 40*time.Second, func() bool { return s.countSMS("SITE DOWN") > downBefore },
+			"no new SITE DOWN text; texts:\n%s", s.twilio.Output)
+		backBefore := s.countSMS("site back")
 		s.blackhole(false)
 		s.waitTargets(t, "pi:22", "nuc:3389")
-		s.waitSMS(t, 40*time.Second, "site back")
+		sshtest.Eventually(t, 40*time.Second, func() bool { return s.countSMS("site back") > backBefore },
+			"no new site-back text; texts:\n%s", s.twilio.Output)
 		s.jump(t)
 	})
 

@@ -53,6 +53,28 @@ type Policy struct {
 	operators int
 }
 
+// AgentKey is an agent the policy lets in: who the bastion should expect.
+type AgentKey struct {
+	Name        string
+	Fingerprint string
+	Listen      []Target
+}
+
+// AgentKeys lists the plain agent keys, sorted by name. A nil policy has none.
+func (p *Policy) AgentKeys() []AgentKey {
+	if p == nil {
+		return nil
+	}
+	var out []AgentKey
+	for _, e := range p.keys {
+		if e.role == RoleAgent {
+			out = append(out, AgentKey{Name: e.name, Fingerprint: e.fingerprint, Listen: slices.Clone(e.listen)})
+		}
+	}
+	slices.SortFunc(out, func(a, b AgentKey) int { return strings.Compare(a.Name+a.Fingerprint, b.Name+b.Fingerprint) })
+	return out
+}
+
 // Load reads the agents file and the operators file (OpenSSH authorized_keys
 // format) into a Policy. Blank lines and lines starting with # are ignored.
 // Every problem is reported, each naming file and line, in one errors.Join:

@@ -86,6 +86,17 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
 
+	// Expect every agent in the agents file: one that has not connected
+	// within LIFELINE_AGENT_DOWN_AFTER of this start is reported down, so a
+	// bastion restarted during an outage still tells the owner.
+	for _, k := range policy.AgentKeys() {
+		names := make([]string, 0, len(k.Listen))
+		for _, t := range k.Listen {
+			names = append(names, t.String())
+		}
+		alerter.AgentDown(alert.Agent{Name: k.Name, Fingerprint: k.Fingerprint, Names: names})
+	}
+
 	srv, err := server.New(server.Config{
 		HostKey: hostKey, Policy: policy, Log: log, Audit: auditLog, Events: events{alerter},
 		Name: cfg.Name, LoginGrace: cfg.LoginGrace, MaxPending: cfg.MaxPending,

@@ -227,3 +227,14 @@ func TestReloadAndShutdown(t *testing.T) {
 		}
 	}
 }
+
+// An agent that never connects after a (re)start is reported down once
+// LIFELINE_AGENT_DOWN_AFTER has passed: a bastion restarted during an outage
+// still tells the owner.
+func TestExpectedAgentReportedDownAfterStart(t *testing.T) {
+	t.Parallel()
+	f := newFiles(t)
+	p := sshtest.Start(t, f.env("LIFELINE_AGENT_DOWN_AFTER=1s"), binary)
+	sshtest.Eventually(t, 20*time.Second, func() bool { return strings.Contains(p.Output(), "SITE DOWN") && strings.Contains(p.Output(), "pi:22") },
+		"no site-down alert for the agent that never came:\n%s", p.Output)
+}
