@@ -126,23 +126,7 @@ func startLoopback(t testing.TB, o loopbackOpts) *loopback {
 	os.WriteFile(filepath.Join(dir, "agent", "known_hosts"), []byte(knownHostsFor(dialAddr, keyLine)+"\n"), 0o600)
 	opKnown := filepath.Join(dir, "operator_known_hosts")
 	os.WriteFile(opKnown, []byte(knownHostsFor(bastionAddr, keyLine)+"\n"+l.pi.KnownHostsLine("pi")+"\n"), 0o600)
-	l.sshConfig = filepath.Join(dir, "ssh_config")
-	os.WriteFile(l.sshConfig, []byte(fmt.Sprintf(`Host bastion
-  HostName 127.0.0.1
-  Port %d
-Host pi
-  User root
-  ProxyJump bastion
-Host *
-  IdentityFile %s
-  IdentitiesOnly yes
-  UserKnownHostsFile %s
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  BatchMode yes
-  ConnectTimeout 10
-  LogLevel ERROR
-`, l.bastionPort, l.operator.Path, opKnown)), 0o600)
+	l.sshConfig = sshtest.OperatorConfig(t, dir, "127.0.0.1", l.bastionPort, l.operator.Path, opKnown)
 	l.startBastion()
 	l.agent = sshtest.Start(t, l.agentEnv, bin("lifeline-agent"))
 	l.waitTarget("pi:22")

@@ -100,23 +100,7 @@ func startSite(t testing.TB) *siteWorld {
 	// The operator's ssh_config, host keys checked at both hops.
 	known := filepath.Join(d, "operator_known_hosts")
 	os.WriteFile(known, []byte(bastionKnown+"\n"+s.piSSHD.KnownHostsLine("pi")+"\n"), 0o600)
-	s.sshConfig = filepath.Join(d, "ssh_config")
-	os.WriteFile(s.sshConfig, []byte(fmt.Sprintf(`Host bastion
-  HostName %s
-  Port 2222
-Host pi
-  User root
-  ProxyJump bastion
-Host *
-  IdentityFile %s
-  IdentitiesOnly yes
-  UserKnownHostsFile %s
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  BatchMode yes
-  ConnectTimeout 10
-  LogLevel ERROR
-`, bastionIP, s.operator.Path, known)), 0o600)
+	s.sshConfig = sshtest.OperatorConfig(t, d, bastionIP, 2222, s.operator.Path, known)
 	s.waitTargets(t, "pi:22", "nuc:3389")
 	return s
 }

@@ -223,6 +223,7 @@ type agentState struct {
 	deadline  time.Time // zero: no "down" pending
 	downSent  bool
 	verdict   string
+	failure   string // failureKinds of the last report
 }
 
 type failWindow struct {
@@ -392,10 +393,14 @@ func (a *Alerter) LinkReport(agent Agent, r report.LinkReport) {
 	st := a.agent(agent)
 	prev := st.verdict
 	st.verdict = r.Verdict
+	prevWhy := st.failure
+	st.failure = failureKinds(r)
 	a.mu.Unlock()
 	var e entry
 	switch {
-	case r.Verdict == report.VerdictFailed && prev != report.VerdictFailed:
+	// A new failure, or a failed link failing for another reason (a test
+	// error, then the wrong ISP): the owner needs the new reason.
+	case r.Verdict == report.VerdictFailed && (prev != report.VerdictFailed || prevWhy != st.failure):
 		e.Kind, e.Text = KindLinkFailed, linkFailedText(a.cfg.BastionName, agent, r)
 	case r.Verdict == report.VerdictOK && prev == report.VerdictFailed:
 		e.Kind, e.Text = KindLinkOK, linkOKText(a.cfg.BastionName, agent, r)
@@ -404,6 +409,23 @@ func (a *Alerter) LinkReport(agent Agent, r report.LinkReport) {
 	}
 	e.Created, e.Subject = now, clean(agent.Name, 32)
 	a.enqueue(e, audit.Event{Time: now, Agent: agent.Name, Fingerprint: agent.Fingerprint})
+}
+
+// failureKinds names what kinds of failure a report has, ignoring the
+// figures in them: the first word of each reason ("wrong", "download",
+// "latency", "speed"), sorted. Repeats of the same kinds are not texted.
+func failureKinds(r report.LinkReport) string {
+	if r.Verdict != report.VerdictFailed {
+		return ""
+	}
+	kinds := make([]string, 0, len(r.Reasons))
+	for _, why := range r.Reasons {
+		if f := strings.Fields(why); len(f) > 0 {
+			kinds = append(kinds, strings.ToLower(strings.Trim(f[0], ":")))
+		}
+	}
+	slices.Sort(kinds)
+	return strings.Join(slices.Compact(kinds), ",")
 }
 
 // agent returns the state of agent; a.mu must be held.

@@ -472,6 +472,40 @@ func TestLinkVerdictChanges(t *testing.T) {
 	}
 }
 
+// A failed link that fails for another reason is texted again (a test error
+// while the route flips, then the wrong ISP: the owner needs the ISP), with
+// the reason kept even when it is long; the same reasons with new figures
+// are not.
+func TestLinkFailureReasonChanges(t *testing.T) {
+	t.Parallel()
+	a, _, _, texts := fakeClockAlerter(t, nil)
+	pi := Agent{Name: "lifeline-agent@site-gateway", Fingerprint: "SHA256:pi", Names: []string{"nuc:3389", "pi:22"}}
+	testErr := report.LinkReport{Version: 1, Time: t0, ISP: "Carrier Mobile", Verdict: report.VerdictFailed,
+		Reasons: []string{`speed test: latency to lifeline fake (203.0.113.20:8080): Get "http://203.0.113.20:8080/speedtest/latency.txt": net/http: timeout awaiting response headers`}}
+	wrongISP := report.LinkReport{Version: 1, Time: t0, ISP: "Main Street Broadband", DownloadBps: 95e6, LatencyMS: 1, Verdict: report.VerdictFailed,
+		Reasons: []string{`wrong ISP "Main Street Broadband", expected "carrier": traffic may be leaving by another link`}}
+	wrongISP2 := wrongISP
+	wrongISP2.DownloadBps = 90e6
+	for _, r := range []report.LinkReport{testErr, wrongISP, wrongISP2} {
+		a.LinkReport(pi, r)
+	}
+	got := barrier(t, a, texts)
+	if len(got) != 3 {
+		t.Fatalf("texts %q, want the test error, the wrong ISP, barrier", got)
+	}
+	if !strings.Contains(got[0], "speed test: latency") {
+		t.Errorf("long reason dropped from %q", got[0])
+	}
+	if !strings.Contains(got[1], "wrong ISP") || !strings.Contains(got[1], "Main Street") {
+		t.Errorf("second text %q does not name the wrong ISP", got[1])
+	}
+	for _, text := range got[:2] {
+		if len(text) > smsLimit {
+			t.Errorf("text of %d characters: %q", len(text), text)
+		}
+	}
+}
+
 func TestCorruptSpoolFileSetAside(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

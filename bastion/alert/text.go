@@ -106,7 +106,10 @@ func backText(bastion string, a Agent, outage time.Duration) string {
 
 func linkFailedText(bastion string, a Agent, r report.LinkReport) string {
 	core := fmt.Sprintf("%s: LINK FAILED at %s:", clean(bastion, 24), agentLabel(a))
-	text := fit(core, " "+clean(strings.Join(r.Reasons, "; "), 100))
+	// The reasons are the point of the text: they get the room left, cut
+	// short if need be, before the figures are added when they still fit.
+	room := max(smsLimit-len(core)-3, 40) // " " and the ".." of a cut
+	text := core + " " + clean(strings.Join(r.Reasons, "; "), room)
 	return fit(text, fmt.Sprintf(" (isp %s, %.1f Mbit/s, %.0f ms)", clean(r.ISP, 24), r.DownloadBps/1e6, r.LatencyMS))
 }
 

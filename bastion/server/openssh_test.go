@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -35,25 +34,7 @@ func newOpenSSHWorld(t *testing.T) *openSSHWorld {
 	f, _ := os.OpenFile(kh, os.O_APPEND|os.O_WRONLY, 0o600)
 	fmt.Fprintln(f, pi.KnownHostsLine("pi"))
 	f.Close()
-	cfg := filepath.Join(w.dir, "ssh_config")
-	conf := fmt.Sprintf(`Host bastion
-  HostName 127.0.0.1
-  Port %d
-  User alice
-Host pi
-  User root
-  ProxyJump bastion
-Host *
-  IdentityFile %s
-  IdentitiesOnly yes
-  UserKnownHostsFile %s
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  BatchMode yes
-  ConnectTimeout 10
-  LogLevel ERROR
-`, w.port, w.operator.Path, kh)
-	os.WriteFile(cfg, []byte(conf), 0o600)
+	cfg := sshtest.OperatorConfig(t, w.dir, "127.0.0.1", w.port, w.operator.Path, kh)
 	o := &openSSHWorld{world: w, pi: pi, config: cfg, piKnown: kh}
 	return o
 }

@@ -345,6 +345,36 @@ func Stdout(ctx context.Context, timeout time.Duration, env []string, name strin
 	return out.String(), nil
 }
 
+// OperatorConfig writes the ssh_config an operator uses with lifeline:
+// `bastion` is the jump host, `pi` is reached through it, host keys are
+// checked at both hops against knownHosts, and only identity is offered.
+// It returns the file's path (dir/ssh_config).
+func OperatorConfig(t testing.TB, dir, bastionHost string, bastionPort int, identity, knownHosts string) string {
+	t.Helper()
+	path := filepath.Join(dir, "ssh_config")
+	conf := fmt.Sprintf(`Host bastion
+  HostName %s
+  Port %d
+  User operator
+Host pi
+  User root
+  ProxyJump bastion
+Host *
+  IdentityFile %s
+  IdentitiesOnly yes
+  UserKnownHostsFile %s
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 10
+  LogLevel ERROR
+`, bastionHost, bastionPort, identity, knownHosts)
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // Lines splits output into non-empty lines.
 func Lines(s string) []string {
 	var out []string
