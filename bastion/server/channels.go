@@ -158,8 +158,9 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 		up.ch.Close()
 		return
 	}
-	go ssh.DiscardRequests(up.reqs)
-	go ssh.DiscardRequests(downReqs)
+	ss.wg.Add(2)
+	go func() { defer ss.wg.Done(); ssh.DiscardRequests(up.reqs) }()
+	go func() { defer ss.wg.Done(); ssh.DiscardRequests(downReqs) }()
 
 	ev := ss.event(audit.KindJump)
 	ev.Target = t.String()

@@ -238,7 +238,7 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 		nc.Close()
 		return
 	}
-	nc.SetDeadline(s.cfg.Now().Add(s.cfg.LoginGrace))
+	nc.SetDeadline(time.Now().Add(s.cfg.LoginGrace)) // a socket deadline: wall clock
 	// Close the socket if we are told to stop mid-handshake.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	conn, chans, reqs, err := ssh.NewServerConn(nc, s.sshcfg)
