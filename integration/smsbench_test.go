@@ -102,7 +102,12 @@ func pollUntil(ctx context.Context, timeout, interval time.Duration, cond func()
 
 type alertStatus struct {
 	Alerts struct {
-		Pending, Sent, RateLimited, Overflow, Quiet, Permanent int
+		Pending     int `json:"pending"`
+		Sent        int `json:"sent"`
+		RateLimited int `json:"rate_limited"`
+		Overflow    int `json:"overflow"`
+		Quiet       int `json:"quiet"`
+		Permanent   int `json:"undeliverable"`
 	} `json:"alerts"`
 }
 

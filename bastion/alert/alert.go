@@ -170,28 +170,28 @@ func (a Agent) key() string {
 
 // Status is the alerter's state for `ssh bastion status`.
 type Status struct {
-	Notifier string
+	Notifier string `json:"notifier"`
 	// Pending alerts are spooled, waiting for delivery.
-	Pending int
+	Pending int `json:"pending"`
 	// Sent is how many texts the Notifier accepted since start (summaries
 	// count once).
-	Sent     int
-	LastSent time.Time
+	Sent     int       `json:"sent"`
+	LastSent time.Time `json:"last_sent,omitzero"`
 	// RateLimited is how many alerts were held back and covered by a
 	// summary text since start; Overflow is how many arrived while the spool
 	// was full and wait for the next summary.
-	RateLimited int
-	Overflow    int
+	RateLimited int `json:"rate_limited"`
+	Overflow    int `json:"overflow"`
 	// Quiet is how many logins from LIFELINE_QUIET_FROM were not texted.
-	Quiet     int
-	LastQuiet string
+	Quiet     int    `json:"quiet"`
+	LastQuiet string `json:"last_quiet,omitempty"`
 	// LastError is the last transient delivery error ("" after a success).
-	LastError   string
-	LastErrorAt time.Time
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	// Permanent counts alerts that could not be delivered and were set aside
 	// (including those found in the spool's failed/ directory at start).
-	Permanent     int
-	LastPermanent string
+	Permanent     int    `json:"undeliverable"`
+	LastPermanent string `json:"last_undeliverable,omitempty"`
 }
 
 // Alerter turns bastion events into delivered texts. Create it with New and
