@@ -60,11 +60,12 @@ wait_port() {
   return 1
 }
 
-bastion_port=$(free_port); pi_port=$(free_port); twilio_port=$(free_port)
+bastion_port=$(free_port); pi_port=$(free_port); twilio_port=$(free_port); speedtest_port=$(free_port)
 mkdir -p "$tmp/bastion" "$tmp/agent" "$tmp/pi" "$tmp/operator"
 
 say "1. keys and configuration in $tmp"
 go build -o "$tmp/fake-twilio" ./integration/cmd/fake-twilio
+go build -o "$tmp/fake-speedtest" ./integration/cmd/fake-speedtest
 ssh-keygen -q -t ed25519 -N '' -C "you@demo" -f "$tmp/operator/id_ed25519"
 ssh-keygen -q -t ed25519 -N '' -C "pi host key" -f "$tmp/pi/ssh_host_ed25519_key"
 
@@ -73,7 +74,8 @@ export LIFELINE_AGENTS=$tmp/bastion/agents LIFELINE_OPERATORS=$tmp/bastion/opera
 export LIFELINE_LISTEN=127.0.0.1:$bastion_port LIFELINE_NAME=demo-bastion
 agent_env=("LIFELINE_BASTION=127.0.0.1:$bastion_port" "LIFELINE_KEY=$tmp/agent/agent_ed25519_key"
   "LIFELINE_KNOWN_HOSTS=$tmp/agent/known_hosts" "LIFELINE_FORWARDS=pi:22=127.0.0.1:$pi_port"
-  "LIFELINE_STATE_DIR=$tmp/agent/state" "LIFELINE_CHECK_EVERY=0")
+  "LIFELINE_STATE_DIR=$tmp/agent/state" "LIFELINE_CHECK_EVERY=10s" "LIFELINE_CHECK_DURATION=2s"
+  "LIFELINE_SPEEDTEST_URL=http://127.0.0.1:$speedtest_port" "LIFELINE_EXPECT_ISP=demo carrier" "LIFELINE_CHECK_BUDGET=10MB")
 
 # Pair them the way the README says: the agent's pubkey line into the
 # bastion's agents file, the bastion's host key into the agent's known_hosts.
@@ -88,6 +90,10 @@ export TWILIO_ACCOUNT_SID=AC00000000000000000000000000000001 TWILIO_AUTH_TOKEN=d
 "$tmp/fake-twilio" -addr "127.0.0.1:$twilio_port" > "$tmp/sms.log" 2>&1 &
 pids+=($!)
 wait_port "$twilio_port"
+
+"$tmp/fake-speedtest" -addr "127.0.0.1:$speedtest_port" -isp "Demo Carrier Mobile" -rate 40Mbps > "$tmp/speedtest.log" 2>&1 &
+pids+=($!)
+wait_port "$speedtest_port"
 
 say "3. lifeline-bastion on 127.0.0.1:$bastion_port"
 LIFELINE_SMS_FROM=+15005550006 LIFELINE_SMS_TO=+15551234567 LIFELINE_TWILIO_URL=http://127.0.0.1:$twilio_port \
@@ -139,7 +145,11 @@ ssh -F "$tmp/operator/ssh_config" -o BatchMode=yes pi 'echo "   hello from the p
 for _ in $(seq 1 50); do grep -q 'SMS' "$tmp/sms.log" && break; sleep 0.1; done
 say "7. the text the owner got:"
 grep 'SMS' "$tmp/sms.log" | sed 's/^/   /' || echo "   (no SMS yet; see $tmp/bastion.log)"
-say "8. what the bastion sees:"
+say "8. a link check of the backup uplink (a stand-in speedtest server, 40 Mbit/s):"
+echo "   \$ lifeline-agent check"
+env "${agent_env[@]}" "$bin/lifeline-agent" check 2>&1 | sed 's/^/   /' || true
+for _ in $(seq 1 150); do grep -q 'link report' "$tmp/bastion.log" && break; sleep 0.1; done
+say "9. what the bastion sees (the agent reports its own checks every 10 s here; hourly by default):"
 ssh -F "$tmp/operator/ssh_config" -o BatchMode=yes bastion status | sed 's/^/   /'
 
 echo
