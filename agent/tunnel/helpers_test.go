@@ -6,7 +6,6 @@ package tunnel
 // by PID in t.Cleanup; every address is on 127.0.0.1.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -24,6 +23,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/lifeline-dev/lifeline/integration/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
@@ -54,24 +54,7 @@ func needRoot(t testing.TB, progs ...string) {
 }
 
 // syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Contains(sub string) bool { return strings.Contains(s.String(), sub) }
+type syncBuffer = sshtest.Buffer
 
 // testLogger logs to a buffer the test can search, and to t.Log on failure.
 func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
@@ -85,15 +68,7 @@ func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+var freePort = sshtest.FreePort
 
 // newKey creates an ed25519 key file (0600) and returns its path and signer.
 func newKey(t testing.TB, dir, name string) (string, ssh.Signer) {

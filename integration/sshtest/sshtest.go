@@ -127,7 +127,7 @@ type SSHD struct {
 	HostKey ssh.PublicKey
 	Dir     string
 	cmd     *exec.Cmd
-	log     *syncBuffer
+	log     *Buffer
 	config  string
 	t       testing.TB
 	mu      sync.Mutex
@@ -185,7 +185,7 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	if err := os.WriteFile(cfg, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &SSHD{Port: port, Addr: listen, HostKey: hk.Signer.PublicKey(), Dir: dir, config: cfg, t: t, log: &syncBuffer{}}
+	s := &SSHD{Port: port, Addr: listen, HostKey: hk.Signer.PublicKey(), Dir: dir, config: cfg, t: t, log: &Buffer{}}
 	s.start(o.NetNS)
 	t.Cleanup(s.Stop)
 	return s
@@ -257,27 +257,31 @@ func (s *SSHD) KnownHostsLine(name string) string {
 	return name + " " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.HostKey)))
 }
 
-type syncBuffer struct {
+// Buffer is a goroutine-safe output sink (process output, logs).
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
 }
 
+// Contains reports whether the output so far contains sub.
+func (b *Buffer) Contains(sub string) bool { return strings.Contains(b.String(), sub) }
+
 // Process is a command started by a test and ended by PID at cleanup.
 type Process struct {
 	Cmd *exec.Cmd
-	out *syncBuffer
+	out *Buffer
 }
 
 // Start runs name args in the background with output captured.
@@ -285,7 +289,7 @@ func Start(t testing.TB, env []string, name string, args ...string) *Process {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	out := &syncBuffer{}
+	out := &Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
