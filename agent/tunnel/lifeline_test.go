@@ -345,6 +345,18 @@ func TestPublishRTTAndSystemd(t *testing.T) {
 		t.Errorf("the unconnected bastion was not reported as skipped")
 	}
 
+	// A new connection (a restarted bastion) gets the latest report at once,
+	// not an hour later with the next check.
+	up.mu.Lock()
+	old := up.names["pi:22"]
+	up.mu.Unlock()
+	old.Close()
+	eventually(t, 20*time.Second, "latest report resent on the new connection", func() bool {
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		return len(up.reports) == 2 && up.reports[1].ISP == "Test Carrier" && up.names["pi:22"] != old
+	})
+
 	// A bastion that stops answering keepalives is declared dead and the
 	// misses show up in RTT.
 	tun.RTT()

@@ -254,6 +254,7 @@ type session struct {
 	closed bool
 	wg     sync.WaitGroup // every goroutine of this session
 	slots  chan struct{}  // bounds concurrent forwarded connections
+	resent sync.Once      // the latest link report, after the first registration
 }
 
 func newSession(l *link, sc ssh.Conn) *session {

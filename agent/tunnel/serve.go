@@ -51,6 +51,7 @@ func (s *session) register(ctx context.Context, f forward.Forward) {
 			s.l.update(func(st *Status) { st.Registered = append(st.Registered, f.Listen()) })
 			s.log.Info("registered", "forward", f.Listen(), "target", f.Target())
 			s.l.t.registered()
+			s.resent.Do(func() { s.l.t.resendReport(ctx, s) })
 			return
 		}
 		wait := b.Duration()

@@ -121,6 +121,10 @@ type Tunnels struct {
 	samples []float64 // keepalive round trips (ms) since the last RTT call
 	missed  int
 	ran     bool
+	// lastReport is the payload of the latest link report, resent on every
+	// new connection so a restarted bastion shows it without waiting for
+	// the next check (an hour by default).
+	lastReport []byte
 }
 
 // New checks cfg, fills in defaults and returns Tunnels ready to Run.
@@ -301,6 +305,9 @@ func (t *Tunnels) Publish(ctx context.Context, r report.LinkReport) {
 		t.cfg.Log.Error("link report not sent", "err", err)
 		return
 	}
+	t.mu.Lock()
+	t.lastReport = payload
+	t.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, l := range t.links {
 		s := l.current()
@@ -321,6 +328,26 @@ func (t *Tunnels) Publish(ctx context.Context, r report.LinkReport) {
 		})
 	}
 	wg.Wait()
+}
+
+// resendReport sends the latest link report, if any, on a session that has
+// just registered (a new connection, or a restarted bastion).
+func (t *Tunnels) resendReport(ctx context.Context, s *session) {
+	t.mu.Lock()
+	payload := t.lastReport
+	t.mu.Unlock()
+	if payload == nil {
+		return
+	}
+	ok, err := s.request(ctx, report.RequestType, payload)
+	switch {
+	case err != nil:
+		s.log.Warn("latest link report not resent", "err", err)
+	case !ok:
+		s.log.Warn("bastion refused the latest link report")
+	default:
+		s.log.Info("latest link report resent to the new connection")
+	}
 }
 
 // maxSamples bounds the memory RTT keeps between calls.
