@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -106,8 +107,8 @@ func (s *Server) writeStatus(w io.Writer, viewer *authz.Identity, asJSON bool) e
 		}
 	}
 	if s.cfg.StatusExtra != nil {
-		if text, _ := s.cfg.StatusExtra(); text != "" {
-			fmt.Fprintln(w, text)
+		if text, _ := s.cfg.StatusExtra(); strings.TrimSpace(text) != "" {
+			fmt.Fprintln(w, strings.TrimRight(text, "\n"))
 		}
 	}
 	return nil
