@@ -60,14 +60,24 @@ type Func func(Event)
 
 func (f Func) Record(e Event) { f(e) }
 
+// Rotation: when the log passes MaxBytes it is renamed to audit.jsonl.1
+// (older files shift up to .Keep, the oldest is removed) and a new file is
+// started, so a bastion scanned by the whole internet never fills its disk.
+const (
+	MaxBytes = 64 << 20
+	Keep     = 5
+)
+
 // Log appends events to a file. Writes are serialised; a write error is
 // reported to the onError hook (never silently dropped, never fatal).
 type Log struct {
-	mu      sync.Mutex
-	path    string
-	f       *os.File
-	now     func() time.Time
-	onError func(error)
+	mu       sync.Mutex
+	path     string
+	f        *os.File
+	size     int64
+	maxBytes int64
+	now      func() time.Time
+	onError  func(error)
 }
 
 // Open opens (creating with mode 0600) the audit log at path for appending.
@@ -86,7 +96,11 @@ func Open(path string, now func() time.Time, onError func(error)) (*Log, error) 
 	if onError == nil {
 		onError = func(error) {}
 	}
-	return &Log{path: path, f: f, now: now, onError: onError}, nil
+	l := &Log{path: path, f: f, now: now, onError: onError, maxBytes: MaxBytes}
+	if fi, err := f.Stat(); err == nil {
+		l.size = fi.Size()
+	}
+	return l, nil
 }
 
 // Record writes e, stamping its time when unset.
@@ -107,9 +121,39 @@ func (l *Log) Record(e Event) {
 		l.onError(fmt.Errorf("audit log %s is closed", l.path))
 		return
 	}
-	if _, err := l.f.Write(b); err != nil {
+	if l.size+int64(len(b)) > l.maxBytes && l.size > 0 {
+		if err := l.rotateLocked(); err != nil {
+			l.onError(err) // keep writing to the current file
+		}
+	}
+	n, err := l.f.Write(b)
+	l.size += int64(n)
+	if err != nil {
 		l.onError(fmt.Errorf("write audit log %s: %w", l.path, err))
 	}
+}
+
+// rotateLocked shifts path.1..path.Keep-1 up by one, renames path to
+// path.1 and opens a new path. l.mu must be held.
+func (l *Log) rotateLocked() error {
+	for i := Keep - 1; i >= 1; i-- {
+		from := fmt.Sprintf("%s.%d", l.path, i)
+		if _, err := os.Stat(from); err == nil {
+			if err := os.Rename(from, fmt.Sprintf("%s.%d", l.path, i+1)); err != nil {
+				return fmt.Errorf("rotate audit log %s: %w", from, err)
+			}
+		}
+	}
+	if err := os.Rename(l.path, l.path+".1"); err != nil {
+		return fmt.Errorf("rotate audit log %s: %w", l.path, err)
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("reopen audit log %s after rotation: %w", l.path, err)
+	}
+	l.f.Close()
+	l.f, l.size = f, 0
+	return nil
 }
 
 // Reopen closes and reopens the file, for log rotation (called on SIGHUP).
@@ -118,9 +162,13 @@ func (l *Log) Reopen() error {
 	if err != nil {
 		return fmt.Errorf("reopen audit log %s: %w", l.path, err)
 	}
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
 	l.mu.Lock()
 	old := l.f
-	l.f = f
+	l.f, l.size = f, size
 	l.mu.Unlock()
 	if old != nil {
 		old.Close()

@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -62,5 +63,38 @@ func TestRecordReopenClose(t *testing.T) {
 	}
 	if len(errs) != 1 {
 		t.Fatalf("errors reported: %v; want one for the write after Close", errs)
+	}
+}
+
+func TestRotatesBySize(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.jsonl")
+	l, err := Open(path, nil, func(err error) { t.Errorf("audit error: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.maxBytes = 1000
+	for i := range 200 {
+		l.Record(Event{Kind: KindAuthFailed, Source: "198.51.100.20:1", Reason: fmt.Sprintf("attempt %03d", i)})
+	}
+	l.Close()
+	for _, name := range []string{"audit.jsonl", "audit.jsonl.1", "audit.jsonl.5"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if fi.Size() > 1000 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %d bytes, mode %v", name, fi.Size(), fi.Mode().Perm())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "audit.jsonl.6")); err == nil {
+		t.Error("more than Keep rotated files")
+	}
+	// The newest event is in the current file, in order after the rotated one.
+	cur := readEvents(t, path)
+	prev := readEvents(t, path+".1")
+	if len(cur) == 0 || cur[len(cur)-1].Reason != "attempt 199" || prev[len(prev)-1].Reason >= cur[0].Reason {
+		t.Fatalf("events out of order across rotation: %d + %d", len(prev), len(cur))
 	}
 }
