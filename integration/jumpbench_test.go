@@ -38,8 +38,8 @@ func startClassic(t testing.TB, l *loopback, bulkAddr string, agentArgs ...strin
 		Extra:          []string{"AllowTcpForwarding yes", "GatewayPorts no", "ClientAliveInterval 30"},
 	})
 	known := filepath.Join(dir, "known_hosts")
-	os.WriteFile(known, []byte(knownHostsFor(c.jump.Addr, keyOf(c.jump))+"\n"+
-		knownHostsFor(fmt.Sprintf("127.0.0.1:%d", c.piPort), keyOf(l.pi))+"\n"), 0o600)
+	os.WriteFile(known, []byte(knownHostsFor(c.jump.Addr, c.jump.HostKey)+"\n"+
+		knownHostsFor(fmt.Sprintf("127.0.0.1:%d", c.piPort), l.pi.HostKey)+"\n"), 0o600)
 	c.config = filepath.Join(dir, "ssh_config")
 	os.WriteFile(c.config, []byte(fmt.Sprintf(`Host jump
   HostName 127.0.0.1
@@ -73,11 +73,6 @@ Host *
 		return err == nil
 	}, "classic reverse tunnel never worked; agent:\n%s", c.agent.Output)
 	return c
-}
-
-func keyOf(s *sshtest.SSHD) string {
-	f := strings.Fields(s.KnownHostsLine("x"))
-	return f[1] + " " + f[2]
 }
 
 // timeRun runs a command n times and returns the sorted durations.

@@ -16,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
 // binDir holds lifeline-bastion and lifeline-agent, built once per run.
@@ -115,17 +118,11 @@ func startLoopback(t testing.TB, o loopbackOpts) *loopback {
 	pub := l.run(l.agentEnv, bin("lifeline-agent"), "pubkey")
 	os.WriteFile(filepath.Join(dir, "agents"), []byte(pub), 0o600)
 	os.WriteFile(filepath.Join(dir, "operators"), []byte(l.operator.AuthorizedLine("", "alice@laptop")+"\n"), 0o600)
-	hk := l.run(l.bastionEnv, bin("lifeline-bastion"), "hostkey")
-	var keyLine string
-	for _, line := range sshtest.Lines(hk) {
-		if f := strings.Fields(line); len(f) == 3 && strings.HasPrefix(f[1], "ssh-") {
-			keyLine = f[1] + " " + f[2]
-		}
-	}
+	hostKey := bastionHostKey(t, l.bastionEnv)
 	// The agent pins the address it dials; the operator the bastion's own.
-	os.WriteFile(filepath.Join(dir, "agent", "known_hosts"), []byte(knownHostsFor(dialAddr, keyLine)+"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "agent", "known_hosts"), []byte(knownHostsFor(dialAddr, hostKey)+"\n"), 0o600)
 	opKnown := filepath.Join(dir, "operator_known_hosts")
-	os.WriteFile(opKnown, []byte(knownHostsFor(bastionAddr, keyLine)+"\n"+l.pi.KnownHostsLine("pi")+"\n"), 0o600)
+	os.WriteFile(opKnown, []byte(knownHostsFor(bastionAddr, hostKey)+"\n"+l.pi.KnownHostsLine("pi")+"\n"), 0o600)
 	l.sshConfig = sshtest.OperatorConfig(t, dir, "127.0.0.1", l.bastionPort, l.operator.Path, opKnown)
 	l.startBastion()
 	l.agent = sshtest.Start(t, l.agentEnv, bin("lifeline-agent"))
@@ -133,12 +130,28 @@ func startLoopback(t testing.TB, o loopbackOpts) *loopback {
 	return l
 }
 
-func knownHostsFor(addr, key string) string {
-	host, port, _ := net.SplitHostPort(addr)
-	if port == "22" {
-		return host + " " + key
+// knownHostsFor is the known_hosts line pinning key for a host:port.
+func knownHostsFor(addr string, key ssh.PublicKey) string {
+	return keyfile.KnownHostsLine([]string{addr}, key)
+}
+
+// bastionHostKey creates the bastion's host key the way an admin does
+// (`lifeline-bastion hostkey` with the bastion's environment) and returns it.
+func bastionHostKey(t testing.TB, env []string) ssh.PublicKey {
+	t.Helper()
+	out, err := sshtest.Stdout(context.Background(), 20*time.Second, env, bin("lifeline-bastion"), "hostkey")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return fmt.Sprintf("[%s]:%s %s", host, port, key)
+	for _, line := range sshtest.Lines(out) {
+		if f := strings.Fields(line); len(f) == 3 && strings.HasPrefix(f[1], "ssh-") {
+			if pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(f[1] + " " + f[2])); err == nil {
+				return pk
+			}
+		}
+	}
+	t.Fatalf("no host key in `lifeline-bastion hostkey` output:\n%s", out)
+	return nil
 }
 
 func (l *loopback) startBastion() {

@@ -83,23 +83,9 @@ func startScaleBastion(t testing.TB, agentsFile string, env ...string) *scaleBas
 		"LIFELINE_NAME=bastion",
 		"TWILIO_ACCOUNT_SID=", "TWILIO_AUTH_TOKEN=", "LIFELINE_SMS_FROM=", "LIFELINE_SMS_TO=",
 	}, env...)
-	out, err := sshtest.Stdout(context.Background(), 20*time.Second, env, bin("lifeline-bastion"), "hostkey")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keyLine string
-	for _, line := range sshtest.Lines(out) {
-		if f := strings.Fields(line); len(f) == 3 && strings.HasPrefix(f[1], "ssh-") {
-			keyLine = f[1] + " " + f[2]
-		}
-	}
-	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(keyLine))
-	if err != nil {
-		t.Fatalf("host key from `lifeline-bastion hostkey` %q: %v", out, err)
-	}
-	s.hostKey = pk
+	s.hostKey = bastionHostKey(t, env)
 	known := filepath.Join(dir, "known_hosts")
-	mustWrite(t, known, knownHostsFor(s.addr, keyLine)+"\n")
+	mustWrite(t, known, knownHostsFor(s.addr, s.hostKey)+"\n")
 	_, port, _ := net.SplitHostPort(s.addr)
 	s.sshConfig = filepath.Join(dir, "ssh_config")
 	mustWrite(t, s.sshConfig, fmt.Sprintf(`Host bastion

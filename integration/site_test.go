@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,17 +74,7 @@ func startSite(t testing.TB) *siteWorld {
 	}
 	os.WriteFile(filepath.Join(d, "agents"), []byte(pub), 0o600)
 	os.WriteFile(filepath.Join(d, "operators"), []byte(s.operator.AuthorizedLine("", "alice@laptop")+"\n"), 0o600)
-	hk, err := sshtest.Stdout(t.Context(), 20*time.Second, s.bastionEnv, bin("lifeline-bastion"), "hostkey")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var key string
-	for _, l := range sshtest.Lines(hk) {
-		if f := strings.Fields(l); len(f) == 3 && strings.HasPrefix(f[1], "ssh-") {
-			key = f[1] + " " + f[2]
-		}
-	}
-	bastionKnown := fmt.Sprintf("[%s]:2222 %s", bastionIP, key)
+	bastionKnown := knownHostsFor(bastionIP+":2222", bastionHostKey(t, s.bastionEnv))
 	os.WriteFile(filepath.Join(d, "agent", "known_hosts"), []byte(bastionKnown+"\n"), 0o600)
 	s.startBastion(t)
 

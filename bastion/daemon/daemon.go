@@ -64,18 +64,14 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		}
 	}()
 
-	var notifier alert.Notifier
-	if cfg.SMS() {
-		notifier, err = alert.NewTwilio(alert.TwilioConfig{
-			AccountSID: cfg.TwilioSID, AuthToken: cfg.TwilioToken, From: cfg.SMSFrom, To: cfg.SMSToList,
-			BaseURL: cfg.TwilioURL, Timeout: 15 * time.Second,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("twilio: %w", err)
-		}
-	} else {
-		log.Warn("no Twilio credentials set: alerts go to this log only and nobody will be texted (set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, LIFELINE_SMS_FROM, LIFELINE_SMS_TO)")
-		notifier = alert.NewLogNotifier(log)
+	// Twilio when all four SMS settings are set, the log (with a loud
+	// warning) when none are; config.Validate already refused a half set.
+	notifier, err := alert.SelectNotifier(alert.TwilioConfig{
+		AccountSID: cfg.TwilioSID, AuthToken: cfg.TwilioToken, From: cfg.SMSFrom, To: cfg.SMSToList,
+		BaseURL: cfg.TwilioURL, Timeout: 15 * time.Second,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("alerts: %w", err)
 	}
 	alerter, err := alert.New(alert.Config{
 		Dir: cfg.StateDir, Notifier: notifier, Log: log, Audit: auditLog, BastionName: cfg.Name,

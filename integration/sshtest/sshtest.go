@@ -322,31 +322,29 @@ func (p *Process) Stop() {
 
 // Run runs a command to completion with a timeout and returns combined output.
 func Run(ctx context.Context, timeout time.Duration, env []string, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.WaitDelay = time.Second
 	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	err := run(ctx, timeout, env, &out, &out, name, args...)
 	return out.String(), err
 }
 
 // Stdout runs a command to completion with a timeout and returns its
 // standard output; standard error is part of the error.
 func Stdout(ctx context.Context, timeout time.Duration, env []string, name string, args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	if err := run(ctx, timeout, env, &out, &errb, name, args...); err != nil {
+		return out.String(), fmt.Errorf("%s %v: %w: %s", name, args, err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func run(ctx context.Context, timeout time.Duration, env []string, stdout, stderr io.Writer, name string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = time.Second
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s %v: %w: %s", name, args, err, errb.String())
-	}
-	return out.String(), nil
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	return cmd.Run()
 }
 
 // OperatorConfig writes the ssh_config an operator uses with lifeline:
