@@ -385,6 +385,17 @@ func (a *Alerter) AgentDown(agent Agent) {
 	wake(a.wakeTimer)
 }
 
+// NameMoved texts that the name target (NAME:PORT) is now served by agent
+// to instead of from: taken over by a newer registration of another key
+// (takeover), or handed back to an earlier holder after from left. Both
+// mean that connections to the name reach another machine than before.
+func (a *Alerter) NameMoved(target string, to, from Agent, takeover bool) {
+	now := a.cfg.Clock.Now()
+	text := nameMovedText(a.cfg.BastionName, target, to, from, takeover)
+	a.enqueue(entry{Message: Message{Kind: KindNameMoved, Text: text, Created: now}, Subject: clean(to.Name, 32)},
+		audit.Event{Time: now, Target: target, Agent: to.Name, Fingerprint: to.Fingerprint})
+}
+
 // LinkReport texts when an agent's link verdict changes: failed (also as the
 // first report), then ok again. Repeats send nothing.
 func (a *Alerter) LinkReport(agent Agent, r report.LinkReport) {

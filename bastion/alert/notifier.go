@@ -41,6 +41,7 @@ const (
 	KindAgentBack   = "agent_back"
 	KindLinkFailed  = "link_failed"
 	KindLinkOK      = "link_ok"
+	KindNameMoved   = "name_moved"
 	KindAuthFailed  = "auth_failed"
 	KindSummary     = "summary"
 	KindQuietLogin  = "quiet_login" // audited only, never texted

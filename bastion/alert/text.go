@@ -104,6 +104,20 @@ func backText(bastion string, a Agent, outage time.Duration) string {
 	return fmt.Sprintf("%s: site back: agent %s reconnected after %s down", clean(bastion, 24), agentLabel(a), shortDuration(outage))
 }
 
+func nameMovedText(bastion, target string, to, from Agent, takeover bool) string {
+	label := func(a Agent) string {
+		if n := clean(a.Name, 32); n != "" {
+			return n
+		}
+		return clean(a.Fingerprint, 64)
+	}
+	if takeover {
+		return fit(fmt.Sprintf("%s: name %s taken over by key %s from %s", clean(bastion, 24), clean(target, 40), label(to), label(from)),
+			" (both keys are permitted it; the newest wins)")
+	}
+	return fmt.Sprintf("%s: name %s back with key %s after %s left", clean(bastion, 24), clean(target, 40), label(to), label(from))
+}
+
 func linkFailedText(bastion string, a Agent, r report.LinkReport) string {
 	core := fmt.Sprintf("%s: LINK FAILED at %s:", clean(bastion, 24), agentLabel(a))
 	// The reasons are the point of the text: they get the room left, cut

@@ -40,6 +40,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Role is what a key may do on the bastion. The zero value is no role.
@@ -190,6 +191,10 @@ type Identity struct {
 	// or restrict without permitopen, or whose certificate lacks the
 	// permit-port-forwarding extension. Such an operator may not jump.
 	NoPortForwarding bool
+	// Expires is when this login stops being valid: the line's expiry-time=
+	// or the certificate's valid-before, whichever is sooner; zero = never.
+	// The bastion closes a live connection at that moment.
+	Expires time.Time
 }
 
 // MayListen reports whether id may register t (agents only). A nil
@@ -219,5 +224,26 @@ func (id *Identity) MayOpen(t Target) bool {
 }
 
 func sameTarget(a, b Target) bool {
-	return a.Port == b.Port && strings.EqualFold(a.Host, b.Host)
+	return a.Port == b.Port && asciiEqualFold(a.Host, b.Host)
+}
+
+// asciiEqualFold compares names by ASCII case folding only: strings.EqualFold
+// folds Unicode too, which makes "ſpare" (long s) equal "spare".
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }

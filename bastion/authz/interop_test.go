@@ -160,6 +160,9 @@ func TestSSHKeygenCertificates(t *testing.T) {
 			if tc.ca == "ca" && want.CA != ssh.FingerprintSHA256(caPub) {
 				t.Errorf("CA = %s, want %s", want.CA, ssh.FingerprintSHA256(caPub))
 			}
+			if cert.ValidBefore != ssh.CertTimeInfinity {
+				want.Expires = time.Unix(int64(cert.ValidBefore), 0)
+			}
 			if !reflect.DeepEqual(id, &want) {
 				t.Errorf("identity\n got %+v\nwant %+v", id, &want)
 			}

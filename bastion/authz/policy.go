@@ -400,6 +400,7 @@ func (p *Policy) Authenticate(user string, remote netip.Addr, key ssh.PublicKey,
 		Source:      e.source,
 		Listen:      slices.Clone(e.listen),
 		Open:        slices.Clone(e.open),
+		Expires:     e.expiry,
 	}
 	if e.role == RoleOperator {
 		id.NoPortForwarding = e.noPortFwd || (e.restrict && !e.permitOpen)
@@ -456,6 +457,7 @@ func (p *Policy) authenticateCert(user string, remote netip.Addr, cert *ssh.Cert
 			Open:             slices.Clone(e.open),
 			Source:           e.source,
 			NoPortForwarding: e.noPortFwd || (e.restrict && !e.permitOpen) || !permitPF,
+			Expires:          certExpiry(cert, e.expiry),
 		}, nil
 	}
 	return refuse("%s", strings.Join(reasons, "; "))
@@ -526,6 +528,19 @@ func checkCert(cert *ssh.Certificate, remote netip.Addr, now time.Time) error {
 		return fmt.Errorf("certificate check: %w", err)
 	}
 	return nil
+}
+
+// certExpiry is the sooner of the certificate's valid-before and the
+// line's expiry-time (zero = none).
+func certExpiry(cert *ssh.Certificate, line time.Time) time.Time {
+	if cert.ValidBefore == ssh.CertTimeInfinity || cert.ValidBefore > 1<<62 {
+		return line
+	}
+	vb := time.Unix(int64(cert.ValidBefore), 0)
+	if line.IsZero() || vb.Before(line) {
+		return vb
+	}
+	return line
 }
 
 func certTime(t uint64) string {

@@ -262,7 +262,7 @@ func TestAuthenticateKeys(t *testing.T) {
 			want: &Identity{Role: RoleOperator, Name: "a"}},
 		{name: "from v6", operators: `from="2001:db8::/32" {op} a`, key: k.op, remote: "2001:db8::5", want: &Identity{Role: RoleOperator, Name: "a"}},
 		{name: "from on agent", agents: `from="10.0.0.1",permitlisten="pi:22" {agent}`, key: k.agent, wantErr: ErrRefused, errHas: "agent key"},
-		{name: "expiry in future", operators: `expiry-time="20260601120000Z" {op} a`, key: k.op, want: &Identity{Role: RoleOperator, Name: "a"}},
+		{name: "expiry in future", operators: `expiry-time="20260601120000Z" {op} a`, key: k.op, want: &Identity{Role: RoleOperator, Name: "a", Expires: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}},
 		{name: "expiry passed", operators: `expiry-time="20260601115959Z" {op} a`, key: k.op,
 			wantErr: ErrRefused, errHas: "expired at 2026-06-01T11:59:59Z (expiry-time, O:1)"},
 		{name: "expiry date only", operators: `expiry-time="20260601" {op} a`, key: k.op, wantErr: ErrRefused, errHas: "expired"},
@@ -478,6 +478,9 @@ func TestAuthenticateCertificates(t *testing.T) {
 				if strings.TrimSpace(want.Name) == "" {
 					want.Name = want.Fingerprint
 				}
+			}
+			if cert.ValidBefore != ssh.CertTimeInfinity {
+				want.Expires = time.Unix(int64(cert.ValidBefore), 0)
 			}
 			if !reflect.DeepEqual(id, &want) {
 				t.Errorf("identity\n got %+v\nwant %+v", id, &want)

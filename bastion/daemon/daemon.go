@@ -175,3 +175,6 @@ func (e events) AgentDown(id *authz.Identity, names []string) {
 func (e events) LinkReport(id *authz.Identity, names []string, r report.LinkReport) {
 	e.a.LinkReport(agentOf(id, names), r)
 }
+func (e events) NameMoved(target string, to, from *authz.Identity, takeover bool) {
+	e.a.NameMoved(target, agentOf(to, nil), agentOf(from, nil), takeover)
+}

@@ -29,15 +29,66 @@ func TestRegisterReplaceUnregister(t *testing.T) {
 	if !replaced || prev != 1 {
 		t.Fatalf("takeover = %v, %v; want 1, true", prev, replaced)
 	}
-	// The stale session's late cancel must not remove the new binding.
-	if r.Unregister("pi", 22, 1) {
-		t.Fatal("stale session unregistered the new holder's name")
+	// The standing-by session's cancel removes only its own registration.
+	if ok, mv := r.Unregister("pi", 22, 1); !ok || mv != nil {
+		t.Fatalf("standby cancel = %v, %+v; want true, no move", ok, mv)
 	}
-	if !r.Unregister("PI", 22, 2) {
+	if b, _ := r.Lookup("pi", 22); b.Session != 2 {
+		t.Fatalf("active holder = %d after the standby left, want 2", b.Session)
+	}
+	if ok, _ := r.Unregister("pi", 22, 1); ok {
+		t.Fatal("second cancel by a session holding nothing succeeded")
+	}
+	if ok, _ := r.Unregister("PI", 22, 2); !ok {
 		t.Fatal("holder could not unregister")
 	}
 	if r.Len() != 0 {
 		t.Fatalf("len = %d after unregister", r.Len())
+	}
+}
+
+func TestNameReturnsToEarlierHolder(t *testing.T) {
+	t.Parallel()
+	r := New[string]()
+	t0 := time.Unix(0, 0)
+	r.Register("pi", 22, "a", t0)
+	r.Register("nuc", 3389, "a", t0)
+	if prev, replaced := r.Register("pi", 22, "b", t0.Add(time.Minute)); !replaced || prev != "a" {
+		t.Fatalf("takeover = %q, %v", prev, replaced)
+	}
+	if b, _ := r.Lookup("pi", 22); b.Session != "b" {
+		t.Fatalf("active = %q, want the newest b", b.Session)
+	}
+	if r.Holds("a") != 2 {
+		t.Fatalf("a holds %d, want 2 (one standing by)", r.Holds("a"))
+	}
+	gone, moves := r.RemoveSession("b")
+	if len(gone) != 0 || len(moves) != 1 || moves[0].From.Session != "b" || moves[0].To.Session != "a" {
+		t.Fatalf("remove b: gone %+v moves %+v; want pi:22 back to a", gone, moves)
+	}
+	if b, ok := r.Lookup("pi", 22); !ok || b.Session != "a" || !b.Since.Equal(t0) {
+		t.Fatalf("after b left: %+v, %v", b, ok)
+	}
+	// An explicit cancel by the active holder hands over too.
+	r.Register("pi", 22, "c", t0)
+	if ok, mv := r.Unregister("pi", 22, "c"); !ok || mv == nil || mv.To.Session != "a" {
+		t.Fatalf("cancel by c = %v, %+v", ok, mv)
+	}
+	gone, moves = r.RemoveSession("a")
+	if len(gone) != 2 || len(moves) != 0 || r.Len() != 0 {
+		t.Fatalf("last holder left: gone %+v moves %+v len %d", gone, moves, r.Len())
+	}
+}
+
+func TestASCIIFoldingOnly(t *testing.T) {
+	t.Parallel()
+	r := New[int]()
+	r.Register("spare", 22, 1, time.Time{})
+	if _, ok := r.Lookup("\u017fpare", 22); ok {
+		t.Fatal("long s matched s: Unicode folding")
+	}
+	if _, ok := r.Lookup("SPARE", 22); !ok {
+		t.Fatal("ASCII case folding lost")
 	}
 }
 
@@ -51,7 +102,7 @@ func TestRemoveSessionAndSnapshot(t *testing.T) {
 	if got := r.Holds("a"); got != 2 {
 		t.Fatalf("holds = %d", got)
 	}
-	gone := r.RemoveSession("a")
+	gone, _ := r.RemoveSession("a")
 	if len(gone) != 2 || gone[0].Target() != "nuc:3389" || gone[1].Target() != "pi:22" {
 		t.Fatalf("removed %+v", gone)
 	}
@@ -89,13 +140,13 @@ func TestIndexFollowsTakeover(t *testing.T) {
 	r.Register("pi", 22, 1, time.Time{})
 	r.Register("nuc", 3389, 1, time.Time{})
 	r.Register("pi", 22, 2, time.Time{})
-	if got := r.Of(1); len(got) != 1 || got[0].Target() != "nuc:3389" {
-		t.Fatalf("old session still indexed with %+v", got)
+	if got := r.Of(1); len(got) != 2 {
+		t.Fatalf("old session indexed with %+v; want both, pi:22 standing by", got)
 	}
 	if got := r.Of(2); len(got) != 1 || got[0].Target() != "pi:22" {
 		t.Fatalf("new session indexed with %+v", got)
 	}
-	if gone := r.RemoveSession(1); len(gone) != 1 || r.Len() != 1 || r.Holds(1) != 0 {
+	if gone, _ := r.RemoveSession(1); len(gone) != 1 || r.Len() != 1 || r.Holds(1) != 0 {
 		t.Fatalf("remove: %+v, len %d", gone, r.Len())
 	}
 }

@@ -26,18 +26,42 @@ func (ss *session) refuseChannel(nc ssh.NewChannel, why ssh.RejectionReason, rea
 	ev := ss.event(audit.KindRefused)
 	ev.Reason = nc.ChannelType() + ": " + reason
 	ss.s.cfg.Audit.Record(ev)
-	ss.s.cfg.Log.Info("refused channel", "type", nc.ChannelType(), "key", ss.ident.Name, "remote", ss.remote, "reason", reason)
+	ss.s.cfg.Log.Debug("refused channel", "type", nc.ChannelType(), "key", ss.identity().Name, "remote", ss.remote, "reason", reason)
 	nc.Reject(why, reason)
 }
 
 func (ss *session) handleChannel(ctx context.Context, nc ssh.NewChannel) {
+	if !ss.allow() {
+		ss.refuseChannel(nc, ssh.ResourceShortage, fmt.Sprintf("more than %d requests a second (LIFELINE_REQUESTS_PER_SECOND)", ss.s.cfg.Limits.RequestsPerSecond))
+		return
+	}
+	if ss.isAgent() {
+		switch nc.ChannelType() {
+		case "direct-tcpip":
+			ss.refuseChannel(nc, ssh.Prohibited, "agent keys may not open connections through the bastion")
+		case "session":
+			ss.refuseChannel(nc, ssh.Prohibited, "agent keys may not open sessions")
+		default:
+			ss.refuseChannel(nc, ssh.Prohibited, "channel type not offered by this jump host")
+		}
+		return
+	}
+	switch nc.ChannelType() {
+	case "direct-tcpip", "session":
+	default:
+		ss.refuseChannel(nc, ssh.Prohibited, "channel type not offered by this jump host")
+		return
+	}
+	// Every channel re-checks the current policy: a key removed by a
+	// reload, or a login past its expiry, opens nothing more.
+	if !ss.recheck("checked at a new channel") {
+		nc.Reject(ssh.Prohibited, "this key is no longer authorized")
+		return
+	}
+	id := ss.identity()
 	switch nc.ChannelType() {
 	case "direct-tcpip":
-		if ss.isAgent() {
-			ss.refuseChannel(nc, ssh.Prohibited, "agent keys may not open connections through the bastion")
-			return
-		}
-		if ss.ident.NoPortForwarding {
+		if id.NoPortForwarding {
 			ss.refuseChannel(nc, ssh.Prohibited, "this key may not jump (no-port-forwarding)")
 			return
 		}
@@ -51,27 +75,34 @@ func (ss *session) handleChannel(ctx context.Context, nc ssh.NewChannel) {
 			ss.refuseChannel(nc, ssh.Prohibited, reason)
 			return
 		}
+		release, reason := ss.acquire(true)
+		if reason != "" {
+			ss.refuseChannel(nc, ssh.ResourceShortage, reason)
+			return
+		}
 		ss.wg.Add(1)
 		go func() {
 			defer ss.wg.Done()
+			defer release()
 			ss.jump(ctx, nc, target, b)
 		}()
 	case "session":
-		if ss.isAgent() {
-			ss.refuseChannel(nc, ssh.Prohibited, "agent keys may not open sessions")
+		release, reason := ss.acquire(false)
+		if reason != "" {
+			ss.refuseChannel(nc, ssh.ResourceShortage, reason)
 			return
 		}
 		ch, reqs, err := nc.Accept()
 		if err != nil {
+			release()
 			return
 		}
 		ss.wg.Add(1)
 		go func() {
 			defer ss.wg.Done()
+			defer release()
 			ss.serveSession(ctx, ch, reqs)
 		}()
-	default:
-		ss.refuseChannel(nc, ssh.Prohibited, "channel type not offered by this jump host")
 	}
 }
 
@@ -86,8 +117,8 @@ func (ss *session) route(d wire.DirectTCPIP) (authz.Target, bindingView, string)
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return t, bindingView{}, fmt.Sprintf("%s: the bastion never connects to itself", t)
 	}
-	if !ss.ident.MayOpen(t) {
-		return t, bindingView{}, fmt.Sprintf("%s is not permitted for this key (permitopen in %s)", t, ss.ident.Source)
+	if !ss.identity().MayOpen(t) {
+		return t, bindingView{}, fmt.Sprintf("%s is not permitted for this key (not in its permitopen)", t)
 	}
 	b, ok := ss.s.reg.Lookup(d.Host, d.Port)
 	if !ok {
@@ -149,7 +180,7 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 		}()
 	}
 	if up.err != nil {
-		reason := fmt.Sprintf("%s: agent %s could not connect: %v", t, b.agent.ident.Name, up.err)
+		reason := fmt.Sprintf("%s: agent %s could not connect: %v", t, b.agent.identity().Name, up.err)
 		ss.refuseChannel(nc, ssh.ConnectionFailed, reason)
 		return
 	}
@@ -164,9 +195,9 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 
 	ev := ss.event(audit.KindJump)
 	ev.Target = t.String()
-	ev.Agent = describe(b.agent.ident) + " from " + b.agent.remote.String()
+	ev.Agent = describe(b.agent.identity()) + " from " + b.agent.remote.String()
 	s.cfg.Audit.Record(ev)
-	s.cfg.Log.Info("jump", "operator", ss.ident.Name, "target", t.String(), "agent", b.agent.ident.Name, "session", ss.id)
+	s.cfg.Log.Info("jump", "operator", ss.identity().Name, "target", t.String(), "agent", b.agent.identity().Name, "session", ss.id)
 
 	stop := context.AfterFunc(ctx, func() {
 		down.Close()
@@ -206,7 +237,9 @@ func relay(operator, agent ssh.Channel) (in, out int64) {
 	return in, out
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+// bufPool holds the relay's copy buffers: one SSH packet's worth (32 KiB),
+// so that a stalled channel holds its window and little more.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func copyBuf(dst io.Writer, src io.Reader) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
@@ -273,7 +306,8 @@ func (ss *session) exec(ch ssh.Channel, req *ssh.Request, cmd string) {
 			return
 		}
 		req.Reply(true, nil)
-		if err := ss.s.writeStatus(ch, ss.ident, asJSON); err != nil {
+		ss.audit(auditKindStatus, cmd)
+		if err := ss.s.writeStatus(ch, ss.identity(), asJSON); err != nil {
 			fmt.Fprintf(ch.Stderr(), "lifeline: status: %v\n", err)
 			exit(ch, 1)
 			return

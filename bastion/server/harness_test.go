@@ -102,6 +102,9 @@ func (r *recorder) AgentDown(id *authz.Identity, names []string) {
 func (r *recorder) LinkReport(id *authz.Identity, names []string, rep report.LinkReport) {
 	r.alert("report %s %s", id.Name, rep.Verdict)
 }
+func (r *recorder) NameMoved(target string, to, from *authz.Identity, takeover bool) {
+	r.alert("moved %s to %s from %s takeover=%v", target, to.Name, from.Name, takeover)
+}
 
 // world is a running bastion with one agent key and two operator keys.
 type world struct {

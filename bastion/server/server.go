@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,74 @@ type Events interface {
 	AgentUp(id *authz.Identity, names []string)
 	AgentDown(id *authz.Identity, names []string)
 	LinkReport(id *authz.Identity, names []string, r report.LinkReport)
+	// NameMoved is called when connections to target start reaching another
+	// agent key: a newer registration took it over (takeover), or the
+	// holder left and an earlier one still connected has it back.
+	NameMoved(target string, to, from *authz.Identity, takeover bool)
+}
+
+// Limits bound what one connection, one key and everyone together may hold
+// after logging in. Zero fields take the defaults in DefaultLimits.
+type Limits struct {
+	// MaxChannels caps relayed (direct-tcpip) channels open in total. Each
+	// may buffer up to one SSH window (2 MiB) per direction when a side
+	// stops reading, so this is the jump host's memory budget for relays.
+	MaxChannels int
+	// MaxChannelsPerConn caps channels open on one operator connection
+	// (relays and the session channel together).
+	MaxChannelsPerConn int
+	// MaxChannelsPerKey caps channels open by one operator key over all its
+	// connections, so one key cannot take every relay.
+	MaxChannelsPerKey int
+	// MaxConnsPerKey caps authenticated connections per key; a newer one
+	// closes the oldest (the newest wins, as for a reconnecting agent).
+	MaxConnsPerKey int
+	// MaxNamesPerConn caps the names one agent connection may register.
+	MaxNamesPerConn int
+	// RequestsPerSecond caps global requests and channel opens per
+	// connection (bursts of twice as many); beyond it they are refused, and a
+	// connection that keeps flooding is closed.
+	RequestsPerSecond int
+	// ReportEvery: one link report per agent key per interval is taken.
+	ReportEvery time.Duration
+	// IdleTimeout closes an operator connection that has had no channel
+	// open for this long (OpenSSH's UnusedConnectionTimeout).
+	IdleTimeout time.Duration
+}
+
+// DefaultLimits are the limits of a bastion on the smallest instance
+// (512 MiB): 64 relays stalled both ways hold about 320 MiB in the worst
+// case, and a single key at most a quarter of that.
+var DefaultLimits = Limits{
+	MaxChannels:        64,
+	MaxChannelsPerConn: 10,
+	MaxChannelsPerKey:  16,
+	MaxConnsPerKey:     8,
+	MaxNamesPerConn:    16,
+	RequestsPerSecond:  20,
+	ReportEvery:        time.Minute,
+	IdleTimeout:        15 * time.Minute,
+}
+
+func (l *Limits) defaults() {
+	d := DefaultLimits
+	set := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	set(&l.MaxChannels, d.MaxChannels)
+	set(&l.MaxChannelsPerConn, d.MaxChannelsPerConn)
+	set(&l.MaxChannelsPerKey, d.MaxChannelsPerKey)
+	set(&l.MaxConnsPerKey, d.MaxConnsPerKey)
+	set(&l.MaxNamesPerConn, d.MaxNamesPerConn)
+	set(&l.RequestsPerSecond, d.RequestsPerSecond)
+	if l.ReportEvery <= 0 {
+		l.ReportEvery = d.ReportEvery
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
 }
 
 // Config of a Server. HostKey, Policy and Log are required.
@@ -68,7 +137,11 @@ type Config struct {
 	// OpenTimeout bounds how long an operator waits for the agent to accept
 	// a relayed channel (default 30s).
 	OpenTimeout time.Duration
-	// StatusExtra, if set, adds a section to `status` (e.g. the alert queue).
+	// Limits after login; zero fields take DefaultLimits.
+	Limits Limits
+	// StatusExtra, if set, adds a section to `status` (e.g. the alert
+	// queue). It is shown only to operators whose key is not restricted by
+	// permitopen: it names other operators and the owner's alert settings.
 	StatusExtra func() (text string, value any)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -88,10 +161,17 @@ type Server struct {
 	sessions map[*session]struct{}
 	agents   map[string]int // agent fingerprint -> connections holding names
 	reports  map[string]report.LinkReport
+	reportAt map[string]time.Time   // agent fingerprint -> last link report taken
+	byKey    map[string][]*session  // fingerprint -> connections, oldest first
+	keyChans map[string]int         // operator fingerprint -> channels open
+	relays   int                    // relayed channels open
+	peak     int                    // most relays open since memory was last returned
+	freedAt  time.Time
 	closing  bool
 }
 
 type identityKey struct{}
+type publicKeyKey struct{}
 
 // New checks cfg and prepares a server. It does not listen.
 func New(cfg Config) (*Server, error) {
@@ -129,6 +209,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Limits.defaults()
 	s := &Server{
 		cfg:      cfg,
 		reg:      registry.New[*session](),
@@ -136,6 +217,9 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[*session]struct{}),
 		agents:   make(map[string]int),
 		reports:  make(map[string]report.LinkReport),
+		reportAt: make(map[string]time.Time),
+		byKey:    make(map[string][]*session),
+		keyChans: make(map[string]int),
 	}
 	s.policy.Store(cfg.Policy)
 	s.sshcfg = &ssh.ServerConfig{
@@ -149,9 +233,31 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// SetPolicy swaps the key policy (on SIGHUP). Live sessions keep running
-// under the identity they authenticated with.
-func (s *Server) SetPolicy(p *authz.Policy) { s.policy.Store(p) }
+// SetPolicy swaps the key policy (on SIGHUP) and re-checks every live
+// connection against it: a connection whose key (or certificate authority)
+// is gone, or whose from= no longer admits it, is closed at once; the
+// others go on under their updated options (permitopen, permitlisten).
+// It returns how many connections were closed.
+func (s *Server) SetPolicy(p *authz.Policy) int {
+	s.policy.Store(p)
+	closed := 0
+	for _, sess := range s.snapshotSessions() {
+		if !sess.recheck("the key files were reloaded") {
+			closed++
+		}
+	}
+	return closed
+}
+
+func (s *Server) snapshotSessions() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		all = append(all, sess)
+	}
+	return all
+}
 
 // refusal is a policy refusal kept in ssh.ServerAuthError for the audit log.
 type refusal struct {
@@ -167,8 +273,9 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		return nil, &refusal{user: meta.User(), fingerprint: ssh.FingerprintSHA256(key), reason: err.Error()}
 	}
 	// The identity travels in Permissions, which x/crypto ties to the key
-	// whose signature was verified (never read it from a closure).
-	return &ssh.Permissions{ExtraData: map[any]any{identityKey{}: id}}, nil
+	// whose signature was verified (never read it from a closure). The key
+	// goes with it, so that a reload can re-check the live connection.
+	return &ssh.Permissions{ExtraData: map[any]any{identityKey{}: id, publicKeyKey{}: key}}, nil
 }
 
 // Serve accepts connections on ln until ctx is done, then closes ln and
@@ -212,12 +319,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) closeAll() {
 	s.mu.Lock()
 	s.closing = true
-	all := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		all = append(all, sess)
-	}
 	s.mu.Unlock()
-	for _, sess := range all {
+	for _, sess := range s.snapshotSessions() {
 		sess.close("bastion shutting down")
 	}
 }
@@ -251,13 +354,14 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	}
 	nc.SetDeadline(time.Time{})
 	id, _ := conn.Permissions.ExtraData[identityKey{}].(*authz.Identity)
-	if id == nil {
+	key, _ := conn.Permissions.ExtraData[publicKeyKey{}].(ssh.PublicKey)
+	if id == nil || key == nil {
 		stop()
 		conn.Close()
 		s.cfg.Log.Error("authenticated connection without identity", "remote", remote)
 		return
 	}
-	sess := s.newSession(conn, nc, id, remote)
+	sess := s.newSession(conn, nc, id, key, remote)
 	if !s.track(sess) {
 		stop()
 		conn.Close()
@@ -307,19 +411,39 @@ func (s *Server) handshakeFailed(remote netip.AddrPort, err error) {
 	}
 }
 
+// track adds sess to the live sessions. When its key now has more than
+// MaxConnsPerKey connections, the oldest is closed: the newest wins.
 func (s *Server) track(sess *session) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closing {
+		s.mu.Unlock()
 		return false
 	}
 	s.sessions[sess] = struct{}{}
+	fp := sess.identity().Fingerprint
+	conns := append(s.byKey[fp], sess)
+	var oldest *session
+	if len(conns) > s.cfg.Limits.MaxConnsPerKey {
+		oldest, conns = conns[0], conns[1:]
+	}
+	s.byKey[fp] = conns
+	s.mu.Unlock()
+	if oldest != nil {
+		oldest.close(fmt.Sprintf("this key has more than %d connections (LIFELINE_MAX_CONNS_PER_KEY): the oldest is closed", s.cfg.Limits.MaxConnsPerKey))
+	}
 	return true
 }
 
 func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	fp := sess.identity().Fingerprint
+	conns := slices.DeleteFunc(s.byKey[fp], func(o *session) bool { return o == sess })
+	if len(conns) == 0 {
+		delete(s.byKey, fp)
+	} else {
+		s.byKey[fp] = conns
+	}
 	s.mu.Unlock()
 }
 
@@ -330,12 +454,16 @@ func (s *Server) Sessions() int {
 	return len(s.sessions)
 }
 
+// addrPort is the one form addresses are logged in: IPv4-mapped IPv6
+// addresses unmapped, no zone.
 func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
 	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort()
+		ap = ta.AddrPort()
+	} else {
+		ap, _ = netip.ParseAddrPort(a.String())
 	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }
 
 func newID() string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 	"github.com/lifeline-dev/lifeline/bastion/authz"
+	"github.com/lifeline-dev/lifeline/bastion/registry"
 	"github.com/lifeline-dev/lifeline/bastion/wire"
 	"github.com/lifeline-dev/lifeline/shared/netbind"
 	"github.com/lifeline-dev/lifeline/shared/report"
@@ -25,31 +27,52 @@ type session struct {
 	id     string
 	conn   *ssh.ServerConn
 	nc     net.Conn
-	ident  *authz.Identity
+	key    ssh.PublicKey // the key (or certificate) that logged in, for re-checks
 	remote netip.AddrPort
 	start  time.Time
+
+	// ident is replaced when a reload re-checks the connection; the role
+	// and fingerprint never change (a change of role closes it).
+	ident atomic.Pointer[authz.Identity]
+	// changed wakes the watch loop when ident or the channel count changed.
+	changed chan struct{}
 
 	rttNanos  atomic.Int64
 	lastAlive atomic.Int64 // unix nanos of the last keepalive reply
 
+	// Guarded by s.mu.
+	holdsNames bool
+	chans      int       // channels open (operators)
+	sessions   int       // session channels open (operators)
+	idleSince  time.Time // when chans last dropped to 0
+
+	bucket bucket
+
 	closeOnce   sync.Once
 	closeReason atomic.Pointer[string]
-	holdsNames  bool // guarded by s.mu
 	wg          sync.WaitGroup
 }
 
-func (s *Server) newSession(conn *ssh.ServerConn, nc net.Conn, id *authz.Identity, remote netip.AddrPort) *session {
-	return &session{s: s, id: newID(), conn: conn, nc: nc, ident: id, remote: remote, start: s.cfg.Now()}
+func (s *Server) newSession(conn *ssh.ServerConn, nc net.Conn, id *authz.Identity, key ssh.PublicKey, remote netip.AddrPort) *session {
+	now := s.cfg.Now()
+	ss := &session{s: s, id: newID(), conn: conn, nc: nc, key: key, remote: remote, start: now, idleSince: now,
+		changed: make(chan struct{}, 1)}
+	ss.ident.Store(id)
+	ss.bucket = newBucket(s.cfg.Limits.RequestsPerSecond, now)
+	return ss
 }
 
+func (ss *session) identity() *authz.Identity { return ss.ident.Load() }
+
 func (ss *session) event(kind string) audit.Event {
+	id := ss.identity()
 	return audit.Event{
-		Kind: kind, Session: ss.id, Role: ss.ident.Role.String(), User: ss.conn.User(),
-		Key: ss.ident.Name, Fingerprint: ss.ident.Fingerprint, Source: ss.remote.String(),
+		Kind: kind, Session: ss.id, Role: id.Role.String(), User: ss.conn.User(),
+		Key: id.Name, Fingerprint: id.Fingerprint, Source: ss.remote.String(),
 	}
 }
 
-func (ss *session) isAgent() bool { return ss.ident.Role == authz.RoleAgent }
+func (ss *session) isAgent() bool { return ss.identity().Role == authz.RoleAgent }
 
 // close ends the connection once, remembering why.
 func (ss *session) close(reason string) {
@@ -59,19 +82,27 @@ func (ss *session) close(reason string) {
 	})
 }
 
+func (ss *session) kick() {
+	select {
+	case ss.changed <- struct{}{}:
+	default:
+	}
+}
+
 func (ss *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	s := ss.s
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	id := ss.identity()
 	ev := ss.event(audit.KindLogin)
-	ev.Reason = "authorized by " + ss.ident.Source
-	if ss.ident.CA != "" {
-		ev.Message = "certificate signed by " + ss.ident.CA + " for principal " + ss.ident.Principal
+	ev.Reason = "authorized by " + id.Source
+	if id.CA != "" {
+		ev.Message = "certificate signed by " + id.CA + " for principal " + id.Principal
 	}
 	s.cfg.Audit.Record(ev)
-	s.cfg.Log.Info("login", "role", ss.ident.Role.String(), "key", ss.ident.Name, "fingerprint", ss.ident.Fingerprint, "remote", ss.remote, "session", ss.id)
+	s.cfg.Log.Info("login", "role", id.Role.String(), "key", id.Name, "fingerprint", id.Fingerprint, "remote", ss.remote, "session", ss.id)
 	if !ss.isAgent() && s.cfg.Events != nil {
-		s.cfg.Events.OperatorLogin(ss.ident, ss.conn.User(), ss.remote)
+		s.cfg.Events.OperatorLogin(id, ss.conn.User(), ss.remote)
 	}
 	if ss.isAgent() {
 		// Bound unacknowledged writes to a dead agent; keepalives catch the rest.
@@ -84,7 +115,11 @@ func (ss *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-
 			ss.keepalive(ctx)
 		}()
 	}
-	ss.wg.Add(1)
+	ss.wg.Add(2)
+	go func() {
+		defer ss.wg.Done()
+		ss.watch(ctx)
+	}()
 	go func() {
 		defer ss.wg.Done()
 		for nc := range chans {
@@ -92,6 +127,10 @@ func (ss *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-
 		}
 	}()
 	for req := range reqs {
+		if !ss.allow() {
+			ss.refuseGlobal(req, fmt.Sprintf("more than %d requests a second (LIFELINE_REQUESTS_PER_SECOND)", s.cfg.Limits.RequestsPerSecond))
+			continue
+		}
 		ss.handleGlobal(req)
 	}
 	// The connection is gone: unwind.
@@ -105,14 +144,100 @@ func (ss *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-
 		end.Reason = *r
 	}
 	s.cfg.Audit.Record(end)
-	s.cfg.Log.Info("disconnected", "role", ss.ident.Role.String(), "key", ss.ident.Name, "remote", ss.remote, "after", time.Duration(end.DurationMS)*time.Millisecond, "why", end.Reason)
+	s.cfg.Log.Info("disconnected", "role", id.Role.String(), "key", id.Name, "remote", ss.remote, "after", time.Duration(end.DurationMS)*time.Millisecond, "why", end.Reason)
+}
+
+// allow takes one request from the connection's budget. A connection that
+// keeps flooding past it (ten seconds' worth refused in a row) is closed.
+func (ss *session) allow() bool {
+	ok, flooding := ss.bucket.take(ss.s.cfg.Now())
+	if flooding {
+		ss.close(fmt.Sprintf("request flood: more than %d times the allowance of %d requests a second (LIFELINE_REQUESTS_PER_SECOND)", floodFactor, ss.s.cfg.Limits.RequestsPerSecond))
+	}
+	return ok
+}
+
+// watch closes the connection when its login expires (certificate
+// valid-before, expiry-time=) and, for operators, when no channel has been
+// open for IdleTimeout.
+func (ss *session) watch(ctx context.Context) {
+	s := ss.s
+	for {
+		id := ss.identity()
+		now := s.cfg.Now()
+		var deadline time.Time
+		var why string
+		if !id.Expires.IsZero() {
+			deadline, why = id.Expires, "login expired at "+id.Expires.UTC().Format(time.RFC3339)+" (certificate valid-before or expiry-time)"
+		}
+		if !ss.isAgent() {
+			s.mu.Lock()
+			busy, since := ss.chans > 0, ss.idleSince
+			s.mu.Unlock()
+			if idle := since.Add(s.cfg.Limits.IdleTimeout); !busy && (deadline.IsZero() || idle.Before(deadline)) {
+				deadline, why = idle, fmt.Sprintf("no channel open for %s (LIFELINE_IDLE_TIMEOUT)", s.cfg.Limits.IdleTimeout)
+			}
+		}
+		if !deadline.IsZero() && !now.Before(deadline) {
+			ev := ss.event(audit.KindRefused)
+			ev.Reason = "closed: " + why
+			s.cfg.Audit.Record(ev)
+			ss.close(why)
+			return
+		}
+		var timeout <-chan time.Time
+		if !deadline.IsZero() {
+			t := time.NewTimer(deadline.Sub(now))
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ss.changed:
+		case <-timeout:
+		}
+	}
+}
+
+// recheck authenticates the connection's key again under the current
+// policy. A connection no longer admitted is closed and recheck returns
+// false; otherwise its identity is updated, and names its agent key may no
+// longer hold are released.
+func (ss *session) recheck(why string) bool {
+	s := ss.s
+	old := ss.identity()
+	id, err := s.policy.Load().Authenticate(ss.conn.User(), ss.remote.Addr(), ss.key, s.cfg.Now())
+	if err == nil && (id.Role != old.Role || id.Fingerprint != old.Fingerprint) {
+		err = fmt.Errorf("key is now in the %s file, not the %s file", id.Role, old.Role)
+	}
+	if err != nil {
+		reason := fmt.Sprintf("no longer authorized (%s): %s", why, redact(err.Error()))
+		ev := ss.event(audit.KindRefused)
+		ev.Reason = "closed: " + reason
+		s.cfg.Audit.Record(ev)
+		s.cfg.Log.Warn("closing a connection whose key is no longer authorized", "key", old.Name, "remote", ss.remote, "err", err)
+		ss.close(reason)
+		return false
+	}
+	ss.ident.Store(id)
+	ss.kick()
+	if id.Role == authz.RoleAgent {
+		for _, b := range s.reg.Of(ss) {
+			t := authz.Target{Host: b.Name, Port: b.Port}
+			if !id.MayListen(t) {
+				ss.unregister(b.Name, b.Port, "no longer in the key's permitlisten after a reload")
+			}
+		}
+	}
+	return true
 }
 
 func (ss *session) refuseGlobal(req *ssh.Request, reason string) {
 	ev := ss.event(audit.KindRefused)
 	ev.Reason = req.Type + ": " + reason
 	ss.s.cfg.Audit.Record(ev)
-	ss.s.cfg.Log.Info("refused request", "type", req.Type, "key", ss.ident.Name, "remote", ss.remote, "reason", reason)
+	ss.s.cfg.Log.Debug("refused request", "type", req.Type, "key", ss.identity().Name, "remote", ss.remote, "reason", reason)
 	if req.WantReply {
 		req.Reply(false, nil)
 	}
@@ -154,10 +279,23 @@ func (ss *session) register(req *ssh.Request) {
 		ss.refuseGlobal(req, err.Error())
 		return
 	}
-	t := authz.Target{Host: fw.BindAddr, Port: fw.BindPort}
-	if !ss.ident.MayListen(t) {
-		ss.refuseGlobal(req, fmt.Sprintf("name %s is not permitted for this key (permitlisten in %s)", t, ss.ident.Source))
+	// TargetFrom refuses what is not an ASCII DNS-style name, so no name
+	// can match a permit by Unicode case folding.
+	t, err := authz.TargetFrom(fw.BindAddr, fw.BindPort)
+	if err != nil {
+		ss.refuseGlobal(req, err.Error())
 		return
+	}
+	id := ss.identity()
+	if !id.MayListen(t) {
+		ss.refuseGlobal(req, fmt.Sprintf("name %s is not permitted for this key (add it to the key's permitlisten on the bastion)", t))
+		return
+	}
+	if n := s.reg.Holds(ss); n >= s.cfg.Limits.MaxNamesPerConn {
+		if _, ok := s.reg.Lookup(fw.BindAddr, fw.BindPort); !ok || !ss.holds(fw.BindAddr, fw.BindPort) {
+			ss.refuseGlobal(req, fmt.Sprintf("this connection already holds %d names (LIFELINE_MAX_NAMES_PER_CONN)", n))
+			return
+		}
 	}
 	now := s.cfg.Now()
 	prev, replaced := s.reg.Register(fw.BindAddr, fw.BindPort, ss, now)
@@ -165,43 +303,87 @@ func (ss *session) register(req *ssh.Request) {
 	ev := ss.event(audit.KindRegister)
 	ev.Target = t.String()
 	s.cfg.Audit.Record(ev)
-	s.cfg.Log.Info("registered", "target", t.String(), "key", ss.ident.Name, "remote", ss.remote, "session", ss.id)
+	s.cfg.Log.Info("registered", "target", t.String(), "key", id.Name, "remote", ss.remote, "session", ss.id)
 	if req.WantReply {
 		req.Reply(true, nil)
 	}
-	if replaced {
-		tk := ss.event(audit.KindTakeover)
-		tk.Target = t.String()
-		tk.Reason = fmt.Sprintf("replaces session %s from %s", prev.id, prev.remote)
+	if !replaced {
+		return
+	}
+	pid := prev.identity()
+	tk := ss.event(audit.KindTakeover)
+	tk.Target = t.String()
+	if pid.Fingerprint == id.Fingerprint {
+		// The same agent reconnected: the old connection is stale.
+		tk.Reason = fmt.Sprintf("replaces session %s of the same key from %s", prev.id, prev.remote)
 		s.cfg.Audit.Record(tk)
-		if prev.ident.Fingerprint == ss.ident.Fingerprint {
-			// The same agent reconnected: the old connection is stale.
-			s.cfg.Log.Info("replacing stale connection", "target", t.String(), "old_remote", prev.remote, "new_remote", ss.remote)
-			prev.close("replaced by a newer connection of the same agent from " + ss.remote.String())
-		} else {
-			s.cfg.Log.Warn("name moved to another agent key", "target", t.String(), "old_key", prev.ident.Name, "new_key", ss.ident.Name)
-			prev.releaseIfEmpty()
-		}
+		s.cfg.Log.Info("replacing stale connection", "target", t.String(), "old_remote", prev.remote, "new_remote", ss.remote)
+		prev.close("replaced by a newer connection of the same agent from " + ss.remote.String())
+		return
+	}
+	// Another key permitted the same name: the newest registration wins,
+	// the earlier holder stands by and gets the name back when this one
+	// leaves. The owner is told: connections now reach another machine.
+	tk.Reason = fmt.Sprintf("taken over from key %s (session %s from %s); it stands by", describe(pid), prev.id, prev.remote)
+	s.cfg.Audit.Record(tk)
+	s.cfg.Log.Warn("name taken over by another agent key", "target", t.String(), "old_key", pid.Name, "new_key", id.Name)
+	if s.cfg.Events != nil {
+		s.cfg.Events.NameMoved(t.String(), id, pid, true)
 	}
 }
 
+// holds reports whether this connection has registered name:port.
+func (ss *session) holds(name string, port uint32) bool {
+	for _, b := range ss.s.reg.Of(ss) {
+		if b.Port == port && strings.EqualFold(b.Name, name) {
+			return true
+		}
+	}
+	return false
+}
+
 func (ss *session) cancel(req *ssh.Request) {
-	s := ss.s
 	fw, err := wire.ParseForward(req.Payload)
 	if err != nil {
 		ss.refuseGlobal(req, err.Error())
 		return
 	}
-	ok := s.reg.Unregister(fw.BindAddr, fw.BindPort, ss)
-	if ok {
-		ev := ss.event(audit.KindUnregister)
-		ev.Target = fmt.Sprintf("%s:%d", fw.BindAddr, fw.BindPort)
-		ev.Reason = "cancelled by the agent"
-		s.cfg.Audit.Record(ev)
-		ss.releaseIfEmpty()
-	}
+	ok := ss.unregister(fw.BindAddr, fw.BindPort, "cancelled by the agent")
 	if req.WantReply {
 		req.Reply(ok, nil)
+	}
+}
+
+// unregister drops one registration of this connection, hands the name
+// back to an earlier holder if there is one, and raises AgentDown when it
+// was the connection's last.
+func (ss *session) unregister(name string, port uint32, why string) bool {
+	s := ss.s
+	ok, mv := s.reg.Unregister(name, port, ss)
+	if !ok {
+		return false
+	}
+	ev := ss.event(audit.KindUnregister)
+	ev.Target = fmt.Sprintf("%s:%d", name, port)
+	ev.Reason = why
+	s.cfg.Audit.Record(ev)
+	if mv != nil {
+		s.handBack(*mv)
+	}
+	ss.releaseIfEmpty()
+	return true
+}
+
+// handBack records that a name went back to an earlier holder.
+func (s *Server) handBack(mv registry.Move[*session]) {
+	to, from := mv.To.Session, mv.From.Session
+	ev := to.event(audit.KindTakeover)
+	ev.Target = mv.To.Target()
+	ev.Reason = fmt.Sprintf("back with this session after session %s (key %s) left", from.id, describe(from.identity()))
+	s.cfg.Audit.Record(ev)
+	s.cfg.Log.Info("name handed back to an earlier holder", "target", mv.To.Target(), "key", to.identity().Name, "from_key", from.identity().Name)
+	if s.cfg.Events != nil && to.identity().Fingerprint != from.identity().Fingerprint {
+		s.cfg.Events.NameMoved(mv.To.Target(), to.identity(), from.identity(), false)
 	}
 }
 
@@ -212,22 +394,33 @@ func (ss *session) linkReport(req *ssh.Request) {
 		ss.refuseGlobal(req, err.Error())
 		return
 	}
+	id := ss.identity()
+	now := s.cfg.Now()
 	s.mu.Lock()
-	s.reports[ss.ident.Fingerprint] = r
+	last, seen := s.reportAt[id.Fingerprint]
+	early := seen && now.Sub(last) < s.cfg.Limits.ReportEvery
+	if !early {
+		s.reportAt[id.Fingerprint] = now
+		s.reports[id.Fingerprint] = r
+	}
 	s.mu.Unlock()
+	if early {
+		ss.refuseGlobal(req, fmt.Sprintf("one link report per %s per agent (LIFELINE_REPORT_EVERY); the last one, %s ago, stands", s.cfg.Limits.ReportEvery, now.Sub(last).Round(time.Second)))
+		return
+	}
 	ev := ss.event(audit.KindReport)
 	ev.Message = r.Summary()
 	s.cfg.Audit.Record(ev)
-	s.cfg.Log.Info("link report", "key", ss.ident.Name, "verdict", r.Verdict, "summary", r.Summary())
+	s.cfg.Log.Info("link report", "key", id.Name, "verdict", r.Verdict, "summary", r.Summary())
 	if s.cfg.Events != nil {
-		s.cfg.Events.LinkReport(ss.ident, ss.names(), r)
+		s.cfg.Events.LinkReport(id, ss.names(), r)
 	}
 	if req.WantReply {
 		req.Reply(true, nil)
 	}
 }
 
-// names lists the targets this connection holds.
+// names lists the targets this connection has registered.
 func (ss *session) names() []string {
 	var out []string
 	for _, b := range ss.s.reg.Of(ss) {
@@ -240,22 +433,24 @@ func (ss *session) names() []string {
 // connection of an agent key raises AgentUp.
 func (ss *session) markHolding() {
 	s := ss.s
+	fp := ss.identity().Fingerprint
 	s.mu.Lock()
 	if ss.holdsNames {
 		s.mu.Unlock()
 		return
 	}
 	ss.holdsNames = true
-	s.agents[ss.ident.Fingerprint]++
-	first := s.agents[ss.ident.Fingerprint] == 1
+	s.agents[fp]++
+	first := s.agents[fp] == 1
 	s.mu.Unlock()
 	if first && s.cfg.Events != nil {
-		s.cfg.Events.AgentUp(ss.ident, ss.names())
+		s.cfg.Events.AgentUp(ss.identity(), ss.names())
 	}
 }
 
 // releaseIfEmpty is called when this connection may have lost its last
-// name; the last connection of an agent key to do so raises AgentDown.
+// registration; the last connection of an agent key to do so raises
+// AgentDown. A name standing by counts as held: the agent is connected.
 func (ss *session) releaseIfEmpty() {
 	if ss.s.reg.Holds(ss) > 0 {
 		return
@@ -265,28 +460,30 @@ func (ss *session) releaseIfEmpty() {
 
 func (ss *session) release(held []string) {
 	s := ss.s
+	fp := ss.identity().Fingerprint
 	s.mu.Lock()
 	if !ss.holdsNames {
 		s.mu.Unlock()
 		return
 	}
 	ss.holdsNames = false
-	s.agents[ss.ident.Fingerprint]--
-	last := s.agents[ss.ident.Fingerprint] <= 0
+	s.agents[fp]--
+	last := s.agents[fp] <= 0
 	if last {
-		delete(s.agents, ss.ident.Fingerprint)
+		delete(s.agents, fp)
 	}
 	s.mu.Unlock()
 	if last && s.cfg.Events != nil {
-		s.cfg.Events.AgentDown(ss.ident, held)
+		s.cfg.Events.AgentDown(ss.identity(), held)
 	}
 }
 
-// dropNames unregisters everything this connection still holds.
+// dropNames unregisters everything this connection still holds, handing
+// names back to earlier holders still connected.
 func (ss *session) dropNames() {
 	s := ss.s
-	gone := s.reg.RemoveSession(ss)
-	held := make([]string, 0, len(gone))
+	gone, moves := s.reg.RemoveSession(ss)
+	held := make([]string, 0, len(gone)+len(moves))
 	for _, b := range gone {
 		ev := ss.event(audit.KindUnregister)
 		ev.Target = b.Target()
@@ -294,8 +491,78 @@ func (ss *session) dropNames() {
 		s.cfg.Audit.Record(ev)
 		held = append(held, b.Target())
 	}
+	for _, mv := range moves {
+		s.handBack(mv)
+		held = append(held, mv.From.Target())
+	}
 	ss.release(held)
 }
+
+// acquire reserves a channel of this operator connection: a relay
+// (direct-tcpip) or the session channel. It returns the release func, or
+// why the channel is refused.
+func (ss *session) acquire(relay bool) (release func(), reason string) {
+	s := ss.s
+	lim := s.cfg.Limits
+	fp := ss.identity().Fingerprint
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case ss.chans >= lim.MaxChannelsPerConn:
+		return nil, fmt.Sprintf("this connection already has %d channels open (LIFELINE_MAX_CHANNELS_PER_CONN)", ss.chans)
+	case !relay && ss.sessions >= 1:
+		return nil, "one session channel at a time: only `status` runs here"
+	case s.keyChans[fp] >= lim.MaxChannelsPerKey:
+		return nil, fmt.Sprintf("this key already has %d channels open over all its connections (LIFELINE_MAX_CHANNELS_PER_KEY)", s.keyChans[fp])
+	case relay && s.relays >= lim.MaxChannels:
+		return nil, fmt.Sprintf("the jump host has %d relayed connections open, its limit (LIFELINE_MAX_CHANNELS): try again shortly", s.relays)
+	}
+	ss.chans++
+	s.keyChans[fp]++
+	if relay {
+		s.relays++
+		s.peak = max(s.peak, s.relays)
+	} else {
+		ss.sessions++
+	}
+	ss.kick()
+	var once sync.Once
+	return func() { once.Do(func() { ss.releaseChannel(relay, fp) }) }, ""
+}
+
+func (ss *session) releaseChannel(relay bool, fp string) {
+	s := ss.s
+	s.mu.Lock()
+	ss.chans--
+	if ss.chans == 0 {
+		ss.idleSince = s.cfg.Now()
+	}
+	if s.keyChans[fp]--; s.keyChans[fp] <= 0 {
+		delete(s.keyChans, fp)
+	}
+	free := false
+	if relay {
+		s.relays--
+		// Relays that stalled hold up to a window each; once they are all
+		// gone, give the memory back to the system instead of keeping the
+		// peak for the next GC cycles.
+		now := time.Now()
+		if s.relays == 0 && s.peak >= freeAfterRelays && now.Sub(s.freedAt) > 10*time.Second {
+			free, s.peak, s.freedAt = true, 0, now
+		}
+	} else {
+		ss.sessions--
+	}
+	s.mu.Unlock()
+	ss.kick()
+	if free {
+		debug.FreeOSMemory()
+	}
+}
+
+// freeAfterRelays: memory is returned at once after this many relays were
+// open together (each may have buffered megabytes).
+const freeAfterRelays = 8
 
 func (ss *session) keepalive(ctx context.Context) {
 	s := ss.s
@@ -319,7 +586,7 @@ func (ss *session) keepalive(ctx context.Context) {
 			return
 		}
 		misses++
-		s.cfg.Log.Debug("agent keepalive missed", "key", ss.ident.Name, "remote", ss.remote, "misses", misses)
+		s.cfg.Log.Debug("agent keepalive missed", "key", ss.identity().Name, "remote", ss.remote, "misses", misses)
 		if misses >= s.cfg.KeepaliveMisses {
 			ss.close(fmt.Sprintf("no keepalive reply %d times in a row (every %s): link dead", misses, s.cfg.Keepalive))
 			return
@@ -350,7 +617,66 @@ func (ss *session) ping(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// describeOperator names the operator in messages shown to agents' peers.
+// describe names a key in messages: comment and fingerprint.
 func describe(id *authz.Identity) string {
 	return strings.TrimSpace(id.Name + " (" + id.Fingerprint + ")")
+}
+
+// redact cuts the file:line references of the bastion's key files out of a
+// policy error shown to a client or kept in a close reason: the audit log
+// has them, a client must not learn server paths.
+func redact(s string) string {
+	for {
+		i := strings.Index(s, " (/")
+		if i < 0 {
+			return s
+		}
+		j := strings.IndexByte(s[i:], ')')
+		if j < 0 {
+			return s
+		}
+		s = s[:i] + s[i+j+1:]
+	}
+}
+
+// bucket is a token bucket: rate requests a second, bursts of twice that.
+// The global-request loop and the channel loop share it.
+type bucket struct {
+	mu      sync.Mutex
+	rate    float64
+	tokens  float64
+	last    time.Time
+	window  time.Time // start of the current 10 s flood window
+	refused int       // refused in the current window
+}
+
+func newBucket(rate int, now time.Time) bucket {
+	return bucket{rate: float64(rate), tokens: float64(2 * rate), last: now, window: now}
+}
+
+// floodWindow and floodFactor: a connection refused more than floodFactor
+// times its allowance within one window is flooding, not bursting.
+const (
+	floodWindow = 10 * time.Second
+	floodFactor = 10
+)
+
+// take reports whether a request may go ahead, and whether the connection
+// is flooding.
+func (b *bucket) take(now time.Time) (ok, flooding bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.tokens+d.Seconds()*b.rate, 2*b.rate)
+		b.last = now
+	}
+	if now.Sub(b.window) >= floodWindow {
+		b.window, b.refused = now, 0
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, false
+	}
+	b.refused++
+	return false, float64(b.refused) > floodFactor*b.rate*floodWindow.Seconds()
 }

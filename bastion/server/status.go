@@ -55,8 +55,9 @@ func (s *Server) Snapshot(viewer *authz.Identity) Status {
 			continue
 		}
 		a := b.Session
+		aid := a.identity()
 		ts := TargetStatus{
-			Target: b.Target(), Agent: a.ident.Name, Fingerprint: a.ident.Fingerprint,
+			Target: b.Target(), Agent: aid.Name, Fingerprint: aid.Fingerprint,
 			Address: a.remote.String(), ConnectedSince: a.start.UTC(), RegisteredSince: b.Since.UTC(),
 		}
 		if n := a.rttNanos.Load(); n > 0 {
@@ -67,15 +68,24 @@ func (s *Server) Snapshot(viewer *authz.Identity) Status {
 			t := time.Unix(0, n).UTC()
 			ts.LastKeepalive = &t
 		}
-		if r, ok := reports[a.ident.Fingerprint]; ok {
+		if r, ok := reports[aid.Fingerprint]; ok {
 			ts.Link = &r
 		}
 		st.Targets = append(st.Targets, ts)
 	}
-	if s.cfg.StatusExtra != nil {
+	if s.cfg.StatusExtra != nil && seesAll(viewer) {
 		_, st.Alerts = s.cfg.StatusExtra()
 	}
 	return st
+}
+
+// seesAll reports whether viewer may see the whole bastion: other
+// operators' logins and the alert settings (numbers, account) in the alert
+// section. That is an operator whose key carries no permitopen: it may
+// reach every site anyway. A key restricted to some targets sees those
+// targets only. nil (the bastion itself) sees everything.
+func seesAll(viewer *authz.Identity) bool {
+	return viewer == nil || viewer.Open == nil
 }
 
 func (s *Server) writeStatus(w io.Writer, viewer *authz.Identity, asJSON bool) error {
@@ -106,7 +116,7 @@ func (s *Server) writeStatus(w io.Writer, viewer *authz.Identity, asJSON bool) e
 			return err
 		}
 	}
-	if s.cfg.StatusExtra != nil {
+	if s.cfg.StatusExtra != nil && seesAll(viewer) {
 		if text, _ := s.cfg.StatusExtra(); strings.TrimSpace(text) != "" {
 			fmt.Fprintln(w, strings.TrimRight(text, "\n"))
 		}
