@@ -161,11 +161,11 @@ type Server struct {
 	sessions map[*session]struct{}
 	agents   map[string]int // agent fingerprint -> connections holding names
 	reports  map[string]report.LinkReport
-	reportAt map[string]time.Time   // agent fingerprint -> last link report taken
-	byKey    map[string][]*session  // fingerprint -> connections, oldest first
-	keyChans map[string]int         // operator fingerprint -> channels open
-	relays   int                    // relayed channels open
-	peak     int                    // most relays open since memory was last returned
+	reportAt map[string]time.Time  // agent fingerprint -> last link report taken
+	byKey    map[string][]*session // fingerprint -> connections, oldest first
+	keyChans map[string]int        // operator fingerprint -> channels open
+	relays   int                   // relayed channels open
+	peak     int                   // most relays open since memory was last returned
 	freedAt  time.Time
 	closing  bool
 }
