@@ -117,6 +117,7 @@ type world struct {
 	hostKey  sshtest.Key
 	agent    sshtest.Key
 	agent2   sshtest.Key
+	spare    sshtest.Key // another agent key also permitted pi:22
 	operator sshtest.Key
 	limited  sshtest.Key // operator restricted to nuc:3389
 	stranger sshtest.Key
@@ -125,10 +126,12 @@ type world struct {
 }
 
 type worldOpts struct {
-	keepalive time.Duration
-	bans      *ban.List
-	grace     time.Duration
-	pending   int
+	keepalive   time.Duration
+	bans        *ban.List
+	grace       time.Duration
+	pending     int
+	limits      Limits
+	statusExtra func() (string, any)
 }
 
 func newWorld(t *testing.T, o worldOpts) *world {
@@ -138,12 +141,14 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	w.hostKey = sshtest.NewKey(t, dir, "host")
 	w.agent = sshtest.NewKey(t, dir, "agent")
 	w.agent2 = sshtest.NewKey(t, dir, "agent2")
+	w.spare = sshtest.NewKey(t, dir, "spare")
 	w.operator = sshtest.NewKey(t, dir, "operator")
 	w.limited = sshtest.NewKey(t, dir, "limited")
 	w.stranger = sshtest.NewKey(t, dir, "stranger")
 	agents := strings.Join([]string{
 		w.agent.AuthorizedLine(`permitlisten="pi:22",permitlisten="nuc:3389"`, "site-agent"),
 		w.agent2.AuthorizedLine(`permitlisten="cam:80"`, "other-agent"),
+		w.spare.AuthorizedLine(`permitlisten="pi:22"`, "spare-agent"),
 	}, "\n")
 	operators := strings.Join([]string{
 		w.operator.AuthorizedLine("", "alice@laptop"),
@@ -167,6 +172,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 		HostKey: w.hostKey.Signer, Policy: policy, Log: logging.Discard(), Audit: w.rec, Events: w.rec,
 		Name: "test-bastion", Keepalive: o.keepalive, KeepaliveMisses: 3, Bans: o.bans,
 		LoginGrace: o.grace, MaxPending: o.pending, OpenTimeout: 5 * time.Second,
+		Limits: o.limits, StatusExtra: o.statusExtra,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +184,20 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	go func() { w.done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(w.stop)
 	return w
+}
+
+// reload rewrites both key files and applies them as a SIGHUP would.
+func (w *world) reload(agents, operators []string) int {
+	w.t.Helper()
+	ap := filepath.Join(w.dir, "agents")
+	op := filepath.Join(w.dir, "operators")
+	os.WriteFile(ap, []byte(strings.Join(agents, "\n")+"\n"), 0o600)
+	os.WriteFile(op, []byte(strings.Join(operators, "\n")+"\n"), 0o600)
+	p, err := authz.Load(ap, op)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return w.srv.SetPolicy(p)
 }
 
 func (w *world) stop() {

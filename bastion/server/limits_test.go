@@ -1,0 +1,404 @@
+package server
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/lifeline-dev/lifeline/bastion/audit"
+	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/shared/report"
+	"github.com/lifeline-dev/lifeline/shared/sshalgo"
+)
+
+// siteWith connects the site agent, serving pi:22 and nuc:3389 by echo.
+func (w *world) siteWith(key sshtest.Key, names ...string) *ssh.Client {
+	w.t.Helper()
+	c := w.mustDial(key)
+	serveForwards(w.t, c)
+	for _, n := range names {
+		host, port, _ := strings.Cut(n, ":")
+		var p uint32
+		fmt.Sscan(port, &p)
+		if ok, err := register(c, host, p); !ok || err != nil {
+			w.t.Fatalf("register %s = %v, %v\n%s", n, ok, err, w.rec.dump())
+		}
+	}
+	return c
+}
+
+// openErr is the rejection of a channel, or nil when it opened.
+func openErr(t *testing.T, c *ssh.Client, target string) (net.Conn, error) {
+	t.Helper()
+	conn, err := c.Dial("tcp", target)
+	if err == nil {
+		t.Cleanup(func() { conn.Close() })
+	}
+	return conn, err
+}
+
+func wantRejected(t *testing.T, err error, why ssh.RejectionReason, substr string) {
+	t.Helper()
+	var oce *ssh.OpenChannelError
+	if !errors.As(err, &oce) || oce.Reason != why || !strings.Contains(oce.Message, substr) {
+		t.Fatalf("got %v; want a %v rejection containing %q", err, why, substr)
+	}
+}
+
+func waitClosed(t *testing.T, c *ssh.Client, within time.Duration, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(within):
+		t.Fatalf("%s: connection still open after %s", what, within)
+	}
+}
+
+func TestChannelsPerConnection(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{limits: Limits{MaxChannelsPerConn: 3}})
+	w.siteWith(w.agent, "pi:22")
+	op := w.mustDial(w.operator)
+	var open []net.Conn
+	for i := range 3 {
+		c, err := openErr(t, op, "pi:22")
+		if err != nil {
+			t.Fatalf("channel %d: %v", i+1, err)
+		}
+		open = append(open, c)
+	}
+	_, err := openErr(t, op, "pi:22")
+	wantRejected(t, err, ssh.ResourceShortage, "LIFELINE_MAX_CHANNELS_PER_CONN")
+	// A session channel counts too.
+	if _, err := op.NewSession(); err == nil {
+		t.Fatal("session channel opened beyond the per-connection cap")
+	}
+	// Another connection of the same key is not affected, and closing one
+	// channel makes room again.
+	other := w.mustDial(w.operator)
+	if _, err := openErr(t, other, "pi:22"); err != nil {
+		t.Fatalf("second connection: %v", err)
+	}
+	open[0].Close()
+	sshtest.Eventually(t, 5*time.Second, func() bool {
+		c, err := op.Dial("tcp", "pi:22")
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "no room after closing a channel")
+}
+
+func TestOneSessionChannelAtATime(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	op := w.mustDial(w.operator)
+	first, err := op.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.NewSession(); err == nil || !strings.Contains(err.Error(), "one session channel at a time") {
+		t.Fatalf("second session channel: %v; want refused", err)
+	}
+	first.Close()
+	sshtest.Eventually(t, 5*time.Second, func() bool {
+		s, err := op.NewSession()
+		if err == nil {
+			s.Close()
+		}
+		return err == nil
+	}, "no session channel after the first closed")
+}
+
+func TestChannelsPerKeyAndInTotal(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{limits: Limits{MaxChannelsPerKey: 4, MaxChannels: 5}})
+	w.siteWith(w.agent, "pi:22", "nuc:3389")
+	a, b := w.mustDial(w.operator), w.mustDial(w.operator)
+	for i := range 2 {
+		for _, c := range []*ssh.Client{a, b} {
+			if _, err := openErr(t, c, "pi:22"); err != nil {
+				t.Fatalf("channel %d: %v", i, err)
+			}
+		}
+	}
+	_, err := openErr(t, a, "pi:22")
+	wantRejected(t, err, ssh.ResourceShortage, "LIFELINE_MAX_CHANNELS_PER_KEY")
+	// Another key still gets the one relay left, then the total is reached.
+	bob := w.mustDial(w.limited)
+	if _, err := openErr(t, bob, "nuc:3389"); err != nil {
+		t.Fatalf("another key was locked out: %v", err)
+	}
+	_, err = openErr(t, bob, "nuc:3389")
+	wantRejected(t, err, ssh.ResourceShortage, "LIFELINE_MAX_CHANNELS")
+}
+
+func TestConnectionsPerKeyNewestWins(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{limits: Limits{MaxConnsPerKey: 2}})
+	first := w.mustDial(w.operator)
+	w.mustDial(w.operator)
+	w.mustDial(w.operator)
+	waitClosed(t, first, 5*time.Second, "oldest of three connections with a cap of 2")
+	if w.srv.Sessions() != 2 {
+		t.Fatalf("sessions = %d, want 2", w.srv.Sessions())
+	}
+}
+
+func TestRequestRateLimited(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{limits: Limits{RequestsPerSecond: 5}})
+	agent := w.siteWith(w.agent)
+	refused := 0
+	for range 50 {
+		if ok, err := register(agent, "pi", 22); err != nil {
+			t.Fatal(err)
+		} else if !ok {
+			refused++
+		}
+	}
+	// A burst of twice the rate goes through, the rest of a fast burst not.
+	if refused < 30 || refused > 45 {
+		t.Fatalf("%d of 50 fast requests refused at 5/s; want about 40", refused)
+	}
+	if !w.rec.has(audit.KindRefused, "LIFELINE_REQUESTS_PER_SECOND") {
+		t.Fatalf("refusal not audited with the variable:\n%s", w.rec.dump())
+	}
+	// Channel opens share the budget.
+	op := w.mustDial(w.operator)
+	rejected := 0
+	for range 30 {
+		if c, err := op.Dial("tcp", "pi:22"); err != nil {
+			rejected++
+		} else {
+			c.Close()
+		}
+	}
+	if rejected == 0 {
+		t.Fatal("30 channel opens at once were all taken at 5/s")
+	}
+}
+
+func TestRequestFloodClosesConnection(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{limits: Limits{RequestsPerSecond: 1}})
+	op := w.mustDial(w.operator)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, _, err := op.SendRequest("flood@example.com", true, nil); err != nil {
+				return
+			}
+		}
+	}()
+	waitClosed(t, op, 20*time.Second, "a flood of global requests")
+	<-done
+}
+
+func TestLinkReportsRateLimitedPerKey(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	agent := w.siteWith(w.agent, "pi:22")
+	send := func(isp string) bool {
+		payload, err := report.Encode(report.LinkReport{Time: time.Now(), ISP: isp, Verdict: report.VerdictOK})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, _, err := agent.SendRequest(report.RequestType, true, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !send("first") {
+		t.Fatal("first report refused")
+	}
+	if send("second") {
+		t.Fatal("a second report within LIFELINE_REPORT_EVERY was taken")
+	}
+	// Reconnecting does not reset the budget: it is per key.
+	again := w.siteWith(w.agent)
+	payload, _ := report.Encode(report.LinkReport{Time: time.Now(), ISP: "third", Verdict: report.VerdictOK})
+	if ok, _, _ := again.SendRequest(report.RequestType, true, payload); ok {
+		t.Fatal("a new connection of the same key reset the report budget")
+	}
+	for _, ts := range w.srv.Snapshot(nil).Targets {
+		if ts.Link == nil || ts.Link.ISP != "first" {
+			t.Fatalf("status shows %+v; want the first report kept", ts.Link)
+		}
+	}
+}
+
+func TestReloadClosesRevokedConnections(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	w.siteWith(w.agent, "pi:22", "nuc:3389")
+	alice := w.mustDial(w.operator)
+	bob := w.mustDial(w.limited)
+	if _, err := openErr(t, bob, "pi:22"); err == nil {
+		t.Fatal("bob reached pi:22 before the reload")
+	}
+	agents := []string{w.agent.AuthorizedLine(`permitlisten="pi:22",permitlisten="nuc:3389"`, "site-agent")}
+	// alice is removed; bob may now reach pi:22 instead of nuc:3389.
+	closed := w.reload(agents, []string{w.limited.AuthorizedLine(`permitopen="pi:22"`, "bob@phone")})
+	if closed != 1 {
+		t.Fatalf("reload closed %d connections, want 1 (alice)", closed)
+	}
+	waitClosed(t, alice, 5*time.Second, "a removed key")
+	if !w.rec.has(audit.KindRefused, "no longer authorized") {
+		t.Fatalf("revocation not audited:\n%s", w.rec.dump())
+	}
+	if _, err := openErr(t, bob, "pi:22"); err != nil {
+		t.Fatalf("bob after permitopen changed to pi:22: %v", err)
+	}
+	_, err := openErr(t, bob, "nuc:3389")
+	wantRejected(t, err, ssh.Prohibited, "not permitted")
+	// Agents lose the names their key no longer permits.
+	w.reload([]string{w.agent.AuthorizedLine(`permitlisten="pi:22"`, "site-agent")}, nil)
+	sshtest.Eventually(t, 5*time.Second, func() bool {
+		_, ok := w.srv.reg.Lookup("nuc", 3389)
+		return !ok
+	}, "nuc:3389 still registered after it left the key's permitlisten")
+}
+
+func TestCertificateExpiryClosesConnection(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	_, caPriv, _ := ed25519.GenerateKey(rand.Reader)
+	ca, _ := ssh.NewSignerFromKey(caPriv)
+	_, userPriv, _ := ed25519.GenerateKey(rand.Reader)
+	user, _ := ssh.NewSignerFromKey(userPriv)
+	cert := &ssh.Certificate{
+		Key: user.PublicKey(), CertType: ssh.UserCert, KeyId: "carol", ValidPrincipals: []string{"ops"},
+		ValidAfter: uint64(time.Now().Add(-time.Minute).Unix()), ValidBefore: uint64(time.Now().Add(3 * time.Second).Unix()),
+		Permissions: ssh.Permissions{Extensions: map[string]string{"permit-port-forwarding": ""}},
+	}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	certSigner, _ := ssh.NewCertSigner(cert, user)
+	caLine := "cert-authority,principals=\"ops\" " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(ca.PublicKey())))
+	w.reload([]string{w.agent.AuthorizedLine(`permitlisten="pi:22"`, "site-agent")}, []string{caLine})
+	c, err := ssh.Dial("tcp", w.addr, &ssh.ClientConfig{
+		Config: sshalgo.Config(), User: "ops", Auth: []ssh.AuthMethod{ssh.PublicKeys(certSigner)},
+		HostKeyCallback: ssh.FixedHostKey(w.hostKey.Signer.PublicKey()), Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("certificate login: %v", err)
+	}
+	defer c.Close()
+	waitClosed(t, c, 10*time.Second, "a certificate past its valid-before")
+	if !w.rec.has(audit.KindRefused, "login expired") {
+		t.Fatalf("expiry not audited:\n%s", w.rec.dump())
+	}
+}
+
+func TestNameTakenOverThenHandedBack(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	w.siteWith(w.agent, "pi:22")
+	spare := w.siteWith(w.spare, "pi:22")
+	sshtest.Eventually(t, 5*time.Second, func() bool {
+		return w.rec.alertsWith("moved pi:22 to spare-agent from site-agent takeover=true") == 1
+	}, "takeover by another key not reported:\n%s", w.rec.dump())
+	if b, _ := w.srv.reg.Lookup("pi", 22); b.Session.identity().Name != "spare-agent" {
+		t.Fatalf("pi:22 held by %s, want the newest, spare-agent", b.Session.identity().Name)
+	}
+	spare.Close()
+	sshtest.Eventually(t, 5*time.Second, func() bool {
+		return w.rec.alertsWith("moved pi:22 to site-agent from spare-agent takeover=false") == 1
+	}, "hand-back not reported:\n%s", w.rec.dump())
+	op := w.mustDial(w.operator)
+	if _, err := openErr(t, op, "pi:22"); err != nil {
+		t.Fatalf("pi:22 lost after the newer holder left: %v\n%s", err, w.rec.dump())
+	}
+	if n := w.rec.alertsWith("down site-agent"); n != 0 {
+		t.Fatalf("the original agent, still connected, was reported down:\n%s", w.rec.dump())
+	}
+}
+
+func TestStatusAlertSectionOnlyForUnrestrictedOperators(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{statusExtra: func() (string, any) { return "alerts: texting +15551234567 via AC123", "x" }})
+	w.siteWith(w.agent, "pi:22", "nuc:3389")
+	status := func(key sshtest.Key) string {
+		c := w.mustDial(key)
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		out, _ := s.Output("status")
+		return string(out)
+	}
+	if out := status(w.operator); !strings.Contains(out, "+15551234567") {
+		t.Fatalf("unrestricted operator's status lacks the alert section:\n%s", out)
+	}
+	out := status(w.limited)
+	if strings.Contains(out, "+15551234567") || strings.Contains(out, "AC123") || strings.Contains(out, "pi:22") {
+		t.Fatalf("restricted operator sees more than its target:\n%s", out)
+	}
+	if !strings.Contains(out, "nuc:3389") {
+		t.Fatalf("restricted operator does not see its own target:\n%s", out)
+	}
+	if !w.rec.has(auditKindStatus, "status") {
+		t.Fatalf("status call not audited:\n%s", w.rec.dump())
+	}
+}
+
+func TestIdleOperatorConnectionClosed(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{limits: Limits{IdleTimeout: 700 * time.Millisecond}})
+	w.siteWith(w.agent, "pi:22")
+	idle := w.mustDial(w.operator)
+	busy := w.mustDial(w.operator)
+	if _, err := openErr(t, busy, "pi:22"); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, idle, 5*time.Second, "an operator connection without channels")
+	if !w.rec.has(audit.KindRefused, "LIFELINE_IDLE_TIMEOUT") {
+		t.Fatalf("idle close not audited:\n%s", w.rec.dump())
+	}
+	time.Sleep(1500 * time.Millisecond) // longer than the timeout: busy must survive it
+	if _, _, err := busy.SendRequest("keepalive@openssh.com", true, nil); err != nil {
+		t.Fatalf("connection with an open channel was closed: %v", err)
+	}
+}
+
+func TestNamesPerConnection(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{limits: Limits{MaxNamesPerConn: 1}})
+	agent := w.siteWith(w.agent, "pi:22")
+	if ok, _ := register(agent, "nuc", 3389); ok {
+		t.Fatal("second name taken beyond LIFELINE_MAX_NAMES_PER_CONN=1")
+	}
+	if ok, _ := register(agent, "pi", 22); !ok {
+		t.Fatal("re-registering a name already held was refused")
+	}
+	if !w.rec.has(audit.KindRefused, "LIFELINE_MAX_NAMES_PER_CONN") {
+		t.Fatalf("not audited:\n%s", w.rec.dump())
+	}
+}
+
+func TestNonASCIINamesRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	agent := w.siteWith(w.agent)
+	// U+0131 and U+017F fold to i and s under Unicode rules: never a permit match.
+	for _, name := range []string{"p\u0131", "\u017fpi"} {
+		if ok, _ := register(agent, name, 22); ok {
+			t.Fatalf("%q registered against permitlisten=\"pi:22\"", name)
+		}
+	}
+}
