@@ -30,6 +30,7 @@ type Config struct {
 	BackoffMax      time.Duration `envconfig:"BACKOFF_MAX" default:"30s" desc:"longest wait between reconnection attempts (jittered exponential backoff)"`
 	User            string        `envconfig:"USER" default:"lifeline-agent" desc:"SSH user name sent to the bastion (lifeline's bastion ignores it; a stock sshd needs a real user)"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	MaxChannels     int           `envconfig:"MAX_CHANNELS" default:"8" desc:"forwarded connections served at once per bastion; each may buffer up to 2 MiB when its target or operator stalls, so 8 keeps the agent under 32 MB"`
 }
 
 // Validate reports every problem at once, each naming its variable.
@@ -50,6 +51,9 @@ func (c *Config) Validate() error {
 	}
 	if c.KeepaliveMisses < 1 || c.KeepaliveMisses > 100 {
 		errs = append(errs, fmt.Errorf("LIFELINE_KEEPALIVE_MISSES=%d: must be from 1 to 100", c.KeepaliveMisses))
+	}
+	if c.MaxChannels < 1 || c.MaxChannels > 1024 {
+		errs = append(errs, fmt.Errorf("LIFELINE_MAX_CHANNELS=%d: must be from 1 to 1024", c.MaxChannels))
 	}
 	if c.BackoffMax < time.Second {
 		errs = append(errs, fmt.Errorf("LIFELINE_BACKOFF_MAX=%s: must be at least 1s", c.BackoffMax))

@@ -13,7 +13,7 @@ import (
 func valid() Config {
 	return Config{
 		Bastion: "bastion.example:22", Key: "/k", KnownHosts: "/kh", Forwards: "pi:22=127.0.0.1:22",
-		Keepalive: 5 * time.Second, KeepaliveMisses: 3, BackoffMax: 30 * time.Second, User: "lifeline-agent", LogLevel: "info",
+		Keepalive: 5 * time.Second, KeepaliveMisses: 3, BackoffMax: 30 * time.Second, User: "lifeline-agent", LogLevel: "info", MaxChannels: 8,
 	}
 }
 
@@ -40,6 +40,7 @@ func TestValidate(t *testing.T) {
 		{name: "backoff tiny", change: func(c *Config) { c.BackoffMax = time.Millisecond }, want: []string{"LIFELINE_BACKOFF_MAX"}},
 		{name: "user with space", change: func(c *Config) { c.User = "a b" }, want: []string{"LIFELINE_USER"}},
 		{name: "log level", change: func(c *Config) { c.LogLevel = "loud" }, want: []string{"LIFELINE_LOG_LEVEL"}},
+		{name: "no channels", change: func(c *Config) { c.MaxChannels = 0 }, want: []string{"LIFELINE_MAX_CHANNELS"}},
 		{name: "all at once", change: func(c *Config) { c.Bastion, c.KeepaliveMisses, c.User = "", -1, "" },
 			want: []string{"LIFELINE_BASTION", "LIFELINE_KEEPALIVE_MISSES", "LIFELINE_USER"}},
 	}

@@ -92,7 +92,8 @@ type Config struct {
 	// ProbeEvery is the cadence of TCP connect probes while waiting to
 	// reconnect after a network failure (1s).
 	ProbeEvery time.Duration
-	// MaxChannels caps concurrent forwarded connections per bastion (64).
+	// MaxChannels caps concurrent forwarded connections per bastion (8):
+	// each may buffer up to one SSH window (2 MiB) when a side stalls.
 	MaxChannels int
 	// Dialer dials bastions. nil means a net.Dialer with ConnectTimeout,
 	// TCP keepalive, TCP_USER_TIMEOUT and the Interface binding.
@@ -161,7 +162,7 @@ func New(cfg Config) (*Tunnels, error) {
 		cfg.KeepaliveMisses = 3
 	}
 	if cfg.MaxChannels <= 0 {
-		cfg.MaxChannels = 64
+		cfg.MaxChannels = 8
 	}
 	if cfg.User == "" {
 		cfg.User = "lifeline-agent"

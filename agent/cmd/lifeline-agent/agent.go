@@ -105,6 +105,7 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 		Keepalive:       cfg.Keepalive,
 		KeepaliveMisses: cfg.KeepaliveMisses,
 		BackoffMax:      cfg.BackoffMax,
+		MaxChannels:     cfg.MaxChannels,
 		Notifier:        sdnotify.FromEnv(getenv),
 		WatchdogEvery:   sdnotify.WatchdogInterval(getenv, os.Getpid()),
 		Log:             log,
