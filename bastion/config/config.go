@@ -15,6 +15,7 @@ import (
 
 	"github.com/lifeline-dev/lifeline/bastion/alert"
 	"github.com/lifeline-dev/lifeline/shared/envconf"
+	"github.com/lifeline-dev/lifeline/shared/units"
 )
 
 // Config of lifeline-bastion. Field tags are the variable names and defaults
@@ -28,13 +29,32 @@ type Config struct {
 	Name      string `envconfig:"NAME" desc:"this bastion's name in texts and status (default: hostname)"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 
-	LoginGrace      time.Duration `envconfig:"LOGIN_GRACE" default:"20s" desc:"time allowed for handshake and authentication"`
-	MaxPending      int           `envconfig:"MAX_PENDING" default:"64" desc:"connections allowed to be authenticating at once"`
-	BanAfter        int           `envconfig:"BAN_AFTER" default:"10" desc:"failed logins from one source (IPv6: one /64) before it is banned; 0 disables"`
-	BanWindow       time.Duration `envconfig:"BAN_WINDOW" default:"10m" desc:"window in which BAN_AFTER failures count"`
-	BanFor          time.Duration `envconfig:"BAN_FOR" default:"30m" desc:"how long a banned source is refused"`
-	Keepalive       time.Duration `envconfig:"KEEPALIVE" default:"5s" desc:"keepalive interval towards agents"`
-	KeepaliveMisses int           `envconfig:"KEEPALIVE_MISSES" default:"3" desc:"missed keepalive replies before an agent is declared dead"`
+	LoginGrace          time.Duration `envconfig:"LOGIN_GRACE" default:"20s" desc:"time allowed for handshake and authentication"`
+	HelloTimeout        time.Duration `envconfig:"HELLO_TIMEOUT" default:"5s" desc:"a new connection's SSH version line and first key-exchange packet must arrive within this"`
+	MaxPending          int           `envconfig:"MAX_PENDING" default:"64" desc:"connections allowed to be authenticating at once; when full, a new source evicts the oldest of the source holding the most"`
+	MaxPendingPerSource int           `envconfig:"MAX_PENDING_PER_SOURCE" default:"4" desc:"connections one source (IPv6: one /64) may have authenticating at once"`
+	ThrottleAfter       int           `envconfig:"THROTTLE_AFTER" default:"20" desc:"connections from one source that end without logging in within THROTTLE_WINDOW before it is throttled (one pending connection, evicted first); 0 disables"`
+	ThrottleWindow      time.Duration `envconfig:"THROTTLE_WINDOW" default:"1m" desc:"window in which THROTTLE_AFTER counts"`
+	ThrottleFor         time.Duration `envconfig:"THROTTLE_FOR" default:"5m" desc:"how long a source stays throttled"`
+	BanAfter            int           `envconfig:"BAN_AFTER" default:"10" desc:"failed logins from one source (IPv6: one /64) before it is banned; 0 disables"`
+	BanWindow           time.Duration `envconfig:"BAN_WINDOW" default:"10m" desc:"window in which BAN_AFTER failures count"`
+	BanFor              time.Duration `envconfig:"BAN_FOR" default:"30m" desc:"how long a banned source is refused"`
+	BanExempt           string        `envconfig:"BAN_EXEMPT" desc:"comma-separated CIDRs never banned nor throttled (an office, a monitoring host)"`
+	TrustFor            time.Duration `envconfig:"TRUST_FOR" default:"24h" desc:"a source where a key logged in is never banned or throttled for this long, and may have 4x MAX_PENDING_PER_SOURCE pending (agents share carrier-NAT addresses with strangers)"`
+
+	MaxChannels        int            `envconfig:"MAX_CHANNELS" default:"64" desc:"relayed connections open in total; each may buffer up to 2 MiB per direction when a side stalls"`
+	MaxChannelsPerConn int            `envconfig:"MAX_CHANNELS_PER_CONN" default:"10" desc:"channels open on one operator connection (one of them may be a session, for status)"`
+	MaxChannelsPerKey  int            `envconfig:"MAX_CHANNELS_PER_KEY" default:"16" desc:"channels open by one operator key over all its connections"`
+	MaxConnsPerKey     int            `envconfig:"MAX_CONNS_PER_KEY" default:"8" desc:"logged-in connections per key; a newer one closes the oldest"`
+	MaxNamesPerConn    int            `envconfig:"MAX_NAMES_PER_CONN" default:"16" desc:"names one agent connection may register"`
+	RequestsPerSecond  int            `envconfig:"REQUESTS_PER_SECOND" default:"20" desc:"global requests and channel opens per connection (bursts of twice that); more are refused, ten times more closes the connection"`
+	ReportEvery        time.Duration  `envconfig:"REPORT_EVERY" default:"1m" desc:"an agent key's link reports are taken at most once per interval"`
+	IdleTimeout        time.Duration  `envconfig:"IDLE_TIMEOUT" default:"15m" desc:"an operator connection with no channel open this long is closed"`
+	MemoryLimit        units.ByteSize `envconfig:"MEMORY_LIMIT" default:"192MiB" desc:"soft memory limit of the Go runtime (GOMEMLIMIT wins when set); 0 = none"`
+	AuditKeepDays      int            `envconfig:"AUDIT_KEEP_DAYS" default:"90" desc:"logins, jumps and status calls are kept in access.jsonl at least this many days"`
+	AuditSummaryEvery  time.Duration  `envconfig:"AUDIT_SUMMARY_EVERY" default:"1m" desc:"refusals from one source: the first in full, then one count per interval"`
+	Keepalive          time.Duration  `envconfig:"KEEPALIVE" default:"5s" desc:"keepalive interval towards agents"`
+	KeepaliveMisses    int            `envconfig:"KEEPALIVE_MISSES" default:"3" desc:"missed keepalive replies before an agent is declared dead"`
 
 	Twilio          `ignored:"true"` // read without prefix, see Twilio
 	TwilioURL       string           `envconfig:"TWILIO_URL" default:"https://api.twilio.com" desc:"base URL of the Twilio API (proxy or local test server)"`
@@ -47,8 +67,9 @@ type Config struct {
 	FailedLoginEach time.Duration    `envconfig:"FAILED_LOGIN_EVERY" default:"15m" desc:"failed logins are summarised at most once per interval"`
 
 	// Parsed by Validate.
-	SMSToList  []string       `ignored:"true"`
-	QuietCIDRs []netip.Prefix `ignored:"true"`
+	SMSToList   []string       `ignored:"true"`
+	QuietCIDRs  []netip.Prefix `ignored:"true"`
+	ExemptCIDRs []netip.Prefix `ignored:"true"`
 }
 
 // Twilio holds Twilio's own variables, read without the LIFELINE_ prefix.
@@ -107,6 +128,50 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPending < 1 {
 		bad("LIFELINE_MAX_PENDING", "%d must be at least 1", c.MaxPending)
+	}
+	if c.MaxPendingPerSource < 1 || c.MaxPendingPerSource > c.MaxPending {
+		bad("LIFELINE_MAX_PENDING_PER_SOURCE", "%d must be from 1 to LIFELINE_MAX_PENDING (%d)", c.MaxPendingPerSource, c.MaxPending)
+	}
+	if c.HelloTimeout < 100*time.Millisecond || c.HelloTimeout > c.LoginGrace {
+		bad("LIFELINE_HELLO_TIMEOUT", "%s must be from 100ms to LIFELINE_LOGIN_GRACE (%s)", c.HelloTimeout, c.LoginGrace)
+	}
+	if c.ThrottleAfter < 0 {
+		bad("LIFELINE_THROTTLE_AFTER", "%d must not be negative", c.ThrottleAfter)
+	}
+	if c.ThrottleAfter > 0 && (c.ThrottleWindow <= 0 || c.ThrottleFor <= 0) {
+		bad("LIFELINE_THROTTLE_WINDOW/LIFELINE_THROTTLE_FOR", "must be positive when LIFELINE_THROTTLE_AFTER is set")
+	}
+	if c.TrustFor < 0 {
+		bad("LIFELINE_TRUST_FOR", "%s must not be negative", c.TrustFor)
+	}
+	if c.BanExempt != "" {
+		p, err := alert.ParseCIDRs(c.BanExempt)
+		if err != nil {
+			bad("LIFELINE_BAN_EXEMPT", "%v", err)
+		}
+		c.ExemptCIDRs = p
+	}
+	for name, v := range map[string]int{
+		"LIFELINE_MAX_CHANNELS": c.MaxChannels, "LIFELINE_MAX_CHANNELS_PER_CONN": c.MaxChannelsPerConn,
+		"LIFELINE_MAX_CHANNELS_PER_KEY": c.MaxChannelsPerKey, "LIFELINE_MAX_CONNS_PER_KEY": c.MaxConnsPerKey,
+		"LIFELINE_MAX_NAMES_PER_CONN": c.MaxNamesPerConn, "LIFELINE_REQUESTS_PER_SECOND": c.RequestsPerSecond,
+	} {
+		if v < 1 {
+			bad(name, "%d must be at least 1", v)
+		}
+	}
+	for name, v := range map[string]time.Duration{
+		"LIFELINE_REPORT_EVERY": c.ReportEvery, "LIFELINE_IDLE_TIMEOUT": c.IdleTimeout, "LIFELINE_AUDIT_SUMMARY_EVERY": c.AuditSummaryEvery,
+	} {
+		if v < time.Second {
+			bad(name, "%s must be at least 1s", v)
+		}
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 32<<20 {
+		bad("LIFELINE_MEMORY_LIMIT", "%s is too small (at least 32MiB, or 0 for none)", c.MemoryLimit)
+	}
+	if c.AuditKeepDays < 1 {
+		bad("LIFELINE_AUDIT_KEEP_DAYS", "%d must be at least 1", c.AuditKeepDays)
 	}
 	if c.BanAfter < 0 {
 		bad("LIFELINE_BAN_AFTER", "%d must not be negative", c.BanAfter)

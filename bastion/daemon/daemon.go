@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -38,6 +40,7 @@ type Daemon struct {
 // audit log and the alert spool, and binds the listener. Every problem is an
 // error naming the file or variable; nothing is left open on error.
 func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
+	setMemoryLimit(cfg.MemoryLimit.Bytes(), log)
 	hostKey, created, err := keyfile.LoadOrCreate(cfg.HostKey, "lifeline-bastion")
 	if err != nil {
 		return nil, fmt.Errorf("host key: %w", err)
@@ -98,6 +101,11 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		Name: cfg.Name, LoginGrace: cfg.LoginGrace, MaxPending: cfg.MaxPending,
 		Bans:      ban.New(cfg.BanAfter, cfg.BanWindow, cfg.BanFor, nil),
 		Keepalive: cfg.Keepalive, KeepaliveMisses: cfg.KeepaliveMisses,
+		Limits: server.Limits{
+			MaxChannels: cfg.MaxChannels, MaxChannelsPerConn: cfg.MaxChannelsPerConn, MaxChannelsPerKey: cfg.MaxChannelsPerKey,
+			MaxConnsPerKey: cfg.MaxConnsPerKey, MaxNamesPerConn: cfg.MaxNamesPerConn, RequestsPerSecond: cfg.RequestsPerSecond,
+			ReportEvery: cfg.ReportEvery, IdleTimeout: cfg.IdleTimeout,
+		},
 		StatusExtra: func() (string, any) {
 			st := alerter.Status()
 			return st.String(), st
@@ -111,6 +119,17 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("listen on %s (LIFELINE_LISTEN): %w", cfg.Listen, err)
 	}
 	return &Daemon{cfg: cfg, log: log, audit: auditLog, alerter: alerter, srv: srv, ln: ln}, nil
+}
+
+// setMemoryLimit makes the Go runtime collect harder as the heap nears
+// limit (bytes), so that memory held by a flood goes back to the system
+// once it ends. GOMEMLIMIT in the environment wins (the runtime has read it).
+func setMemoryLimit(limit int64, log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" || limit <= 0 {
+		return
+	}
+	debug.SetMemoryLimit(limit)
+	log.Debug("memory limit set", "bytes", limit)
 }
 
 // Addr is the address the bastion listens on.
