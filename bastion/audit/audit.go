@@ -1,14 +1,33 @@
 // Package audit writes the bastion's audit log: one JSON object per line, one
-// line per login, refusal, registration, jump, disconnect and alert.
+// line per login, refusal, registration, jump, status call, disconnect and
+// alert.
+//
+// Two files live side by side in one directory (mode 0700, files 0600):
+//
+//   - audit.jsonl holds every event. It is rotated by size and only Keep old
+//     files are kept, so a bastion scanned by the whole internet never fills
+//     its disk; under a flood its oldest lines go first.
+//   - access.jsonl holds only the access class (see IsAccess): who logged in,
+//     jumped where, asked for status, took a name over, and when the bastion
+//     started, stopped and reloaded. It is rotated by size too, but an old
+//     file is deleted only when its newest entry is older than KeepDays, so
+//     no flood of refusals can flush a login out of it (see AccessFile).
+//
+// Refusals are best recorded through a Summarizer, which passes the first
+// refusal from each source through in full and counts the rest.
 package audit
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
+	"unicode/utf8"
+
+	"github.com/lifeline-dev/lifeline/shared/clock"
 )
 
 // Event kinds.
@@ -28,9 +47,19 @@ const (
 	KindDisconnect = "disconnect"
 	KindReport     = "link_report"
 	KindAlert      = "alert"
+	// KindStatus: an operator ran `status`.
+	KindStatus = "status"
 )
 
 // Event is one audit record. Empty fields are left out of the JSON.
+//
+// A summary written by a Summarizer is an event of the kind it summarises
+// (there is no separate summary kind) with Count > 0: it stands for Count
+// events of that kind, not shown one by one, from Source (an address without
+// port, an IPv6 /64, or "" for the bucket of sources over the tracking
+// limit) over DurationMS milliseconds. So the number of refusals in a log is
+// the number of refused lines without a count plus the sum of the counts
+// (jq -s '[.[] | select(.event=="refused") | .count // 1] | add').
 type Event struct {
 	Time        time.Time `json:"time"`
 	Kind        string    `json:"event"`
@@ -47,6 +76,7 @@ type Event struct {
 	BytesOut    int64     `json:"bytes_out,omitempty"`
 	DurationMS  int64     `json:"duration_ms,omitempty"`
 	Message     string    `json:"message,omitempty"`
+	Count       int64     `json:"count,omitempty"`
 }
 
 // Recorder receives audit events. Record must not block for long: it is
@@ -60,55 +90,193 @@ type Func func(Event)
 
 func (f Func) Record(e Event) { f(e) }
 
-// Rotation: when the log passes MaxBytes it is renamed to audit.jsonl.1
-// (older files shift up to .Keep, the oldest is removed) and a new file is
-// started, so a bastion scanned by the whole internet never fills its disk.
-const (
-	MaxBytes = 64 << 20
-	Keep     = 5
-)
-
-// Log appends events to a file. Writes are serialised; a write error is
-// reported to the onError hook (never silently dropped, never fatal).
-type Log struct {
-	mu       sync.Mutex
-	path     string
-	f        *os.File
-	size     int64
-	maxBytes int64
-	now      func() time.Time
-	onError  func(error)
+// IsAccess reports whether events of kind belong to the access class, which
+// is also written to access.jsonl: logins, jumps and their ends, status
+// calls, takeovers, and the bastion's own start, stop and reload. Refusals,
+// failed logins, bans, registrations, link reports, disconnects and alerts
+// are not: most of them can be caused by anyone on the internet or by an
+// agent at a high rate.
+func IsAccess(kind string) bool {
+	switch kind {
+	case KindLogin, KindJump, KindJumpEnd, KindStatus, KindTakeover, KindReload, KindStart, KindStop:
+		return true
+	}
+	return false
 }
 
-// Open opens (creating with mode 0600) the audit log at path for appending.
-// onError is called when a later write fails; nil means ignore.
+// Defaults of Options.
+const (
+	// MaxBytes is the size at which audit.jsonl and access.jsonl are rotated.
+	MaxBytes = 64 << 20
+	// Keep is the number of rotated audit.jsonl files kept (audit.jsonl.1
+	// newest to audit.jsonl.Keep oldest).
+	Keep = 5
+	// KeepDays is how long a rotated access file is kept after its newest
+	// entry.
+	KeepDays = 90
+	// AccessCap bounds all access files together; see AccessFile.
+	AccessCap = 1 << 30
+	// MaxField is the longest string field, in bytes, written for one event;
+	// a longer one is cut and ends in "…".
+	MaxField = 1024
+)
+
+// Options configures OpenWith. The zero value of each field means its
+// default.
+type Options struct {
+	// Path is the main log, conventionally <state dir>/audit.jsonl. The
+	// access log is AccessFile in the same directory. Required.
+	Path string
+	// MaxBytes is the rotation size of each of the two files; 0 means
+	// MaxBytes.
+	MaxBytes int64
+	// Keep is the number of rotated audit.jsonl files kept; 0 means Keep.
+	Keep int
+	// KeepDays: a rotated access file is deleted once its newest entry is
+	// older than this many days; 0 means KeepDays.
+	KeepDays int
+	// AccessCap bounds the access files together, in bytes: past it the
+	// oldest are deleted whatever their age, each deletion reported to
+	// OnError. 0 means AccessCap; it must be at least 2*MaxBytes.
+	AccessCap int64
+	// Clock stamps events without a time and dates the access files; nil
+	// means clock.Real{}.
+	Clock clock.Clock
+	// OnError is called when a write, rotation or deletion fails, and when
+	// the hard cap deleted an access file younger than KeepDays. It is called
+	// with the log's lock held: it must not call back into the Log. nil
+	// means ignore.
+	OnError func(error)
+	// OnWarn is told when a file or the directory was readable or writable
+	// by group or other and has been fixed, e.g. "audit log
+	// /var/lib/lifeline/audit.jsonl was mode 0644: set to 0600". The same
+	// rule as for OnError applies. nil means ignore (the mode is still fixed).
+	OnWarn func(string)
+}
+
+// Log appends events to audit.jsonl and the access class also to
+// access.jsonl. Writes are serialised; a write error is reported to OnError
+// (never silently dropped, never fatal). Every string field is cut to
+// MaxField bytes, so that no single event can be huge.
+type Log struct {
+	mu       sync.Mutex
+	main     logFile // audit.jsonl
+	access   accessLog
+	keep     int
+	maxBytes int64
+	clock    clock.Clock
+	onError  func(error)
+	onWarn   func(string)
+	closed   bool
+}
+
+// Open opens (creating with mode 0600) the audit log at path and the access
+// log beside it, for appending, with the default Options. onError is called
+// when a later write fails; nil means ignore. now nil means time.Now.
+// Permission fixes are reported to onError too, as errors starting with
+// "audit: ". New code should call OpenWith.
 func Open(path string, now func() time.Time, onError func(error)) (*Log, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	o := Options{Path: path, OnError: onError}
+	if now != nil {
+		o.Clock = funcClock(now)
+	}
+	if onError != nil {
+		o.OnWarn = func(msg string) { onError(errors.New("audit: " + msg)) }
+	}
+	return OpenWith(o)
+}
+
+// OpenWith creates the directory of o.Path (mode 0700) if needed, fixes the
+// modes of an existing directory and of existing log files readable or
+// writable by group or other (reporting each to OnWarn), opens both files
+// for appending, and deletes access files past their retention. Its errors
+// name the file; the caller must Close the Log.
+func OpenWith(o Options) (*Log, error) {
+	if err := o.fill(); err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(o.Path)
+	l := &Log{
+		keep: o.Keep, maxBytes: o.MaxBytes, clock: o.Clock, onError: o.OnError, onWarn: o.OnWarn,
+		main: logFile{path: o.Path},
+		access: accessLog{
+			logFile:  logFile{path: filepath.Join(dir, AccessFile)},
+			keepFor:  time.Duration(o.KeepDays) * 24 * time.Hour,
+			keepDays: o.KeepDays,
+			capBytes: o.AccessCap,
+		},
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create audit log directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open audit log %s: %w", path, err)
+	if err := fixMode(dir, 0o700, l.onWarn); err != nil {
+		return nil, err
 	}
-	if now == nil {
-		now = time.Now
+	if err := l.main.open(l.onWarn); err != nil {
+		return nil, err
 	}
-	if onError == nil {
-		onError = func(error) {}
+	if err := l.access.open(l.onWarn); err != nil {
+		l.main.close()
+		return nil, err
 	}
-	l := &Log{path: path, f: f, now: now, onError: onError, maxBytes: MaxBytes}
-	if fi, err := f.Stat(); err == nil {
-		l.size = fi.Size()
+	if err := l.fixRotatedModes(); err != nil {
+		l.main.close()
+		l.access.close()
+		return nil, err
 	}
+	l.access.prune(l.clock.Now(), l.maxBytes, l.onError)
 	return l, nil
 }
 
-// Record writes e, stamping its time when unset.
+func (o *Options) fill() error {
+	if o.MaxBytes == 0 {
+		o.MaxBytes = MaxBytes
+	}
+	if o.Keep == 0 {
+		o.Keep = Keep
+	}
+	if o.KeepDays == 0 {
+		o.KeepDays = KeepDays
+	}
+	if o.AccessCap == 0 {
+		o.AccessCap = AccessCap
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.OnError == nil {
+		o.OnError = func(error) {}
+	}
+	if o.OnWarn == nil {
+		o.OnWarn = func(string) {}
+	}
+	var errs []error
+	if o.Path == "" {
+		errs = append(errs, errors.New("audit log: Path is empty"))
+	}
+	if o.MaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("audit log: MaxBytes %d is negative", o.MaxBytes))
+	}
+	if o.Keep < 0 {
+		errs = append(errs, fmt.Errorf("audit log: Keep %d is negative", o.Keep))
+	}
+	if o.KeepDays < 0 {
+		errs = append(errs, fmt.Errorf("audit log: KeepDays %d is negative", o.KeepDays))
+	}
+	if o.AccessCap < 2*o.MaxBytes {
+		errs = append(errs, fmt.Errorf("audit log: AccessCap %d is below twice MaxBytes (%d)", o.AccessCap, 2*o.MaxBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// Record writes e, stamping its time when unset, to audit.jsonl and, for the
+// access class, to access.jsonl.
 func (l *Log) Record(e Event) {
 	if e.Time.IsZero() {
-		e.Time = l.now()
+		e.Time = l.clock.Now()
 	}
 	e.Time = e.Time.UTC()
+	capFields(&e)
 	b, err := json.Marshal(e)
 	if err != nil {
 		l.onError(fmt.Errorf("encode audit event: %w", err))
@@ -117,73 +285,83 @@ func (l *Log) Record(e Event) {
 	b = append(b, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
-		l.onError(fmt.Errorf("audit log %s is closed", l.path))
+	if l.closed {
+		l.onError(fmt.Errorf("audit log %s is closed", l.main.path))
 		return
 	}
-	if l.size+int64(len(b)) > l.maxBytes && l.size > 0 {
-		if err := l.rotateLocked(); err != nil {
+	if l.main.size+int64(len(b)) > l.maxBytes && l.main.size > 0 {
+		if err := l.rotateMainLocked(); err != nil {
 			l.onError(err) // keep writing to the current file
 		}
 	}
-	n, err := l.f.Write(b)
-	l.size += int64(n)
-	if err != nil {
-		l.onError(fmt.Errorf("write audit log %s: %w", l.path, err))
+	l.main.write(b, l.onError)
+	if !IsAccess(e.Kind) {
+		return
 	}
-}
-
-// rotateLocked shifts path.1..path.Keep-1 up by one, renames path to
-// path.1 and opens a new path. l.mu must be held.
-func (l *Log) rotateLocked() error {
-	for i := Keep - 1; i >= 1; i-- {
-		from := fmt.Sprintf("%s.%d", l.path, i)
-		if _, err := os.Stat(from); err == nil {
-			if err := os.Rename(from, fmt.Sprintf("%s.%d", l.path, i+1)); err != nil {
-				return fmt.Errorf("rotate audit log %s: %w", from, err)
-			}
+	if l.access.size+int64(len(b)) > l.maxBytes && l.access.size > 0 {
+		if err := l.access.rotate(l.clock.Now(), l.onWarn); err != nil {
+			l.onError(err)
 		}
+		l.access.prune(l.clock.Now(), l.maxBytes, l.onError)
 	}
-	if err := os.Rename(l.path, l.path+".1"); err != nil {
-		return fmt.Errorf("rotate audit log %s: %w", l.path, err)
+	l.access.write(b, l.onError)
+	if e.Time.After(l.access.newest) {
+		l.access.newest = e.Time
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("reopen audit log %s after rotation: %w", l.path, err)
-	}
-	l.f.Close()
-	l.f, l.size = f, 0
-	return nil
 }
 
-// Reopen closes and reopens the file, for log rotation (called on SIGHUP).
+// Reopen closes and reopens both files, for log rotation by another tool
+// (called on SIGHUP). A file that is still there is appended to; a new one is
+// created with mode 0600. An existing file with a wider mode is fixed and
+// reported to OnWarn.
 func (l *Log) Reopen() error {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("reopen audit log %s: %w", l.path, err)
-	}
-	var size int64
-	if fi, err := f.Stat(); err == nil {
-		size = fi.Size()
-	}
 	l.mu.Lock()
-	old := l.f
-	l.f, l.size = f, size
-	l.mu.Unlock()
-	if old != nil {
-		old.Close()
+	defer l.mu.Unlock()
+	if l.closed {
+		return fmt.Errorf("reopen audit log %s: closed", l.main.path)
 	}
-	return nil
+	return errors.Join(l.main.reopen(l.onWarn), l.access.reopen(l.onWarn))
 }
 
-// Close flushes and closes the file.
+// Close flushes and closes both files. Record after Close reports an error
+// to OnError.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
+	if l.closed {
 		return nil
 	}
-	err := l.f.Close()
-	l.f = nil
-	return err
+	l.closed = true
+	return errors.Join(l.main.close(), l.access.close())
 }
+
+// capFields cuts every string field of e to MaxField bytes.
+func capFields(e *Event) {
+	for _, s := range []*string{&e.Kind, &e.Session, &e.Role, &e.User, &e.Key, &e.Fingerprint,
+		&e.Source, &e.Target, &e.Agent, &e.Reason, &e.Message} {
+		*s = cut(*s, MaxField)
+	}
+}
+
+// ellipsis ends a string that was cut.
+const ellipsis = "…"
+
+// cut returns s if it has at most n bytes, otherwise its longest prefix that
+// ends on a character boundary and leaves room for "…", followed by "…".
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := max(n-len(ellipsis), 0)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + ellipsis
+}
+
+// funcClock adapts Open's now function to clock.Clock; the Log never makes
+// timers.
+type funcClock func() time.Time
+
+func (f funcClock) Now() time.Time                     { return f() }
+func (funcClock) NewTimer(d time.Duration) clock.Timer { return clock.Real{}.NewTimer(d) }

@@ -64,17 +64,21 @@ func TestRecordReopenClose(t *testing.T) {
 	if len(errs) != 1 {
 		t.Fatalf("errors reported: %v; want one for the write after Close", errs)
 	}
+	// The access class went to access.jsonl as well, across the Reopen.
+	acc := readEvents(t, filepath.Join(dir, "sub", AccessFile))
+	if len(acc) != 3 || acc[0].Kind != KindLogin || acc[1].Kind != KindJumpEnd || acc[2].Kind != KindReload {
+		t.Fatalf("access log holds %+v", acc)
+	}
 }
 
 func TestRotatesBySize(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "audit.jsonl")
-	l, err := Open(path, nil, func(err error) { t.Errorf("audit error: %v", err) })
+	l, err := OpenWith(Options{Path: path, MaxBytes: 1000, OnError: func(err error) { t.Errorf("audit error: %v", err) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.maxBytes = 1000
 	for i := range 200 {
 		l.Record(Event{Kind: KindAuthFailed, Source: "198.51.100.20:1", Reason: fmt.Sprintf("attempt %03d", i)})
 	}

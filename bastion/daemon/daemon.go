@@ -31,6 +31,7 @@ type Daemon struct {
 	cfg     config.Config
 	log     *slog.Logger
 	audit   *audit.Log
+	summary *audit.Summarizer
 	alerter *alert.Alerter
 	srv     *server.Server
 	ln      net.Listener
@@ -55,12 +56,18 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	agents, operators := policy.Counts()
 	log.Info("key files loaded", "agents", agents, "operators", operators)
 
-	auditLog, err := audit.Open(filepath.Join(cfg.StateDir, "audit.jsonl"), nil, func(err error) {
-		log.Error("audit log write failed", "err", err)
+	auditLog, err := audit.OpenWith(audit.Options{
+		Path:     filepath.Join(cfg.StateDir, "audit.jsonl"),
+		KeepDays: cfg.AuditKeepDays,
+		OnError:  func(err error) { log.Error("audit log write failed", "err", err) },
+		OnWarn:   func(msg string) { log.Warn(msg) },
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Refusals from one source are summarised: an outsider cannot flush
+	// the log with them.
+	summary := audit.NewSummarizer(auditLog, audit.SummaryOptions{Interval: cfg.AuditSummaryEvery})
 	defer func() {
 		if err != nil {
 			auditLog.Close()
@@ -97,7 +104,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 
 	srv, err := server.New(server.Config{
-		HostKey: hostKey, Policy: policy, Log: log, Audit: auditLog, Events: events{alerter},
+		HostKey: hostKey, Policy: policy, Log: log, Audit: summary, Events: events{alerter},
 		Name: cfg.Name, LoginGrace: cfg.LoginGrace, MaxPending: cfg.MaxPending,
 		Bans:      ban.New(cfg.BanAfter, cfg.BanWindow, cfg.BanFor, nil),
 		Keepalive: cfg.Keepalive, KeepaliveMisses: cfg.KeepaliveMisses,
@@ -118,7 +125,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (LIFELINE_LISTEN): %w", cfg.Listen, err)
 	}
-	return &Daemon{cfg: cfg, log: log, audit: auditLog, alerter: alerter, srv: srv, ln: ln}, nil
+	return &Daemon{cfg: cfg, log: log, audit: auditLog, summary: summary, alerter: alerter, srv: srv, ln: ln}, nil
 }
 
 // setMemoryLimit makes the Go runtime collect harder as the heap nears
@@ -142,15 +149,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	actx, cancelAlerts := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	var alertErr error
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		alertErr = d.alerter.Run(actx)
+	}()
+	go func() {
+		defer wg.Done()
+		d.summary.Run(actx)
 	}()
 	err := d.srv.Serve(ctx, d.ln)
 	// Undelivered alerts stay in the spool and go out after the next start.
 	cancelAlerts()
 	wg.Wait()
+	d.summary.Flush() // counts of refusals recorded during shutdown
 	if alertErr != nil && !errors.Is(alertErr, context.Canceled) {
 		err = errors.Join(err, fmt.Errorf("alerts: %w", alertErr))
 	}

@@ -237,9 +237,15 @@ func relay(operator, agent ssh.Channel) (in, out int64) {
 	return in, out
 }
 
-// bufPool holds the relay's copy buffers: one SSH packet's worth (32 KiB),
-// so that a stalled channel holds its window and little more.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// relayChunk is what one write into a channel carries: 9 bytes short of a
+// 32 KiB packet, so that the receiving x/crypto, which copies each packet
+// (type, channel id and length: 9 bytes, then the data) into a fresh slice,
+// allocates exactly 32 KiB for it instead of rounding 32 KiB + 9 up to
+// 40 KiB. A stalled channel then holds its 2 MiB window, not 2.5 MiB.
+const relayChunk = 32<<10 - 9
+
+// bufPool holds the relay's copy buffers.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, relayChunk); return &b }}
 
 func copyBuf(dst io.Writer, src io.Reader) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
@@ -306,7 +312,7 @@ func (ss *session) exec(ch ssh.Channel, req *ssh.Request, cmd string) {
 			return
 		}
 		req.Reply(true, nil)
-		ss.audit(auditKindStatus, cmd)
+		ss.audit(audit.KindStatus, cmd)
 		if err := ss.s.writeStatus(ch, ss.identity(), asJSON); err != nil {
 			fmt.Fprintf(ch.Stderr(), "lifeline: status: %v\n", err)
 			exit(ch, 1)

@@ -352,7 +352,7 @@ func TestStatusAlertSectionOnlyForUnrestrictedOperators(t *testing.T) {
 	if !strings.Contains(out, "nuc:3389") {
 		t.Fatalf("restricted operator does not see its own target:\n%s", out)
 	}
-	if !w.rec.has(auditKindStatus, "status") {
+	if !w.rec.has(audit.KindStatus, "status") {
 		t.Fatalf("status call not audited:\n%s", w.rec.dump())
 	}
 }

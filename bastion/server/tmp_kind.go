@@ -1,4 +1,0 @@
-package server
-
-// auditKindStatus is audit.KindStatus (being added to the audit package).
-const auditKindStatus = "status"
