@@ -5,16 +5,20 @@ package ban
 
 import (
 	"net/netip"
+	"sort"
 	"sync"
 	"time"
 )
 
-// MaxTracked bounds memory under a scan from many addresses: beyond it, the
-// oldest-expiring entries are pruned first.
+// MaxTracked bounds memory under a scan from many addresses. When the list
+// is full, expired entries are pruned first, then sources that are counting
+// failures but not banned, then the bans ending soonest, down to 90% of
+// MaxTracked (so a flood costs amortized O(log n) per new source).
 const MaxTracked = 100_000
 
 // List tracks failures per source. Safe for concurrent use.
 type List struct {
+	max    int // MaxTracked; tests lower it
 	mu     sync.Mutex
 	after  int
 	window time.Duration
@@ -35,10 +39,13 @@ func New(after int, window, banFor time.Duration, now func() time.Time) *List {
 	if now == nil {
 		now = time.Now
 	}
-	return &List{after: after, window: window, banFor: banFor, now: now, m: make(map[netip.Prefix]*entry)}
+	return &List{max: MaxTracked, after: after, window: window, banFor: banFor, now: now, m: make(map[netip.Prefix]*entry)}
 }
 
-func source(a netip.Addr) netip.Prefix {
+// Source is the unit failures are counted per: an IPv4 address, or the /64
+// holding an IPv6 address. IPv4-mapped IPv6 addresses are unmapped first
+// and zones dropped; an invalid address gives the zero Prefix.
+func Source(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
 	if a.Is4() {
 		return netip.PrefixFrom(a, 32)
@@ -54,7 +61,7 @@ func (l *List) Banned(a netip.Addr) (bool, time.Time) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e, ok := l.m[source(a)]
+	e, ok := l.m[Source(a)]
 	if !ok {
 		return false, time.Time{}
 	}
@@ -73,10 +80,10 @@ func (l *List) Fail(a netip.Addr) (banned bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	k := source(a)
+	k := Source(a)
 	e, ok := l.m[k]
 	if !ok || now.Sub(e.first) > l.window && !now.Before(e.until) {
-		if len(l.m) >= MaxTracked {
+		if len(l.m) >= l.max {
 			l.pruneLocked(now)
 		}
 		e = &entry{first: now}
@@ -102,18 +109,31 @@ func (l *List) Len() int {
 	return len(l.m)
 }
 
+// pruneLocked makes room: see MaxTracked.
 func (l *List) pruneLocked(now time.Time) {
+	low := l.max - max(l.max/10, 1)
+	var banned []netip.Prefix
 	for k, e := range l.m {
-		if now.Sub(e.first) > l.window && !now.Before(e.until) {
+		switch {
+		case now.Before(e.until):
+			banned = append(banned, k)
+		case now.Sub(e.first) > l.window:
 			delete(l.m, k)
 		}
 	}
 	// Still full (a flood within one window): drop unbanned entries.
-	if len(l.m) >= MaxTracked {
+	if len(l.m) > low {
 		for k, e := range l.m {
 			if !now.Before(e.until) {
 				delete(l.m, k)
 			}
+		}
+	}
+	// Still full (a flood of bans): drop the bans ending soonest.
+	if len(l.m) > low {
+		sort.Slice(banned, func(i, j int) bool { return l.m[banned[i]].until.Before(l.m[banned[j]].until) })
+		for _, k := range banned[:len(l.m)-low] {
+			delete(l.m, k)
 		}
 	}
 }

@@ -73,3 +73,68 @@ func TestDisabled(t *testing.T) {
 		}
 	}
 }
+
+func TestSource(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ addr, want string }{
+		{"198.51.100.7", "198.51.100.7/32"},
+		{"::ffff:198.51.100.7", "198.51.100.7/32"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+	} {
+		if got := Source(netip.MustParseAddr(tc.addr)); got.String() != tc.want {
+			t.Errorf("Source(%s) = %s, want %s", tc.addr, got, tc.want)
+		}
+	}
+	if got := Source(netip.Addr{}); got.IsValid() {
+		t.Errorf("Source(invalid) = %s, want the zero prefix", got)
+	}
+}
+
+// TestBoundedUnderFlood: failures from more sources than MaxTracked never
+// grow the list beyond it, whether they only count or all ban.
+func TestBoundedUnderFlood(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		after int
+	}{
+		{"counting", 3},
+		{"every failure bans", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(0, 0)
+			l := New(tc.after, time.Minute, time.Hour, func() time.Time { return now })
+			l.max = 1000
+			last := netip.MustParseAddr("2001:db8::")
+			for i := range 5 * l.max {
+				var b [16]byte
+				b[0], b[1], b[2], b[3] = 0x20, 0x01, 0x0d, 0xb8
+				b[4], b[5], b[6] = byte(i>>16), byte(i>>8), byte(i)
+				last = netip.AddrFrom16(b)
+				l.Fail(last)
+				if n := l.Len(); n > l.max {
+					t.Fatalf("after %d sources the list holds %d > %d", i+1, n, l.max)
+				}
+				now = now.Add(time.Millisecond)
+			}
+			if tc.after == 1 {
+				if b, _ := l.Banned(last); !b {
+					t.Fatal("the newest ban was pruned")
+				}
+			}
+		})
+	}
+}
+
+func TestBoundedAtMaxTracked(t *testing.T) {
+	t.Parallel()
+	l := New(1, time.Minute, time.Hour, nil)
+	for i := range MaxTracked + 10 {
+		l.Fail(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+	}
+	if n := l.Len(); n > MaxTracked {
+		t.Fatalf("list holds %d > MaxTracked %d", n, MaxTracked)
+	}
+}

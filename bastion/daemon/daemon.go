@@ -21,6 +21,7 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/authz"
 	"github.com/lifeline-dev/lifeline/bastion/ban"
 	"github.com/lifeline-dev/lifeline/bastion/config"
+	"github.com/lifeline-dev/lifeline/bastion/gate"
 	"github.com/lifeline-dev/lifeline/bastion/server"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 	"github.com/lifeline-dev/lifeline/shared/report"
@@ -103,10 +104,26 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		alerter.AgentDown(alert.Agent{Name: k.Name, Fingerprint: k.Fingerprint, Names: names})
 	}
 
+	throttleAfter, trustFor := cfg.ThrottleAfter, cfg.TrustFor
+	if throttleAfter == 0 {
+		throttleAfter = -1 // LIFELINE_THROTTLE_AFTER=0: never throttle
+	}
+	if trustFor == 0 {
+		trustFor = -1 // LIFELINE_TRUST_FOR=0: trust nobody
+	}
+	g, err := gate.New(gate.Config{
+		MaxPending: cfg.MaxPending, MaxPendingPerSource: cfg.MaxPendingPerSource,
+		HelloTimeout: cfg.HelloTimeout, LoginGrace: cfg.LoginGrace,
+		ThrottleAfter: throttleAfter, ThrottleWindow: cfg.ThrottleWindow, ThrottleFor: cfg.ThrottleFor,
+		Exempt: cfg.ExemptCIDRs, TrustFor: trustFor,
+		Bans: ban.New(cfg.BanAfter, cfg.BanWindow, cfg.BanFor, nil),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connection gate: %w", err)
+	}
 	srv, err := server.New(server.Config{
 		HostKey: hostKey, Policy: policy, Log: log, Audit: summary, Events: events{alerter},
-		Name: cfg.Name, LoginGrace: cfg.LoginGrace, MaxPending: cfg.MaxPending,
-		Bans:      ban.New(cfg.BanAfter, cfg.BanWindow, cfg.BanFor, nil),
+		Name: cfg.Name, Gate: g,
 		Keepalive: cfg.Keepalive, KeepaliveMisses: cfg.KeepaliveMisses,
 		Limits: server.Limits{
 			MaxChannels: cfg.MaxChannels, MaxChannelsPerConn: cfg.MaxChannelsPerConn, MaxChannelsPerKey: cfg.MaxChannelsPerKey,

@@ -25,6 +25,7 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 	"github.com/lifeline-dev/lifeline/bastion/authz"
 	"github.com/lifeline-dev/lifeline/bastion/ban"
+	"github.com/lifeline-dev/lifeline/bastion/gate"
 	"github.com/lifeline-dev/lifeline/bastion/registry"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/sshalgo"
@@ -123,12 +124,19 @@ type Config struct {
 	Events Events
 	// Name of this bastion, shown in status.
 	Name string
+	// Gate decides which new connections may start a handshake (per-source
+	// and global caps, deadlines, throttles, bans). nil = a gate made of
+	// LoginGrace, MaxPending and Bans with the other settings at their
+	// defaults.
+	Gate *gate.Gate
 	// LoginGrace bounds the handshake and authentication (default 20s).
+	// Used only when Gate is nil.
 	LoginGrace time.Duration
 	// MaxPending caps connections that have not finished authenticating
-	// (default 64); beyond it new connections are closed at once.
+	// (default 64). Used only when Gate is nil.
 	MaxPending int
-	// Bans refuses sources with repeated authentication failures. nil = none.
+	// Bans refuses sources with repeated authentication failures. nil =
+	// none. Used only when Gate is nil.
 	Bans *ban.List
 	// Keepalive interval towards agents (default 5s) and how many missed
 	// replies declare an agent dead (default 3).
@@ -154,8 +162,8 @@ type Server struct {
 	policy atomic.Pointer[authz.Policy]
 	reg    *registry.Registry[*session]
 
-	pending chan struct{}
-	wg      sync.WaitGroup
+	gate *gate.Gate
+	wg   sync.WaitGroup
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -191,12 +199,6 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Audit == nil {
 		cfg.Audit = audit.Func(func(audit.Event) {})
 	}
-	if cfg.LoginGrace <= 0 {
-		cfg.LoginGrace = 20 * time.Second
-	}
-	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 64
-	}
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = 5 * time.Second
 	}
@@ -210,10 +212,24 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	cfg.Limits.defaults()
+	g := cfg.Gate
+	if g == nil {
+		gc := gate.Config{MaxPending: cfg.MaxPending, LoginGrace: cfg.LoginGrace, Bans: cfg.Bans}
+		if gc.MaxPending > 0 {
+			gc.MaxPendingPerSource = min(gc.MaxPending, gate.DefaultMaxPendingPerSource)
+		}
+		if gc.LoginGrace > 0 {
+			gc.HelloTimeout = min(gc.LoginGrace, gate.DefaultHelloTimeout)
+		}
+		var err error
+		if g, err = gate.New(gc); err != nil {
+			return nil, fmt.Errorf("configure server: %w", err)
+		}
+	}
 	s := &Server{
 		cfg:      cfg,
 		reg:      registry.New[*session](),
-		pending:  make(chan struct{}, cfg.MaxPending),
+		gate:     g,
 		sessions: make(map[*session]struct{}),
 		agents:   make(map[string]int),
 		reports:  make(map[string]report.LinkReport),
@@ -327,32 +343,23 @@ func (s *Server) closeAll() {
 
 func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	remote := addrPort(nc.RemoteAddr())
-	if s.cfg.Bans != nil {
-		if banned, until := s.cfg.Bans.Banned(remote.Addr()); banned {
-			s.cfg.Audit.Record(audit.Event{Kind: audit.KindRefused, Source: remote.String(), Reason: "source banned after repeated authentication failures until " + until.UTC().Format(time.RFC3339)})
-			nc.Close()
-			return
-		}
-	}
-	select {
-	case s.pending <- struct{}{}:
-	default:
-		s.cfg.Audit.Record(audit.Event{Kind: audit.KindRefused, Source: remote.String(), Reason: fmt.Sprintf("more than %d connections pending authentication", s.cfg.MaxPending)})
+	ticket, err := s.gate.Admit(nc)
+	if err != nil {
+		s.cfg.Audit.Record(audit.Event{Kind: audit.KindRefused, Source: remote.String(), Reason: err.Error()})
 		nc.Close()
 		return
 	}
-	nc.SetDeadline(time.Now().Add(s.cfg.LoginGrace)) // a socket deadline: wall clock
+	defer ticket.Done() // a no-op once authenticated
 	// Close the socket if we are told to stop mid-handshake.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	conn, chans, reqs, err := ssh.NewServerConn(nc, s.sshcfg)
-	<-s.pending
+	conn, chans, reqs, err := ssh.NewServerConn(ticket.Conn(), s.sshcfg)
 	if err != nil {
 		stop()
 		nc.Close()
-		s.handshakeFailed(remote, err)
+		s.handshakeFailed(remote, err, ticket.Evicted())
 		return
 	}
-	nc.SetDeadline(time.Time{})
+	ticket.Authenticated()
 	id, _ := conn.Permissions.ExtraData[identityKey{}].(*authz.Identity)
 	key, _ := conn.Permissions.ExtraData[publicKeyKey{}].(ssh.PublicKey)
 	if id == nil || key == nil {
@@ -372,11 +379,12 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	s.untrack(sess)
 }
 
-func (s *Server) handshakeFailed(remote netip.AddrPort, err error) {
+func (s *Server) handshakeFailed(remote netip.AddrPort, err error, evicted bool) {
 	var authErr *ssh.ServerAuthError
 	if !errors.As(err, &authErr) {
-		// Scanners, ssh-audit, port probes and timeouts end here.
-		s.cfg.Log.Debug("handshake failed", "remote", remote, "err", err)
+		// Scanners, ssh-audit, port probes, timeouts and evictions end
+		// here; the gate counts them towards its throttle.
+		s.cfg.Log.Debug("handshake failed", "remote", remote, "err", err, "evicted", evicted)
 		return
 	}
 	var user, fp string
@@ -405,7 +413,7 @@ func (s *Server) handshakeFailed(remote netip.AddrPort, err error) {
 	if s.cfg.Events != nil {
 		s.cfg.Events.AuthFailed(remote.Addr(), user)
 	}
-	if s.cfg.Bans != nil && s.cfg.Bans.Fail(remote.Addr()) {
+	if s.gate.Failed(remote.Addr()) {
 		s.cfg.Audit.Record(audit.Event{Kind: audit.KindBanned, Source: remote.String(), Reason: "repeated authentication failures"})
 		s.cfg.Log.Warn("source banned after repeated authentication failures", "remote", remote.Addr())
 	}

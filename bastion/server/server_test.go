@@ -16,6 +16,7 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/ban"
 	"github.com/lifeline-dev/lifeline/integration/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/report"
+	"github.com/lifeline-dev/lifeline/shared/sshalgo"
 )
 
 func dialThrough(c *ssh.Client, target string) (net.Conn, error) { return c.Dial("tcp", target) }
@@ -373,7 +374,7 @@ func TestLoginGraceAndPendingCap(t *testing.T) {
 		t.Fatalf("third pending connection: read %d bytes, %v; want it closed at once", n, err)
 	}
 	c.Close()
-	if !w.rec.has(audit.KindRefused, "pending authentication") {
+	if !w.rec.has(audit.KindRefused, "connections authenticating (LIFELINE_MAX_PENDING_PER_SOURCE)") {
 		t.Errorf("pending cap not audited:\n%s", w.rec.dump())
 	}
 	// The grace time closes idle handshakes.
@@ -383,6 +384,45 @@ func TestLoginGraceAndPendingCap(t *testing.T) {
 			t.Errorf("idle connection not closed by the grace timer: %v", err)
 		}
 		c.Close()
+	}
+}
+
+// TestNewSourceGetsInWhenFull: idle connections from one source fill every
+// pending slot; an operator from another address still logs in, evicting
+// the oldest of them.
+func TestNewSourceGetsInWhenFull(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{pending: 4})
+	var idle []net.Conn
+	for range 4 {
+		c, err := net.Dial("tcp", w.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 8)); err != nil {
+			t.Fatalf("no version line: %v", err)
+		}
+		idle = append(idle, c)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	nc, err := d.Dial("tcp", w.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(nc, w.addr, &ssh.ClientConfig{
+		Config: sshalgo.Config(), User: "tester", Auth: []ssh.AuthMethod{ssh.PublicKeys(w.operator.Signer)},
+		HostKeyCallback: ssh.FixedHostKey(w.hostKey.Signer.PublicKey()),
+	})
+	if err != nil {
+		t.Fatalf("operator from a new source was kept out by a full gate: %v\n%s", err, w.rec.dump())
+	}
+	ssh.NewClient(conn, chans, reqs).Close()
+	// The oldest idle connection made room.
+	idle[0].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.ReadAll(idle[0]); err != nil {
+		t.Fatalf("oldest idle connection not evicted: %v", err)
 	}
 }
 
