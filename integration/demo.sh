@@ -71,7 +71,7 @@ ssh-keygen -q -t ed25519 -N '' -C "pi host key" -f "$tmp/pi/ssh_host_ed25519_key
 
 export LIFELINE_HOST_KEY=$tmp/bastion/ssh_host_ed25519_key LIFELINE_STATE_DIR=$tmp/bastion/state
 export LIFELINE_AGENTS=$tmp/bastion/agents LIFELINE_OPERATORS=$tmp/bastion/operators
-export LIFELINE_LISTEN=127.0.0.1:$bastion_port LIFELINE_NAME=demo-bastion
+export LIFELINE_LISTEN=127.0.0.1:$bastion_port LIFELINE_NAME=demo-bastion LIFELINE_REPORT_EVERY=5s # the demo checks every 10s
 agent_env=("LIFELINE_BASTION=127.0.0.1:$bastion_port" "LIFELINE_KEY=$tmp/agent/agent_ed25519_key"
   "LIFELINE_KNOWN_HOSTS=$tmp/agent/known_hosts" "LIFELINE_FORWARDS=pi:22=127.0.0.1:$pi_port"
   "LIFELINE_STATE_DIR=$tmp/agent/state" "LIFELINE_CHECK_EVERY=10s" "LIFELINE_CHECK_DURATION=2s"

@@ -48,7 +48,7 @@ type Config struct {
 	MaxConnsPerKey     int            `envconfig:"MAX_CONNS_PER_KEY" default:"8" desc:"logged-in connections per key; a newer one closes the oldest"`
 	MaxNamesPerConn    int            `envconfig:"MAX_NAMES_PER_CONN" default:"16" desc:"names one agent connection may register"`
 	RequestsPerSecond  int            `envconfig:"REQUESTS_PER_SECOND" default:"20" desc:"global requests and channel opens per connection (bursts of twice that); more are refused, ten times more closes the connection"`
-	ReportEvery        time.Duration  `envconfig:"REPORT_EVERY" default:"1m" desc:"an agent key's link reports are taken at most once per interval"`
+	ReportEvery        time.Duration  `envconfig:"REPORT_EVERY" default:"1m" desc:"an agent key's link reports are taken in bursts of 3, then one per interval"`
 	IdleTimeout        time.Duration  `envconfig:"IDLE_TIMEOUT" default:"15m" desc:"an operator connection with no channel open this long is closed"`
 	MemoryLimit        units.ByteSize `envconfig:"MEMORY_LIMIT" default:"192MiB" desc:"soft memory limit of the Go runtime (GOMEMLIMIT wins when set); 0 = none"`
 	AuditKeepDays      int            `envconfig:"AUDIT_KEEP_DAYS" default:"90" desc:"logins, jumps and status calls are kept in access.jsonl at least this many days"`

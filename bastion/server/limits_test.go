@@ -221,21 +221,23 @@ func TestLinkReportsRateLimitedPerKey(t *testing.T) {
 		}
 		return ok
 	}
-	if !send("first") {
-		t.Fatal("first report refused")
+	for _, isp := range []string{"first", "second", "third"} {
+		if !send(isp) {
+			t.Fatalf("report %q of a burst of 3 refused", isp)
+		}
 	}
-	if send("second") {
-		t.Fatal("a second report within LIFELINE_REPORT_EVERY was taken")
+	if send("fourth") {
+		t.Fatal("a fourth report within LIFELINE_REPORT_EVERY was taken")
 	}
 	// Reconnecting does not reset the budget: it is per key.
 	again := w.siteWith(w.agent)
-	payload, _ := report.Encode(report.LinkReport{Time: time.Now(), ISP: "third", Verdict: report.VerdictOK})
+	payload, _ := report.Encode(report.LinkReport{Time: time.Now(), ISP: "fifth", Verdict: report.VerdictOK})
 	if ok, _, _ := again.SendRequest(report.RequestType, true, payload); ok {
 		t.Fatal("a new connection of the same key reset the report budget")
 	}
 	for _, ts := range w.srv.Snapshot(nil).Targets {
-		if ts.Link == nil || ts.Link.ISP != "first" {
-			t.Fatalf("status shows %+v; want the first report kept", ts.Link)
+		if ts.Link == nil || ts.Link.ISP != "third" {
+			t.Fatalf("status shows %+v; want the last report taken kept", ts.Link)
 		}
 	}
 }

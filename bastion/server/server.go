@@ -70,7 +70,8 @@ type Limits struct {
 	// connection (bursts of twice as many); beyond it they are refused, and a
 	// connection that keeps flooding is closed.
 	RequestsPerSecond int
-	// ReportEvery: one link report per agent key per interval is taken.
+	// ReportEvery: an agent key's link reports are taken in bursts of 3,
+	// then one per interval; more are refused.
 	ReportEvery time.Duration
 	// IdleTimeout closes an operator connection that has had no channel
 	// open for this long (OpenSSH's UnusedConnectionTimeout).
@@ -169,11 +170,11 @@ type Server struct {
 	sessions map[*session]struct{}
 	agents   map[string]int // agent fingerprint -> connections holding names
 	reports  map[string]report.LinkReport
-	reportAt map[string]time.Time  // agent fingerprint -> last link report taken
-	byKey    map[string][]*session // fingerprint -> connections, oldest first
-	keyChans map[string]int        // operator fingerprint -> channels open
-	relays   int                   // relayed channels open
-	peak     int                   // most relays open since memory was last returned
+	reportAt map[string]*reportBudget // agent fingerprint -> link report allowance
+	byKey    map[string][]*session    // fingerprint -> connections, oldest first
+	keyChans map[string]int           // operator fingerprint -> channels open
+	relays   int                      // relayed channels open
+	peak     int                      // most relays open since memory was last returned
 	freedAt  time.Time
 	closing  bool
 }
@@ -233,7 +234,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[*session]struct{}),
 		agents:   make(map[string]int),
 		reports:  make(map[string]report.LinkReport),
-		reportAt: make(map[string]time.Time),
+		reportAt: make(map[string]*reportBudget),
 		byKey:    make(map[string][]*session),
 		keyChans: make(map[string]int),
 	}

@@ -397,15 +397,18 @@ func (ss *session) linkReport(req *ssh.Request) {
 	id := ss.identity()
 	now := s.cfg.Now()
 	s.mu.Lock()
-	last, seen := s.reportAt[id.Fingerprint]
-	early := seen && now.Sub(last) < s.cfg.Limits.ReportEvery
-	if !early {
-		s.reportAt[id.Fingerprint] = now
+	b, seen := s.reportAt[id.Fingerprint]
+	if !seen {
+		b = &reportBudget{tokens: reportBurst, last: now}
+		s.reportAt[id.Fingerprint] = b
+	}
+	ok := b.take(now, s.cfg.Limits.ReportEvery)
+	if ok {
 		s.reports[id.Fingerprint] = r
 	}
 	s.mu.Unlock()
-	if early {
-		ss.refuseGlobal(req, fmt.Sprintf("one link report per %s per agent (LIFELINE_REPORT_EVERY); the last one, %s ago, stands", s.cfg.Limits.ReportEvery, now.Sub(last).Round(time.Second)))
+	if !ok {
+		ss.refuseGlobal(req, fmt.Sprintf("more than %d link reports in %s from this agent key (LIFELINE_REPORT_EVERY); the last one taken stands", reportBurst, reportBurst*s.cfg.Limits.ReportEvery))
 		return
 	}
 	ev := ss.event(audit.KindReport)
@@ -652,6 +655,28 @@ type bucket struct {
 
 func newBucket(rate int, now time.Time) bucket {
 	return bucket{rate: float64(rate), tokens: float64(2 * rate), last: now, window: now}
+}
+
+// reportBurst link reports may come at once (a reconnect resends the last
+// one, and a new check may follow at once); then one per ReportEvery.
+const reportBurst = 3
+
+// reportBudget is an agent key's allowance of link reports.
+type reportBudget struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *reportBudget) take(now time.Time, every time.Duration) bool {
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.tokens+float64(d)/float64(every), reportBurst)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // floodWindow and floodFactor: a connection refused more than floodFactor
