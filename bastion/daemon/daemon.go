@@ -127,7 +127,8 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		Keepalive: cfg.Keepalive, KeepaliveMisses: cfg.KeepaliveMisses,
 		Limits: server.Limits{
 			MaxChannels: cfg.MaxChannels, MaxChannelsPerConn: cfg.MaxChannelsPerConn, MaxChannelsPerKey: cfg.MaxChannelsPerKey,
-			MaxConnsPerKey: cfg.MaxConnsPerKey, MaxNamesPerConn: cfg.MaxNamesPerConn, RequestsPerSecond: cfg.RequestsPerSecond,
+			MaxChannelsPerAgent: cfg.MaxChannelsPerAgent,
+			MaxConnsPerKey:      cfg.MaxConnsPerKey, MaxNamesPerConn: cfg.MaxNamesPerConn, RequestsPerSecond: cfg.RequestsPerSecond,
 			ReportEvery: cfg.ReportEvery, IdleTimeout: cfg.IdleTimeout,
 		},
 		StatusExtra: func() (string, any) {

@@ -75,7 +75,7 @@ func (ss *session) handleChannel(ctx context.Context, nc ssh.NewChannel) {
 			ss.refuseChannel(nc, ssh.Prohibited, reason)
 			return
 		}
-		release, reason := ss.acquire(true)
+		release, reason := ss.acquire(b.agent)
 		if reason != "" {
 			ss.refuseChannel(nc, ssh.ResourceShortage, reason)
 			return
@@ -87,7 +87,7 @@ func (ss *session) handleChannel(ctx context.Context, nc ssh.NewChannel) {
 			ss.jump(ctx, nc, target, b)
 		}()
 	case "session":
-		release, reason := ss.acquire(false)
+		release, reason := ss.acquire(nil)
 		if reason != "" {
 			ss.refuseChannel(nc, ssh.ResourceShortage, reason)
 			return

@@ -404,3 +404,21 @@ func TestNonASCIINamesRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestChannelsPerKeyToOneAgent(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{limits: Limits{MaxChannelsPerAgent: 2}})
+	w.siteWith(w.agent, "pi:22", "nuc:3389")
+	alice := w.mustDial(w.operator)
+	for range 2 {
+		if _, err := openErr(t, alice, "pi:22"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := openErr(t, alice, "nuc:3389") // the same agent, another name
+	wantRejected(t, err, ssh.ResourceShortage, "LIFELINE_MAX_CHANNELS_PER_AGENT")
+	bob := w.mustDial(w.limited)
+	if _, err := openErr(t, bob, "nuc:3389"); err != nil {
+		t.Fatalf("another key was kept from the site: %v", err)
+	}
+}

@@ -61,6 +61,10 @@ type Limits struct {
 	// MaxChannelsPerKey caps channels open by one operator key over all its
 	// connections, so one key cannot take every relay.
 	MaxChannelsPerKey int
+	// MaxChannelsPerAgent caps the relays one operator key may hold to one
+	// agent connection: below the agent's own limit (8 by default), so that
+	// one key can never fill a site for everyone else.
+	MaxChannelsPerAgent int
 	// MaxConnsPerKey caps authenticated connections per key; a newer one
 	// closes the oldest (the newest wins, as for a reconnecting agent).
 	MaxConnsPerKey int
@@ -82,14 +86,15 @@ type Limits struct {
 // (512 MiB): 64 relays stalled both ways hold about 320 MiB in the worst
 // case, and a single key at most a quarter of that.
 var DefaultLimits = Limits{
-	MaxChannels:        64,
-	MaxChannelsPerConn: 10,
-	MaxChannelsPerKey:  16,
-	MaxConnsPerKey:     8,
-	MaxNamesPerConn:    16,
-	RequestsPerSecond:  20,
-	ReportEvery:        time.Minute,
-	IdleTimeout:        15 * time.Minute,
+	MaxChannels:         64,
+	MaxChannelsPerConn:  10,
+	MaxChannelsPerKey:   16,
+	MaxChannelsPerAgent: 4,
+	MaxConnsPerKey:      8,
+	MaxNamesPerConn:     16,
+	RequestsPerSecond:   20,
+	ReportEvery:         time.Minute,
+	IdleTimeout:         15 * time.Minute,
 }
 
 func (l *Limits) defaults() {
@@ -102,6 +107,7 @@ func (l *Limits) defaults() {
 	set(&l.MaxChannels, d.MaxChannels)
 	set(&l.MaxChannelsPerConn, d.MaxChannelsPerConn)
 	set(&l.MaxChannelsPerKey, d.MaxChannelsPerKey)
+	set(&l.MaxChannelsPerAgent, d.MaxChannelsPerAgent)
 	set(&l.MaxConnsPerKey, d.MaxConnsPerKey)
 	set(&l.MaxNamesPerConn, d.MaxNamesPerConn)
 	set(&l.RequestsPerSecond, d.RequestsPerSecond)
@@ -166,17 +172,18 @@ type Server struct {
 	gate *gate.Gate
 	wg   sync.WaitGroup
 
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	agents   map[string]int // agent fingerprint -> connections holding names
-	reports  map[string]report.LinkReport
-	reportAt map[string]*reportBudget // agent fingerprint -> link report allowance
-	byKey    map[string][]*session    // fingerprint -> connections, oldest first
-	keyChans map[string]int           // operator fingerprint -> channels open
-	relays   int                      // relayed channels open
-	peak     int                      // most relays open since memory was last returned
-	freedAt  time.Time
-	closing  bool
+	mu            sync.Mutex
+	sessions      map[*session]struct{}
+	agents        map[string]int // agent fingerprint -> connections holding names
+	reports       map[string]report.LinkReport
+	reportAt      map[string]*reportBudget // agent fingerprint -> link report allowance
+	byKey         map[string][]*session    // fingerprint -> connections, oldest first
+	keyChans      map[string]int
+	keyAgentChans map[keyAgent]int // operator key x agent connection -> relays open           // operator fingerprint -> channels open
+	relays        int              // relayed channels open
+	peak          int              // most relays open since memory was last returned
+	freedAt       time.Time
+	closing       bool
 }
 
 type identityKey struct{}
@@ -228,15 +235,16 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:      cfg,
-		reg:      registry.New[*session](),
-		gate:     g,
-		sessions: make(map[*session]struct{}),
-		agents:   make(map[string]int),
-		reports:  make(map[string]report.LinkReport),
-		reportAt: make(map[string]*reportBudget),
-		byKey:    make(map[string][]*session),
-		keyChans: make(map[string]int),
+		cfg:           cfg,
+		reg:           registry.New[*session](),
+		gate:          g,
+		sessions:      make(map[*session]struct{}),
+		agents:        make(map[string]int),
+		reports:       make(map[string]report.LinkReport),
+		reportAt:      make(map[string]*reportBudget),
+		byKey:         make(map[string][]*session),
+		keyChans:      make(map[string]int),
+		keyAgentChans: make(map[keyAgent]int),
 	}
 	s.policy.Store(cfg.Policy)
 	s.sshcfg = &ssh.ServerConfig{

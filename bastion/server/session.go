@@ -504,10 +504,15 @@ func (ss *session) dropNames() {
 // acquire reserves a channel of this operator connection: a relay
 // (direct-tcpip) or the session channel. It returns the release func, or
 // why the channel is refused.
-func (ss *session) acquire(relay bool) (release func(), reason string) {
+// acquire reserves a channel of this operator connection: a relay to the
+// agent session agent (direct-tcpip), or the session channel (agent nil).
+// It returns the release func, or why the channel is refused.
+func (ss *session) acquire(agent *session) (release func(), reason string) {
 	s := ss.s
 	lim := s.cfg.Limits
+	relay := agent != nil
 	fp := ss.identity().Fingerprint
+	ka := keyAgent{fp, agent}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -517,12 +522,15 @@ func (ss *session) acquire(relay bool) (release func(), reason string) {
 		return nil, "one session channel at a time: only `status` runs here"
 	case s.keyChans[fp] >= lim.MaxChannelsPerKey:
 		return nil, fmt.Sprintf("this key already has %d channels open over all its connections (LIFELINE_MAX_CHANNELS_PER_KEY)", s.keyChans[fp])
+	case relay && s.keyAgentChans[ka] >= lim.MaxChannelsPerAgent:
+		return nil, fmt.Sprintf("this key already has %d connections open to this site's agent (LIFELINE_MAX_CHANNELS_PER_AGENT): others may need it too", s.keyAgentChans[ka])
 	case relay && s.relays >= lim.MaxChannels:
 		return nil, fmt.Sprintf("the jump host has %d relayed connections open, its limit (LIFELINE_MAX_CHANNELS): try again shortly", s.relays)
 	}
 	ss.chans++
 	s.keyChans[fp]++
 	if relay {
+		s.keyAgentChans[ka]++
 		s.relays++
 		s.peak = max(s.peak, s.relays)
 	} else {
@@ -530,11 +538,19 @@ func (ss *session) acquire(relay bool) (release func(), reason string) {
 	}
 	ss.kick()
 	var once sync.Once
-	return func() { once.Do(func() { ss.releaseChannel(relay, fp) }) }, ""
+	return func() { once.Do(func() { ss.releaseChannel(ka) }) }, ""
 }
 
-func (ss *session) releaseChannel(relay bool, fp string) {
+// keyAgent is one operator key's relays to one agent connection.
+type keyAgent struct {
+	fingerprint string
+	agent       *session
+}
+
+func (ss *session) releaseChannel(ka keyAgent) {
 	s := ss.s
+	relay := ka.agent != nil
+	fp := ka.fingerprint
 	s.mu.Lock()
 	ss.chans--
 	if ss.chans == 0 {
@@ -545,6 +561,9 @@ func (ss *session) releaseChannel(relay bool, fp string) {
 	}
 	free := false
 	if relay {
+		if s.keyAgentChans[ka]--; s.keyAgentChans[ka] <= 0 {
+			delete(s.keyAgentChans, ka)
+		}
 		s.relays--
 		// Relays that stalled hold up to a window each; once they are all
 		// gone, give the memory back to the system instead of keeping the
