@@ -25,6 +25,7 @@ type Config struct {
 	HostKey   string `envconfig:"HOST_KEY" default:"/var/lib/lifeline/ssh_host_ed25519_key" desc:"host key; created 0600 on first start, reused afterwards"`
 	Agents    string `envconfig:"AGENTS" default:"/etc/lifeline/agents" desc:"authorized_keys of agents; each key needs permitlisten=\"NAME:PORT\""`
 	Operators string `envconfig:"OPERATORS" default:"/etc/lifeline/operators" desc:"authorized_keys of people: from=, permitopen=, cert-authority+principals=, expiry-time="`
+	Revoked   string `envconfig:"REVOKED_KEYS" desc:"OpenSSH KRL (ssh-keygen -k) of keys and certificates refused in both roles, re-read on reload; empty = none"`
 	StateDir  string `envconfig:"STATE_DIR" default:"/var/lib/lifeline" desc:"audit log (audit.jsonl) and alert spool"`
 	Name      string `envconfig:"NAME" desc:"this bastion's name in texts and status (default: hostname)"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -48,7 +49,7 @@ type Config struct {
 	MaxChannelsPerAgent int            `envconfig:"MAX_CHANNELS_PER_AGENT" default:"4" desc:"relayed connections one operator key may hold to one site's agent; keep it below the agent's LIFELINE_MAX_CHANNELS (8) so no key can fill a site"`
 	MaxConnsPerKey      int            `envconfig:"MAX_CONNS_PER_KEY" default:"8" desc:"logged-in connections per key; a newer one closes the oldest"`
 	MaxNamesPerConn     int            `envconfig:"MAX_NAMES_PER_CONN" default:"16" desc:"names one agent connection may register"`
-	RequestsPerSecond   int            `envconfig:"REQUESTS_PER_SECOND" default:"20" desc:"global requests and channel opens per connection (bursts of twice that); more are refused, ten times more closes the connection"`
+	RequestsPerSecond   int            `envconfig:"REQUESTS_PER_SECOND" default:"20" desc:"global requests and channel opens per key over all its connections (bursts of twice that); more are refused; a key that keeps flooding is cut off for a minute"`
 	ReportEvery         time.Duration  `envconfig:"REPORT_EVERY" default:"1m" desc:"an agent key's link reports are taken in bursts of 3, then one per interval"`
 	IdleTimeout         time.Duration  `envconfig:"IDLE_TIMEOUT" default:"15m" desc:"an operator connection with no channel open this long is closed"`
 	MemoryLimit         units.ByteSize `envconfig:"MEMORY_LIMIT" default:"192MiB" desc:"soft memory limit of the Go runtime (GOMEMLIMIT wins when set); 0 = none"`
@@ -116,6 +117,9 @@ func (c *Config) Validate() error {
 		} else if !filepath.IsAbs(p) {
 			bad(name, "%q must be an absolute path", p)
 		}
+	}
+	if c.Revoked != "" && !filepath.IsAbs(c.Revoked) {
+		bad("LIFELINE_REVOKED_KEYS", "%q must be an absolute path (or empty for none)", c.Revoked)
 	}
 	if c.Name == "" {
 		h, err := os.Hostname()

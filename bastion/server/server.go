@@ -70,9 +70,11 @@ type Limits struct {
 	MaxConnsPerKey int
 	// MaxNamesPerConn caps the names one agent connection may register.
 	MaxNamesPerConn int
-	// RequestsPerSecond caps global requests and channel opens per
-	// connection (bursts of twice as many); beyond it they are refused, and a
-	// connection that keeps flooding is closed.
+	// RequestsPerSecond caps global requests and channel opens per key,
+	// over all its connections (bursts of twice as many); beyond it they are
+	// refused, and a key that keeps flooding (5 times its per-second
+	// allowance refused within 10 s) has its connections closed and its
+	// logins refused for a minute.
 	RequestsPerSecond int
 	// ReportEvery: an agent key's link reports are taken in bursts of 3,
 	// then one per interval; more are refused.
@@ -178,10 +180,12 @@ type Server struct {
 	reports       map[string]report.LinkReport
 	reportAt      map[string]*reportBudget // agent fingerprint -> link report allowance
 	byKey         map[string][]*session    // fingerprint -> connections, oldest first
-	keyChans      map[string]int
-	keyAgentChans map[keyAgent]int // operator key x agent connection -> relays open           // operator fingerprint -> channels open
-	relays        int              // relayed channels open
-	peak          int              // most relays open since memory was last returned
+	buckets       map[string]*bucket       // fingerprint -> request budget of the key's connections
+	penalty       map[string]time.Time     // fingerprint -> logins refused until (flooding)
+	keyChans      map[string]int           // operator fingerprint -> channels open
+	keyAgentChans map[keyAgent]int         // operator key x agent connection -> relays open
+	relays        int                      // relayed channels open
+	peak          int                      // most relays open since memory was last returned
 	freedAt       time.Time
 	closing       bool
 }
@@ -245,6 +249,8 @@ func New(cfg Config) (*Server, error) {
 		byKey:         make(map[string][]*session),
 		keyChans:      make(map[string]int),
 		keyAgentChans: make(map[keyAgent]int),
+		buckets:       make(map[string]*bucket),
+		penalty:       make(map[string]time.Time),
 	}
 	s.policy.Store(cfg.Policy)
 	s.sshcfg = &ssh.ServerConfig{
@@ -293,9 +299,21 @@ func (r *refusal) Error() string { return r.reason }
 
 func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	remote := addrPort(meta.RemoteAddr())
-	id, err := s.policy.Load().Authenticate(meta.User(), remote.Addr(), key, s.cfg.Now())
+	now := s.cfg.Now()
+	id, err := s.policy.Load().Authenticate(meta.User(), remote.Addr(), key, now)
 	if err != nil {
 		return nil, &refusal{user: meta.User(), fingerprint: ssh.FingerprintSHA256(key), reason: err.Error()}
+	}
+	s.mu.Lock()
+	until, penalised := s.penalty[id.Fingerprint]
+	if penalised && !now.Before(until) {
+		delete(s.penalty, id.Fingerprint)
+		penalised = false
+	}
+	s.mu.Unlock()
+	if penalised {
+		return nil, &refusal{user: meta.User(), fingerprint: id.Fingerprint,
+			reason: fmt.Sprintf("key %s flooded the jump host with requests (LIFELINE_REQUESTS_PER_SECOND): logins refused until %s", id.Fingerprint, until.UTC().Format(time.RFC3339))}
 	}
 	// The identity travels in Permissions, which x/crypto ties to the key
 	// whose signature was verified (never read it from a closure). The key
@@ -438,6 +456,12 @@ func (s *Server) track(sess *session) bool {
 	}
 	s.sessions[sess] = struct{}{}
 	fp := sess.identity().Fingerprint
+	b := s.buckets[fp]
+	if b == nil {
+		b = newBucket(s.cfg.Limits.RequestsPerSecond, s.cfg.Now())
+		s.buckets[fp] = b
+	}
+	sess.bucket = b
 	conns := append(s.byKey[fp], sess)
 	var oldest *session
 	if len(conns) > s.cfg.Limits.MaxConnsPerKey {
@@ -451,6 +475,36 @@ func (s *Server) track(sess *session) bool {
 	return true
 }
 
+// penalise closes every connection of a key that floods and refuses its
+// logins for floodPenalty.
+func (s *Server) penalise(id *authz.Identity, now time.Time) {
+	until := now.Add(floodPenalty)
+	s.mu.Lock()
+	_, already := s.penalty[id.Fingerprint]
+	s.penalty[id.Fingerprint] = until
+	if len(s.penalty) > maxPenalties { // bounded: only keys on file can be here
+		for fp, t := range s.penalty {
+			if !now.Before(t) {
+				delete(s.penalty, fp)
+			}
+		}
+	}
+	conns := slices.Clone(s.byKey[id.Fingerprint])
+	s.mu.Unlock()
+	if !already {
+		s.cfg.Audit.Record(audit.Event{Kind: audit.KindRefused, Role: id.Role.String(), Key: id.Name, Fingerprint: id.Fingerprint,
+			Reason: fmt.Sprintf("request flood: more than %d times the allowance of %d requests a second; every connection of the key closed, logins refused until %s",
+				floodFactor, s.cfg.Limits.RequestsPerSecond, until.UTC().Format(time.RFC3339))})
+		s.cfg.Log.Warn("key flooded the jump host: connections closed, logins refused for a while", "key", id.Name, "fingerprint", id.Fingerprint, "until", until)
+	}
+	for _, c := range conns {
+		c.close(fmt.Sprintf("request flood (LIFELINE_REQUESTS_PER_SECOND): the key's logins are refused until %s", until.UTC().Format(time.RFC3339)))
+	}
+}
+
+// maxPenalties bounds the flood penalties kept before expired ones are swept.
+const maxPenalties = 1024
+
 func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
@@ -458,6 +512,7 @@ func (s *Server) untrack(sess *session) {
 	conns := slices.DeleteFunc(s.byKey[fp], func(o *session) bool { return o == sess })
 	if len(conns) == 0 {
 		delete(s.byKey, fp)
+		delete(s.buckets, fp)
 	} else {
 		s.byKey[fp] = conns
 	}

@@ -46,7 +46,7 @@ type session struct {
 	sessions   int       // session channels open (operators)
 	idleSince  time.Time // when chans last dropped to 0
 
-	bucket bucket
+	bucket *bucket // shared by every connection of the key
 
 	closeOnce   sync.Once
 	closeReason atomic.Pointer[string]
@@ -58,7 +58,6 @@ func (s *Server) newSession(conn *ssh.ServerConn, nc net.Conn, id *authz.Identit
 	ss := &session{s: s, id: newID(), conn: conn, nc: nc, key: key, remote: remote, start: now, idleSince: now,
 		changed: make(chan struct{}, 1)}
 	ss.ident.Store(id)
-	ss.bucket = newBucket(s.cfg.Limits.RequestsPerSecond, now)
 	return ss
 }
 
@@ -147,12 +146,15 @@ func (ss *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-
 	s.cfg.Log.Info("disconnected", "role", id.Role.String(), "key", id.Name, "remote", ss.remote, "after", time.Duration(end.DurationMS)*time.Millisecond, "why", end.Reason)
 }
 
-// allow takes one request from the connection's budget. A connection that
-// keeps flooding past it (ten seconds' worth refused in a row) is closed.
+// allow takes one request from the key's budget (all its connections share
+// it). A key that keeps flooding past it has every connection closed and
+// its logins refused for floodPenalty.
 func (ss *session) allow() bool {
-	ok, flooding := ss.bucket.take(ss.s.cfg.Now())
+	s := ss.s
+	now := s.cfg.Now()
+	ok, flooding := ss.bucket.take(now)
 	if flooding {
-		ss.close(fmt.Sprintf("request flood: more than %d times the allowance of %d requests a second (LIFELINE_REQUESTS_PER_SECOND)", floodFactor, ss.s.cfg.Limits.RequestsPerSecond))
+		s.penalise(ss.identity(), now)
 	}
 	return ok
 }
@@ -672,8 +674,8 @@ type bucket struct {
 	refused int       // refused in the current window
 }
 
-func newBucket(rate int, now time.Time) bucket {
-	return bucket{rate: float64(rate), tokens: float64(2 * rate), last: now, window: now}
+func newBucket(rate int, now time.Time) *bucket {
+	return &bucket{rate: float64(rate), tokens: float64(2 * rate), last: now, window: now}
 }
 
 // reportBurst link reports may come at once (a reconnect resends the last
@@ -698,15 +700,18 @@ func (b *reportBudget) take(now time.Time, every time.Duration) bool {
 	return true
 }
 
-// floodWindow and floodFactor: a connection refused more than floodFactor
-// times its allowance within one window is flooding, not bursting.
+// floodWindow and floodFactor: a key refused more than floodFactor times
+// its per-second allowance within one window is flooding, not bursting: a
+// client that honours replies never gets there. floodPenalty: how long a
+// flooding key's logins are then refused.
 const (
-	floodWindow = 10 * time.Second
-	floodFactor = 10
+	floodWindow  = 10 * time.Second
+	floodFactor  = 5
+	floodPenalty = time.Minute
 )
 
-// take reports whether a request may go ahead, and whether the connection
-// is flooding.
+// take reports whether a request may go ahead, and whether the key is
+// flooding.
 func (b *bucket) take(now time.Time) (ok, flooding bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -722,5 +727,5 @@ func (b *bucket) take(now time.Time) (ok, flooding bool) {
 		return true, false
 	}
 	b.refused++
-	return false, float64(b.refused) > floodFactor*b.rate*floodWindow.Seconds()
+	return false, float64(b.refused) > floodFactor*b.rate
 }
