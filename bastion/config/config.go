@@ -43,20 +43,20 @@ type Config struct {
 	BanExempt           string        `envconfig:"BAN_EXEMPT" desc:"comma-separated CIDRs never banned nor throttled (an office, a monitoring host)"`
 	TrustFor            time.Duration `envconfig:"TRUST_FOR" default:"24h" desc:"a source where a key logged in is never banned or throttled for this long, and may have 4x MAX_PENDING_PER_SOURCE pending (agents share carrier-NAT addresses with strangers)"`
 
-	MaxChannels         int            `envconfig:"MAX_CHANNELS" default:"64" desc:"relayed connections open in total; each may buffer up to 2 MiB per direction when a side stalls"`
-	MaxChannelsPerConn  int            `envconfig:"MAX_CHANNELS_PER_CONN" default:"10" desc:"channels open on one operator connection (one of them may be a session, for status)"`
-	MaxChannelsPerKey   int            `envconfig:"MAX_CHANNELS_PER_KEY" default:"16" desc:"channels open by one operator key over all its connections"`
-	MaxChannelsPerAgent int            `envconfig:"MAX_CHANNELS_PER_AGENT" default:"4" desc:"relayed connections one operator key may hold to one site's agent; keep it below the agent's LIFELINE_MAX_CHANNELS (8) so no key can fill a site"`
-	MaxConnsPerKey      int            `envconfig:"MAX_CONNS_PER_KEY" default:"8" desc:"logged-in connections per key; a newer one closes the oldest"`
-	MaxNamesPerConn     int            `envconfig:"MAX_NAMES_PER_CONN" default:"16" desc:"names one agent connection may register"`
-	RequestsPerSecond   int            `envconfig:"REQUESTS_PER_SECOND" default:"20" desc:"global requests and channel opens per key over all its connections (bursts of twice that); more are refused; a key that keeps flooding is cut off for a minute"`
-	ReportEvery         time.Duration  `envconfig:"REPORT_EVERY" default:"1m" desc:"an agent key's link reports are taken in bursts of 3, then one per interval"`
-	IdleTimeout         time.Duration  `envconfig:"IDLE_TIMEOUT" default:"15m" desc:"an operator connection with no channel open this long is closed"`
-	MemoryLimit         units.ByteSize `envconfig:"MEMORY_LIMIT" default:"192MiB" desc:"soft memory limit of the Go runtime (GOMEMLIMIT wins when set); 0 = none"`
-	AuditKeepDays       int            `envconfig:"AUDIT_KEEP_DAYS" default:"90" desc:"logins, jumps and status calls are kept in access.jsonl at least this many days"`
-	AuditSummaryEvery   time.Duration  `envconfig:"AUDIT_SUMMARY_EVERY" default:"1m" desc:"refusals from one source: the first in full, then one count per interval"`
-	Keepalive           time.Duration  `envconfig:"KEEPALIVE" default:"5s" desc:"keepalive interval towards agents"`
-	KeepaliveMisses     int            `envconfig:"KEEPALIVE_MISSES" default:"3" desc:"missed keepalive replies before an agent is declared dead"`
+	MaxChannels         int           `envconfig:"MAX_CHANNELS" default:"64" desc:"relayed connections open in total; each may buffer up to 2 MiB per direction when a side stalls"`
+	MaxChannelsPerConn  int           `envconfig:"MAX_CHANNELS_PER_CONN" default:"10" desc:"channels open on one operator connection (one of them may be a session, for status)"`
+	MaxChannelsPerKey   int           `envconfig:"MAX_CHANNELS_PER_KEY" default:"16" desc:"channels open by one operator key over all its connections"`
+	MaxChannelsPerAgent int           `envconfig:"MAX_CHANNELS_PER_AGENT" default:"4" desc:"relayed connections one operator key may hold to one site's agent; keep it below the agent's LIFELINE_MAX_CHANNELS (8) so no key can fill a site"`
+	MaxConnsPerKey      int           `envconfig:"MAX_CONNS_PER_KEY" default:"8" desc:"logged-in connections per key; a newer one closes the oldest"`
+	MaxNamesPerConn     int           `envconfig:"MAX_NAMES_PER_CONN" default:"16" desc:"names one agent connection may register"`
+	RequestsPerSecond   int           `envconfig:"REQUESTS_PER_SECOND" default:"20" desc:"global requests and channel opens per key over all its connections (bursts of twice that); more are refused; a key that keeps flooding is cut off for a minute"`
+	ReportEvery         time.Duration `envconfig:"REPORT_EVERY" default:"1m" desc:"an agent key's link reports are taken in bursts of 3, then one per interval"`
+	IdleTimeout         time.Duration `envconfig:"IDLE_TIMEOUT" default:"15m" desc:"an operator connection with no channel open this long is closed"`
+	MemoryLimit         string        `envconfig:"MEMORY_LIMIT" default:"auto" desc:"soft memory limit of the Go runtime, so a flood's memory goes back once it ends: auto (3/4 of the memory the service may use: its cgroup limit, else the machine's), a size (192MiB), or 0 for none; GOMEMLIMIT wins when set"`
+	AuditKeepDays       int           `envconfig:"AUDIT_KEEP_DAYS" default:"90" desc:"logins, jumps and status calls are kept in access.jsonl at least this many days"`
+	AuditSummaryEvery   time.Duration `envconfig:"AUDIT_SUMMARY_EVERY" default:"1m" desc:"refusals from one source: the first in full, then one count per interval"`
+	Keepalive           time.Duration `envconfig:"KEEPALIVE" default:"5s" desc:"keepalive interval towards agents"`
+	KeepaliveMisses     int           `envconfig:"KEEPALIVE_MISSES" default:"3" desc:"missed keepalive replies before an agent is declared dead"`
 
 	Twilio          `ignored:"true"` // read without prefix, see Twilio
 	TwilioURL       string           `envconfig:"TWILIO_URL" default:"https://api.twilio.com" desc:"base URL of the Twilio API (proxy or local test server)"`
@@ -72,6 +72,8 @@ type Config struct {
 	SMSToList   []string       `ignored:"true"`
 	QuietCIDRs  []netip.Prefix `ignored:"true"`
 	ExemptCIDRs []netip.Prefix `ignored:"true"`
+	// MemoryLimitBytes is LIFELINE_MEMORY_LIMIT in bytes; -1 = auto.
+	MemoryLimitBytes int64 `ignored:"true"`
 }
 
 // Twilio holds Twilio's own variables, read without the LIFELINE_ prefix.
@@ -173,8 +175,15 @@ func (c *Config) Validate() error {
 			bad(name, "%s must be at least 1s", v)
 		}
 	}
-	if c.MemoryLimit != 0 && c.MemoryLimit < 32<<20 {
-		bad("LIFELINE_MEMORY_LIMIT", "%s is too small (at least 32MiB, or 0 for none)", c.MemoryLimit)
+	c.MemoryLimitBytes = -1
+	if c.MemoryLimit != "auto" {
+		if b, err := units.ParseByteSize(c.MemoryLimit); err != nil {
+			bad("LIFELINE_MEMORY_LIMIT", "%v (want auto, a size like 192MiB, or 0)", err)
+		} else if b != 0 && b < 32<<20 {
+			bad("LIFELINE_MEMORY_LIMIT", "%s is too small (at least 32MiB, or 0 for none)", b)
+		} else {
+			c.MemoryLimitBytes = b.Bytes()
+		}
 	}
 	if c.AuditKeepDays < 1 {
 		bad("LIFELINE_AUDIT_KEEP_DAYS", "%d must be at least 1", c.AuditKeepDays)

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,7 +44,7 @@ type Daemon struct {
 // audit log and the alert spool, and binds the listener. Every problem is an
 // error naming the file or variable; nothing is left open on error.
 func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
-	setMemoryLimit(cfg.MemoryLimit.Bytes(), log)
+	setMemoryLimit(cfg.MemoryLimitBytes, log)
 	hostKey, created, err := keyfile.LoadOrCreate(cfg.HostKey, "lifeline-bastion")
 	if err != nil {
 		return nil, fmt.Errorf("host key: %w", err)
@@ -147,14 +149,48 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 }
 
 // setMemoryLimit makes the Go runtime collect harder as the heap nears
-// limit (bytes), so that memory held by a flood goes back to the system
-// once it ends. GOMEMLIMIT in the environment wins (the runtime has read it).
+// limit (bytes; -1 = auto, 0 = none), so that memory held by a flood goes
+// back to the system once it ends. GOMEMLIMIT in the environment wins (the
+// runtime has read it).
 func setMemoryLimit(limit int64, log *slog.Logger) {
-	if os.Getenv("GOMEMLIMIT") != "" || limit <= 0 {
+	if os.Getenv("GOMEMLIMIT") != "" || limit == 0 {
 		return
 	}
+	if limit < 0 {
+		avail, from := availableMemory()
+		if avail <= 0 {
+			log.Warn("no memory limit set: cannot tell how much memory there is (set LIFELINE_MEMORY_LIMIT)")
+			return
+		}
+		limit = avail / 4 * 3
+		log.Info("memory limit", "bytes", limit, "of", avail, "from", from)
+	}
 	debug.SetMemoryLimit(limit)
-	log.Debug("memory limit set", "bytes", limit)
+}
+
+// availableMemory is the memory this process may use: its cgroup's
+// memory.max (systemd's MemoryMax=), else the machine's MemTotal.
+func availableMemory() (int64, string) {
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
+		if v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 {
+			return v, "cgroup memory.max"
+		}
+	}
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 2 && f[1] == "kB" {
+				if v, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return v << 10, "/proc/meminfo"
+				}
+			}
+		}
+	}
+	return 0, ""
 }
 
 // Addr is the address the bastion listens on.
