@@ -176,11 +176,15 @@ type abuseWorld struct {
 	pool           abPool
 	v6             bool
 
-	hostKey    ssh.PublicKey
-	operator   sshtest.Key // alice@laptop, unrestricted: the legitimate operator
-	hostile    sshtest.Key // mallory@contractor, permitopen="sink:7"
-	taker      ssh.Signer  // taker@second-pi: another agent key permitted pi:22
-	flooder    ssh.Signer  // flooder@rogue-pi: an agent key permitted evil:22
+	hostKey  ssh.PublicKey
+	operator sshtest.Key // alice@laptop, unrestricted: the legitimate operator
+	hostile  sshtest.Key // mallory@contractor, permitopen="sink:7" (revocation)
+	// One hostile key per flooding attack: a key that floods is refused for
+	// a minute (LIFELINE_REQUESTS_PER_SECOND), which must not blunt the next
+	// attack. Each has permitopen="sink:7" like mallory.
+	hostileFor map[string]sshtest.Key
+	taker      ssh.Signer // taker@second-pi: another agent key permitted pi:22
+	flooder    ssh.Signer // flooder@rogue-pi: an agent key permitted evil:22
 	junk       []ssh.Signer
 	caPath     string
 	operatorFP string
@@ -223,6 +227,10 @@ func startAbuseWorld(tb testing.TB) *abuseWorld {
 	}
 	w.operator = sshtest.NewKey(tb, d, "operator")
 	w.hostile = sshtest.NewKey(tb, d, "mallory")
+	w.hostileFor = map[string]sshtest.Key{}
+	for _, a := range []string{"channel-flood", "never-read", "push-flood"} {
+		w.hostileFor[a] = sshtest.NewKey(tb, d, "mallory-"+a)
+	}
 	taker, flooder := sshtest.NewKey(tb, d, "taker"), sshtest.NewKey(tb, d, "flooder")
 	w.taker, w.flooder = taker.Signer, flooder.Signer
 	w.operatorFP = ssh.FingerprintSHA256(w.operator.Signer.PublicKey())
@@ -278,6 +286,9 @@ func startAbuseWorld(tb testing.TB) *abuseWorld {
 	w.operatorsFile = filepath.Join(d, "operators")
 	w.operatorsText = w.operator.AuthorizedLine("", "alice@laptop") + "\n" +
 		w.hostile.AuthorizedLine(fmt.Sprintf(`permitopen="sink:%d"`, abSinkPort), "mallory@contractor") + "\n" +
+		w.hostileFor["channel-flood"].AuthorizedLine(fmt.Sprintf(`permitopen="sink:%d"`, abSinkPort), "mallory-flood@contractor") + "\n" +
+		w.hostileFor["never-read"].AuthorizedLine(fmt.Sprintf(`permitopen="sink:%d"`, abSinkPort), "mallory-never-read@contractor") + "\n" +
+		w.hostileFor["push-flood"].AuthorizedLine(fmt.Sprintf(`permitopen="sink:%d"`, abSinkPort), "mallory-push@contractor") + "\n" +
 		`cert-authority,principals="ops" ` + strings.TrimSpace(string(caPub)) + "\n"
 	mustWrite(tb, w.operatorsFile, w.operatorsText)
 
@@ -1283,7 +1294,7 @@ func abChannelFlood(r *abRun) {
 	for _, from := range r.w.pool.hostile[:abFloodConns] {
 		r.spawn(func() {
 			for conns := 0; conns < abReconnects && r.ctx.Err() == nil && attempts.Load() < abFloodAttempts; conns++ {
-				c, err := r.w.sshFrom(r.ctx, from, "mallory", r.w.hostile.Signer)
+				c, err := r.w.sshFrom(r.ctx, from, "mallory", r.w.hostileFor["channel-flood"].Signer)
 				if err != nil {
 					if r.ctx.Err() == nil {
 						r.add("login failed", 1)
@@ -1355,7 +1366,7 @@ func abNeverRead(r *abRun) {
 	for _, from := range r.w.pool.hostile[:abNeverReadConns] {
 		r.spawn(func() {
 			for conns := 0; conns < abReconnects && r.ctx.Err() == nil && attempts.Load() < abNeverReadAttempts; conns++ {
-				c, err := r.w.sshFrom(r.ctx, from, "mallory", r.w.hostile.Signer)
+				c, err := r.w.sshFrom(r.ctx, from, "mallory", r.w.hostileFor["never-read"].Signer)
 				if err != nil {
 					if r.ctx.Err() == nil {
 						r.add("login failed", 1)
@@ -1441,7 +1452,7 @@ func abPushFlood(r *abRun) {
 	}
 	var sent atomic.Int64
 	for conns := 0; conns < abReconnects && r.ctx.Err() == nil && sent.Load() < abPushRequests; conns++ {
-		c, err := r.w.sshFrom(r.ctx, from, "mallory", r.w.hostile.Signer)
+		c, err := r.w.sshFrom(r.ctx, from, "mallory", r.w.hostileFor["push-flood"].Signer)
 		if err != nil {
 			if r.ctx.Err() == nil {
 				r.add("login failed", 1)
