@@ -586,7 +586,7 @@ func (ss *session) releaseChannel(ka keyAgent) {
 
 // freeAfterRelays: memory is returned at once after this many relays were
 // open together (each may have buffered megabytes).
-const freeAfterRelays = 8
+const freeAfterRelays = 4
 
 func (ss *session) keepalive(ctx context.Context) {
 	s := ss.s
