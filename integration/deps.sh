@@ -6,7 +6,14 @@
 set -u
 need=(sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client autossh:autossh ssh-audit:ssh-audit
       nft:nftables iptables:iptables ip:iproute2 tc:iproute2 conntrack:conntrack tcpdump:tcpdump
-      shellcheck:shellcheck)
+      shellcheck:shellcheck aws:awscli python3:python3)
+# cloud-init for the offline `cloud-init schema` test: unpacked into a
+# folder, never installed (an installed cloud-init would enable its units).
+ci_root=/var/tmp/lifeline-cloud-init
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && ! [ -x "$ci_root/usr/bin/cloud-init" ]; then
+  "$(dirname "$0")/../terraform/testdata/unpack-cloud-init.sh" "$ci_root" >/dev/null 2>&1 ||
+    echo "could not unpack cloud-init into $ci_root: TestCloudInitSchema will skip"
+fi
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*}; pkg=${pair#*:}

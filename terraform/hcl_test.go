@@ -3,6 +3,10 @@ package terraform_test
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -11,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
@@ -102,13 +108,15 @@ func TestInstanceHardening(t *testing.T) {
 	m.one(t, "resource", "aws_eip_association", "bastion")
 }
 
-// TestProvidersPinned: a Terraform version range and a version constraint for
-// every provider.
+// TestProvidersPinned: a minimum Terraform version and a minimum version for
+// every provider, without upper bounds (a reusable module sets minimums; the
+// root's lock file pins exact builds).
 func TestProvidersPinned(t *testing.T) {
 	t.Parallel()
 	m := parseModule(t, ".")
 	tfb := m.one(t, "terraform")
-	assert.NotEmpty(t, literal(t, tfb, "required_version").AsString())
+	minimum := regexp.MustCompile(`^>= [0-9]+\.[0-9]+\.[0-9]+$`)
+	assert.Regexp(t, minimum, literal(t, tfb, "required_version").AsString())
 	rp := nested(tfb, "required_providers")
 	require.Len(t, rp, 1)
 	for _, name := range []string{"aws", "tls"} {
@@ -116,7 +124,7 @@ func TestProvidersPinned(t *testing.T) {
 		require.True(t, ok, "required_providers.%s", name)
 		v, diags := a.Expr.Value(nil)
 		require.False(t, diags.HasErrors(), "%s", diags)
-		assert.NotEmpty(t, v.GetAttr("version").AsString(), "%s version", name)
+		assert.Regexp(t, minimum, v.GetAttr("version").AsString(), "%s: a minimum version, no upper bound", name)
 		assert.True(t, strings.HasPrefix(v.GetAttr("source").AsString(), "hashicorp/"), "%s source", name)
 	}
 }
@@ -139,6 +147,8 @@ func TestVariablesDocumented(t *testing.T) {
 		"name", "instance_type", "subnet_id", "port", "allowed_cidrs", "bastion_package_url",
 		"bastion_package_sha256", "operators", "agents", "host_key_openssh", "twilio_account_sid",
 		"twilio_auth_token", "sms_from", "sms_to", "quiet_from", "agent_down_after", "root_volume_size",
+		"bastion_package_s3_uri", "revoked_keys_krl_base64", "kms_key_arn", "state_volume_size", "maintenance_window",
+		"syslog_forwarding", "sites", "ssh_identity_file",
 	}
 	for _, name := range validated {
 		v, ok := byName[name]
@@ -170,7 +180,8 @@ func TestOutputs(t *testing.T) {
 	m := parseModule(t, ".")
 	want := []string{
 		"public_ip", "port", "bastion_address", "known_hosts_line", "host_key_fingerprint",
-		"ssh_config", "instance_id", "ssm_session_command", "security_group_id",
+		"ssh_config", "instance_id", "ssm_session_command", "security_group_id", "state_volume_id",
+		"parameters", "bootstrap_status_command", "keys_status_command", "keys_sync_command",
 	}
 	outs := map[string]*hclsyntax.Block{}
 	for _, o := range m.blocks("output") {
@@ -186,8 +197,13 @@ func TestOutputs(t *testing.T) {
 	sshPub, err := ssh.NewPublicKey(pub)
 	require.NoError(t, err)
 	const ip, port = "203.0.113.10", 2222
-	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{
-		"var":          cty.ObjectVal(map[string]cty.Value{"port": cty.NumberIntVal(port)}),
+	ctx := &hcl.EvalContext{Functions: map[string]function.Function{
+		"join": stdlib.JoinFunc, "concat": stdlib.ConcatFunc, "split": stdlib.SplitFunc,
+	}, Variables: map[string]cty.Value{
+		"var": cty.ObjectVal(map[string]cty.Value{
+			"port": cty.NumberIntVal(port), "name": cty.StringVal("lifeline-eu"), "ssh_identity_file": cty.StringVal("~/.ssh/id_ed25519"),
+			"sites": cty.MapVal(map[string]cty.Value{"pi": cty.StringVal("pi:22"), "nuc": cty.StringVal("nuc:3389")}),
+		}),
 		"aws_eip":      cty.ObjectVal(map[string]cty.Value{"bastion": cty.ObjectVal(map[string]cty.Value{"public_ip": cty.StringVal(ip)})}),
 		"local":        cty.ObjectVal(map[string]cty.Value{"host_key_public": cty.StringVal(keyfile.AuthorizedLine(sshPub, ""))}),
 		"aws_instance": cty.ObjectVal(map[string]cty.Value{"bastion": cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal("i-0123456789abcdef0")})}),
@@ -217,9 +233,20 @@ func TestOutputs(t *testing.T) {
 	assert.Equal(t, map[string]string{
 		"hostname": ip, "port": "2222", "stricthostkeychecking": "yes",
 		"identitiesonly": "yes", "identityfile": "~/.ssh/id_ed25519",
-	}, hostsCfg["bastion"])
-	assert.Equal(t, "bastion", hostsCfg["pi"]["proxyjump"])
-	assert.Equal(t, "pi", hostsCfg["pi"]["hostname"])
+	}, hostsCfg["lifeline-eu"])
+	assert.Equal(t, map[string]string{"hostname": "pi", "port": "22", "proxyjump": "lifeline-eu", "identitiesonly": "yes", "identityfile": "~/.ssh/id_ed25519"}, hostsCfg["lifeline-eu-pi"])
+	assert.Equal(t, map[string]string{"hostname": "nuc", "port": "3389", "proxyjump": "lifeline-eu", "identitiesonly": "yes", "identityfile": "~/.ssh/id_ed25519"}, hostsCfg["lifeline-eu-nuc"])
+	assert.Len(t, hostsCfg, 3)
+	// OpenSSH itself reads the block: ssh -G resolves the site's jump.
+	if _, err := exec.LookPath("ssh"); err == nil {
+		p := filepath.Join(t.TempDir(), "config")
+		require.NoError(t, os.WriteFile(p, []byte(cfg), 0o600))
+		out, err := exec.Command("ssh", "-G", "-F", p, "lifeline-eu-nuc").CombinedOutput()
+		require.NoError(t, err, "ssh -G:\n%s", out)
+		assert.Contains(t, string(out), "proxyjump lifeline-eu\n")
+		assert.Contains(t, string(out), "hostname nuc\n")
+		assert.Contains(t, string(out), "port 3389\n")
+	}
 }
 
 // parseSSHConfig reads "Host x" sections of an ssh_config into lowercased
@@ -271,4 +298,38 @@ func TestExampleUsesModule(t *testing.T) {
 		ref := tr[len(tr)-1].(hcl.TraverseAttr).Name
 		assert.NotEmpty(t, m.blocks("output", ref), "example output %s refers to missing module output %s", o.Labels[0], ref)
 	}
+}
+
+// TestTwoRegionsExample: the second example calls the module twice, with a
+// provider per region, every required variable set, nothing the module does
+// not declare, distinct names and maintenance windows, and outputs for the
+// agents' comma-separated LIFELINE_BASTION.
+func TestTwoRegionsExample(t *testing.T) {
+	t.Parallel()
+	m := parseModule(t, ".")
+	ex := parseModule(t, "examples/two-regions")
+	names := map[string]bool{}
+	windows := map[string]bool{}
+	for _, label := range []string{"eu", "us"} {
+		call := ex.one(t, "module", label)
+		assert.Equal(t, "../..", literal(t, call, "source").AsString())
+		assert.Contains(t, call.Body.Attributes, "providers", "module %s must get its region's provider", label)
+		for _, v := range m.blocks("variable") {
+			if _, hasDefault := v.Body.Attributes["default"]; !hasDefault && v.Labels[0] != "bastion_package_url" {
+				assert.Contains(t, call.Body.Attributes, v.Labels[0], "module %s does not set required variable %s", label, v.Labels[0])
+			}
+		}
+		for name := range call.Body.Attributes {
+			if name != "source" && name != "providers" {
+				assert.NotEmpty(t, m.blocks("variable", name), "module %s sets %s, which the module does not declare", label, name)
+			}
+		}
+		names[literal(t, call, "name").AsString()] = true
+		windows[literal(t, call, "maintenance_window").AsString()] = true
+	}
+	assert.Len(t, names, 2, "the two jump hosts need different names (resource prefixes, SSM paths, ssh_config hosts)")
+	assert.Len(t, windows, 2, "the two jump hosts must not reboot at the same time")
+	assert.Len(t, ex.blocks("provider", "aws"), 2)
+	ex.one(t, "output", "bastion_addresses")
+	ex.one(t, "output", "ssh_config")
 }

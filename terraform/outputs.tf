@@ -24,26 +24,63 @@ output "host_key_fingerprint" {
 }
 
 output "ssh_config" {
-  description = "A ready ~/.ssh/config block: Host bastion (address, port, strict host key checking against known_hosts_line) and Host pi (ProxyJump bastion). Adjust User/IdentityFile to your setup."
-  value       = <<-EOT
-    Host bastion
+  description = "A ready ~/.ssh/config block: Host <name> (the jump host: address, port, strict host key checking against known_hosts_line) and Host <name>-<site> for every entry of sites (ProxyJump <name>). Hosts are named per jump host, so the blocks of several jump hosts can be pasted together."
+  value = join("\n", concat([<<-EOT
+    Host ${var.name}
       HostName ${aws_eip.bastion.public_ip}
       Port ${var.port}
       StrictHostKeyChecking yes
       IdentitiesOnly yes
-      IdentityFile ~/.ssh/id_ed25519
-
-    Host pi
-      HostName pi
-      Port 22
-      ProxyJump bastion
-      IdentityFile ~/.ssh/id_ed25519
-  EOT
+      IdentityFile ${var.ssh_identity_file}
+    EOT
+    ], [for site, target in var.sites : <<-EOT
+    Host ${var.name}-${site}
+      HostName ${split(":", target)[0]}
+      Port ${split(":", target)[1]}
+      ProxyJump ${var.name}
+      IdentitiesOnly yes
+      IdentityFile ${var.ssh_identity_file}
+    EOT
+  ]))
 }
 
 output "instance_id" {
   description = "EC2 instance ID of the jump host (for SSM: aws ssm start-session --target <id>)."
   value       = aws_instance.bastion.id
+}
+
+output "state_volume_id" {
+  description = "The EBS volume holding /var/lib/lifeline (audit logs, alert spool, host key copy); it survives instance replacement."
+  value       = aws_ebs_volume.state.id
+}
+
+output "parameters" {
+  description = "Names of the SSM parameters the jump host reads (keys, secrets) and writes (status)."
+  value = {
+    host_key           = aws_ssm_parameter.host_key.name
+    twilio_account_sid = one(aws_ssm_parameter.twilio_account_sid[*].name)
+    twilio_auth_token  = one(aws_ssm_parameter.twilio_auth_token[*].name)
+    operators          = aws_ssm_parameter.keys["operators"].name
+    agents             = aws_ssm_parameter.keys["agents"].name
+    revoked_keys       = aws_ssm_parameter.keys["revoked-keys"].name
+    bootstrap_status   = aws_ssm_parameter.status["bootstrap"].name
+    keys_status        = aws_ssm_parameter.status["keys"].name
+  }
+}
+
+output "bootstrap_status_command" {
+  description = "Prints how the first boot went: \"ok …\" once lifeline-bastion serves, or the step that failed. (The same lines are in the serial console: aws ec2 get-console-output --latest --instance-id <id>.)"
+  value       = "aws ssm get-parameter --region ${data.aws_region.current.region} --name ${aws_ssm_parameter.status["bootstrap"].name} --query Parameter.Value --output text"
+}
+
+output "keys_status_command" {
+  description = "Prints whether the last operators/agents/revoked-keys change is in force (\"applied …\", \"in force …\") or was refused, and why."
+  value       = "aws ssm get-parameter --region ${data.aws_region.current.region} --name ${aws_ssm_parameter.status["keys"].name} --query Parameter.Value --output text"
+}
+
+output "keys_sync_command" {
+  description = "Applies the key parameters now instead of within the minute (SSM Run Command)."
+  value       = "aws ssm send-command --region ${data.aws_region.current.region} --instance-ids ${aws_instance.bastion.id} --document-name AWS-RunShellScript --parameters commands='systemctl start lifeline-keys-sync.service'"
 }
 
 output "ssm_session_command" {

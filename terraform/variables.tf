@@ -25,7 +25,7 @@ variable "instance_type" {
 }
 
 variable "subnet_id" {
-  description = "Subnet for the jump host (it needs a route to an internet gateway). null: the first default subnet of the region's default VPC."
+  description = "Subnet for the jump host (it needs a route to an internet gateway), in an availability zone that offers instance_type. null: the first default subnet of the default VPC in such a zone."
   type        = string
   default     = null
 
@@ -58,17 +58,29 @@ variable "allowed_cidrs" {
 }
 
 variable "bastion_package_url" {
-  description = "HTTPS URL of the lifeline-bastion .deb (from `make deb`) for the instance's architecture (arm64 for t4g)."
+  description = "HTTPS URL of the lifeline-bastion .deb (from `make deb`) for the instance's architecture (arm64 for t4g): a release asset, or a presigned URL (its query string is allowed; it must still be valid when an instance is replaced). null: use bastion_package_s3_uri."
   type        = string
+  default     = null
 
   validation {
-    condition     = can(regex("^https://[^\\s'\"]+_(arm64|amd64)\\.deb$", var.bastion_package_url))
-    error_message = "bastion_package_url must be an https:// URL of a lifeline-bastion_<version>_<arm64|amd64>.deb without spaces or quotes."
+    condition     = var.bastion_package_url == null || can(regex("^https://[^\\s'\"?#]+_(arm64|amd64)\\.deb(\\?[^\\s'\"#]*)?$", var.bastion_package_url))
+    error_message = "bastion_package_url must be null or an https:// URL of a lifeline-bastion_<version>_<arm64|amd64>.deb (a query string may follow) without spaces or quotes."
+  }
+}
+
+variable "bastion_package_s3_uri" {
+  description = "s3://bucket/key of the lifeline-bastion .deb in a private bucket; the instance role may read exactly that object (s3:GetObject). Used instead of bastion_package_url; never expires."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.bastion_package_s3_uri == null || can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\\s'\"]+_(arm64|amd64)\\.deb$", var.bastion_package_s3_uri))
+    error_message = "bastion_package_s3_uri must be null or s3://<bucket>/<key ending in _arm64.deb or _amd64.deb> without spaces or quotes."
   }
 }
 
 variable "bastion_package_sha256" {
-  description = "SHA-256 of the .deb at bastion_package_url (its line in dist/SHA256SUMS). The instance refuses any other file."
+  description = "SHA-256 of the .deb (its line in dist/SHA256SUMS), wherever it comes from. The instance refuses any other file."
   type        = string
 
   validation {
@@ -78,8 +90,13 @@ variable "bastion_package_sha256" {
 }
 
 variable "operators" {
-  description = "Lines of /etc/lifeline/operators (authorized_keys format): the people who may use the jump host, with optional from=, permitopen=, cert-authority, principals=, expiry-time= options."
+  description = "Lines of /etc/lifeline/operators (authorized_keys format): the people who may use the jump host, with optional from=, permitopen=, cert-authority, principals=, expiry-time= options. Kept in SSM Parameter Store and applied in place within a minute: a change never replaces the instance."
   type        = list(string)
+
+  validation {
+    condition     = length(join("\n", var.operators)) <= 7800
+    error_message = "operators is longer than one SSM parameter holds (8 KiB): use a cert-authority line for groups of people."
+  }
 
   validation {
     condition = length(var.operators) > 0 && alltrue([
@@ -91,17 +108,33 @@ variable "operators" {
 }
 
 variable "agents" {
-  description = "Lines of /etc/lifeline/agents (authorized_keys format): one per site agent, each with permitlisten=\"NAME:PORT\" naming the targets it may register, e.g. permitlisten=\"pi:22\" ssh-ed25519 AAAA… pi. May be empty at first and filled in when pairing."
+  description = "Lines of /etc/lifeline/agents (authorized_keys format): one per site agent, each with permitlisten=\"NAME:PORT\" naming the targets it may register, e.g. permitlisten=\"pi:22\" ssh-ed25519 AAAA… pi; or a cert-authority line for a site CA, whose certificates' principals are the targets. Kept in SSM Parameter Store and applied in place within a minute."
   type        = list(string)
   default     = []
 
   validation {
+    condition     = length(join("\n", var.agents)) <= 7800
+    error_message = "agents is longer than one SSM parameter holds (8 KiB): pair sites with a site CA (cert-authority) instead of one line each."
+  }
+
+  validation {
     condition = alltrue([
       for k in var.agents : length(regexall("[\r\n]", k)) == 0 &&
-      can(regex("permitlisten=\"[^\"]+\"", k)) &&
+      (can(regex("permitlisten=\"[^\"]+\"", k)) || can(regex("^([^ ]*,)?cert-authority(,|[ ])", k))) &&
       can(regex("(^|[ ])(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) AAAA[0-9A-Za-z+/=]+", k))
     ])
-    error_message = "Each agents line must be one authorized_keys line with a permitlisten=\"NAME:PORT\" option."
+    error_message = "Each agents line must be one authorized_keys line with a permitlisten=\"NAME:PORT\" option, or a cert-authority line."
+  }
+}
+
+variable "revoked_keys_krl_base64" {
+  description = "The OpenSSH KRL of revoked keys and certificates (ssh-keygen -k), base64: filebase64(\"revoked_keys\"). Applied in place like operators and agents (LIFELINE_REVOKED_KEYS); a revoked key's live sessions are closed. Empty: nothing revoked."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.revoked_keys_krl_base64 == "" || (startswith(var.revoked_keys_krl_base64, "U1NIS1JMCgA") && can(regex("^[A-Za-z0-9+/]+={0,2}$", var.revoked_keys_krl_base64)) && length(var.revoked_keys_krl_base64) <= 7800)
+    error_message = "revoked_keys_krl_base64 must be empty or the base64 of an OpenSSH KRL (filebase64 of a file made by ssh-keygen -k), at most 7800 characters."
   }
 }
 
@@ -118,7 +151,7 @@ variable "host_key_openssh" {
 }
 
 variable "twilio_account_sid" {
-  description = "Twilio account SID (AC…) for SMS alerts (TWILIO_ACCOUNT_SID). Empty: alerts go to the journal only."
+  description = "Twilio account SID (AC…) for SMS alerts (TWILIO_ACCOUNT_SID), kept in an SSM SecureString parameter like the token. Empty: alerts go to the journal only."
   type        = string
   default     = ""
   sensitive   = true
@@ -130,7 +163,7 @@ variable "twilio_account_sid" {
 }
 
 variable "twilio_auth_token" {
-  description = "Twilio auth token (TWILIO_AUTH_TOKEN). Sensitive: it lands in the Terraform state, the instance user data and /etc/lifeline/bastion.env (root only)."
+  description = "Twilio auth token (TWILIO_AUTH_TOKEN). Kept in an SSM SecureString parameter that only the instance role may read, fetched at boot into /etc/lifeline/secrets.env (root only); never in user data. It is in the Terraform state."
   type        = string
   default     = ""
   sensitive   = true
@@ -186,9 +219,85 @@ variable "agent_down_after" {
 }
 
 variable "enable_ssm" {
-  description = "Attach an instance profile with AmazonSSMManagedInstanceCore, so admins get a shell with `aws ssm start-session` (the only admin path: port 22 is never opened)."
+  description = "Attach AmazonSSMManagedInstanceCore to the instance role, so admins get a shell with `aws ssm start-session` (the only admin path: port 22 is never opened). The role exists either way: it reads the key lists and secrets from Parameter Store."
   type        = bool
   default     = true
+}
+
+variable "kms_key_arn" {
+  description = "Customer managed KMS key for the SecureString parameters (host key, Twilio) and the state volume; the instance role may decrypt with it through SSM only. null: the AWS managed keys aws/ssm and aws/ebs."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]{36}$", var.kms_key_arn))
+    error_message = "kms_key_arn must be null or a KMS key ARN (arn:aws:kms:<region>:<account>:key/<uuid>)."
+  }
+}
+
+variable "state_volume_size" {
+  description = "Size in GiB of the encrypted gp3 volume that holds /var/lib/lifeline (host key, audit logs, alert spool). It outlives instance replacements and carries prevent_destroy."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.state_volume_size == floor(var.state_volume_size) && var.state_volume_size >= 1 && var.state_volume_size <= 64
+    error_message = "state_volume_size must be an integer from 1 to 64 GiB."
+  }
+}
+
+variable "maintenance_window" {
+  description = "Daily time (HH:MM, UTC) at which unattended-upgrades may reboot the jump host when an update needs it; updates are installed an hour before. Pick the site owners' quietest hour: agents reconnect within seconds and no text is sent."
+  type        = string
+  default     = "04:00"
+
+  validation {
+    condition     = can(regex("^([01][0-9]|2[0-3]):[0-5][0-9]$", var.maintenance_window))
+    error_message = "maintenance_window must be HH:MM in 24-hour UTC, like 04:00 or 21:30."
+  }
+}
+
+variable "syslog_forwarding" {
+  description = "Forward the journal (lifeline-bastion's log and, tagged lifeline-audit, every audit log line) to your log aggregation over syslog with TLS (RFC 5425, rsyslog): host, port (default 6514), and ca_pem, the PEM CA bundle that signs the server's certificate (null: the system CAs). The server name is checked against its certificate. null: logs stay on the host."
+  type = object({
+    host   = string
+    port   = optional(number, 6514)
+    ca_pem = optional(string)
+  })
+  default = null
+
+  validation {
+    condition = var.syslog_forwarding == null || (
+      can(regex("^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$", try(var.syslog_forwarding.host, ""))) &&
+      try(var.syslog_forwarding.port == floor(var.syslog_forwarding.port) && var.syslog_forwarding.port >= 1 && var.syslog_forwarding.port <= 65535, false) &&
+      (try(var.syslog_forwarding.ca_pem, null) == null || can(regex("^-----BEGIN CERTIFICATE-----", try(var.syslog_forwarding.ca_pem, ""))))
+    )
+    error_message = "syslog_forwarding must be null or { host = a DNS name, port = 1..65535, ca_pem = null or a PEM certificate bundle }."
+  }
+}
+
+variable "sites" {
+  description = "Sites reached through this jump host, for the ssh_config output: site name => NAME:PORT its agent registers, e.g. { pi = \"pi:22\" }. Each becomes Host <name>-<site> with ProxyJump <name>."
+  type        = map(string)
+  default     = { pi = "pi:22" }
+
+  validation {
+    condition = alltrue([
+      for site, target in var.sites : can(regex("^[a-z0-9][a-z0-9-]{0,30}$", site)) && can(regex("^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$", target))
+    ])
+    error_message = "sites must map lowercase names (letters, digits, dashes) to NAME:PORT targets like pi:22."
+  }
+}
+
+variable "ssh_identity_file" {
+  description = "IdentityFile written into the ssh_config output."
+  type        = string
+  default     = "~/.ssh/id_ed25519"
+
+  validation {
+    condition     = can(regex("^[^\\s\"]+$", var.ssh_identity_file))
+    error_message = "ssh_identity_file must be a path without spaces or quotes."
+  }
 }
 
 variable "root_volume_size" {

@@ -2,9 +2,33 @@
 // role (agent or operator), and which targets each may register or reach.
 //
 // The policy is read from two files in OpenSSH's authorized_keys format
-// (LIFELINE_AGENTS and LIFELINE_OPERATORS). Only the options lifeline
-// enforces are accepted; any other option is a load error, because an option
-// that is silently ignored is a restriction that silently does not apply.
+// (LIFELINE_AGENTS and LIFELINE_OPERATORS) and an optional revocation list
+// (LIFELINE_REVOKED_KEYS). Only the options lifeline enforces are accepted;
+// any other option is a load error, because an option that is silently
+// ignored is a restriction that silently does not apply.
+//
+// Agent certificates. An agents-file line may be cert-authority, as in the
+// operators file: a site is then paired by signing its key, with no change
+// on the bastion:
+//
+//	ssh-keygen -s site_ca -I radio-pi -n pi:22,nuc:3389 -V +52w agent.pub
+//
+// The certificate's principals are the targets the agent may register:
+// each must be a NAME:PORT target (ParseTarget), or the certificate is
+// refused. The line's permitlisten= options, when given, are an allowlist:
+// the agent may register the principals inside it, the others are ignored,
+// and a certificate with none inside is refused by that line (the next line
+// of the same CA is tried). Without permitlisten= the CA may certify any
+// name. principals= is refused on agent lines (the principals are the
+// targets), and the certificate needs the permit-port-forwarding extension,
+// which ssh-keygen includes unless told -O clear. A CA may be listed in one
+// file only: its file decides the role of every certificate it signs.
+//
+// Revocation. The revocation list is an OpenSSH KRL (ssh-keygen -k, the
+// format of sshd's RevokedKeys; see RevocationList). A key, certificate or
+// CA it revokes is refused in both roles, before the files are consulted;
+// the bastion re-checks live connections on every reload, so revoking a key
+// and reloading closes its sessions.
 //
 // Deviations from sshd, all in the direction of refusing more:
 //   - from= is matched against the client's IP address only (no DNS). A
@@ -26,6 +50,10 @@
 //   - restrict on an operator line forbids jumping unless the line also has
 //     permitopen= (sshd would need port-forwarding too, which lifeline
 //     refuses as redundant).
+//   - A KRL with a signature section, an unknown section or a critical
+//     extension is refused (sshd refuses the last two as well), and so is a
+//     revocation list that is not a KRL (sshd would also read a plain list
+//     of public keys); an empty file is an empty list.
 //
 // expiry-time= is read as sshd reads it: in the local time zone (TZ) unless
 // suffixed with Z. Run the bastion with TZ=UTC, or write the Z, to make the
@@ -183,8 +211,8 @@ type Identity struct {
 	Name        string   // key comment, or the certificate's KeyId (control characters replaced); never empty: falls back to Fingerprint
 	Fingerprint string   // SHA256:… of the user's key (for a certificate: of the certified key)
 	CA          string   // SHA256:… of the CA for certificate logins, else ""
-	Principal   string   // the certificate principal that matched, else ""
-	Listen      []Target // agents: permitlisten entries (at least one)
+	Principal   string   // operators: the certificate principal that matched, else ""
+	Listen      []Target // agents: permitlisten entries, or the certificate's principals inside them (at least one)
 	Open        []Target // operators: permitopen entries; nil = every registered target
 	Source      string   // "file:line" of the authorizing entry, for the audit log
 	// NoPortForwarding: an operator whose line carries no-port-forwarding,

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"net/netip"
 	"reflect"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Seed corpora live in testdata/fuzz/<FuzzName>/; the f.Add seeds below
@@ -175,5 +178,61 @@ func FuzzParseTarget(f *testing.F) {
 		if !(&Identity{Role: RoleOperator}).MayOpen(tg) {
 			t.Fatalf("MayOpen refuses the valid target %v", tg)
 		}
+	})
+}
+
+// FuzzParseRevocationList feeds arbitrary bytes to the KRL parser. It must
+// never panic nor take long; a list that parses has merged, sorted serial
+// ranges whose ends it reports as revoked, checks keys and certificates
+// without panicking, and parses again to the same verdicts.
+func FuzzParseRevocationList(f *testing.F) {
+	ca := newSigner(f, "ed25519")
+	user := newSigner(f, "ed25519")
+	h := sha256.Sum256(user.PublicKey().Marshal())
+	f.Add(newKRL(1, "").bytes())
+	f.Add(newKRL(2, "seed").
+		section(krlSectionSHA256, strs(string(h[:]))).
+		section(krlSectionExplicitKey, strs(string(ca.PublicKey().Marshal()))).
+		section(krlSectionExtension, ext("x@example.org", false)).
+		section(krlSectionCertificates, certSection(ca.PublicKey(),
+			byte(krlCertSerialList), serials(1, 7),
+			byte(krlCertSerialRange), serials(10, 20),
+			byte(krlCertSerialBitmap), bitmap(30, []byte{0x05}),
+			byte(krlCertKeyID), strs("alice"))).
+		section(krlSectionCertificates, certSection(nil, byte(krlCertKeyID), strs("bob"))).
+		bytes())
+	f.Add([]byte("SSHKRL\n\x00\x00\x00\x00\x01"))
+	cert := signCert(f, ca, user.PublicKey(), certOpts{keyID: "alice"})
+	probes := []ssh.PublicKey{user.PublicKey(), ca.PublicKey(), cert}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := ParseRevocationList(data)
+		if err != nil {
+			if l != nil {
+				t.Fatal("a list and an error")
+			}
+			return
+		}
+		for _, rc := range l.certs {
+			for i, r := range rc.serials {
+				if r.lo == 0 || r.lo > r.hi || i > 0 && r.lo <= rc.serials[i-1].hi+1 {
+					t.Fatalf("serial ranges not merged: %v", rc.serials)
+				}
+				if !rc.hasSerial(r.lo) || !rc.hasSerial(r.hi) || rc.hasSerial(r.lo-1) && (i == 0 || rc.serials[i-1].hi != r.lo-1) {
+					t.Fatalf("lookup disagrees with range %v of %v", r, rc.serials)
+				}
+			}
+		}
+		again, err := ParseRevocationList(data)
+		if err != nil {
+			t.Fatalf("second parse failed: %v", err)
+		}
+		for _, k := range probes {
+			w1, r1 := l.Revoked(k)
+			w2, r2 := again.Revoked(k)
+			if r1 != r2 || w1 != w2 {
+				t.Fatalf("verdicts differ between parses: %v %q / %v %q", r1, w1, r2, w2)
+			}
+		}
+		_ = l.String()
 	})
 }

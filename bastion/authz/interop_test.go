@@ -339,3 +339,62 @@ func startServer(t *testing.T, p *Policy) *testServer {
 	}()
 	return srv
 }
+
+// TestSSHKeygenAgentCertificates pairs a site the way the README says, by
+// signing its key with the real ssh-keygen (-n pi:22,nuc:3389 -V +52w), and
+// revokes it again with ssh-keygen -k: no line of the agents file changes.
+func TestSSHKeygenAgentCertificates(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sshKeygen(t, dir, "-q", "-t", "ed25519", "-N", "", "-C", "site CA", "-f", "site_ca")
+	sshKeygen(t, dir, "-q", "-t", "ed25519", "-N", "", "-C", "radio pi", "-f", "agent")
+	sshKeygen(t, dir, "-q", "-s", "site_ca", "-I", "radio-pi", "-z", "17", "-n", "pi:22,nuc:3389", "-V", "+52w", "agent.pub")
+	sshKeygen(t, dir, "-q", "-t", "ed25519", "-N", "", "-C", "other", "-f", "other")
+	sshKeygen(t, dir, "-q", "-s", "site_ca", "-I", "cabin", "-z", "18", "-n", "cam:80", "-V", "+52w", "other.pub")
+	otherLine, _ := os.ReadFile(filepath.Join(dir, "other.pub"))
+	os.WriteFile(filepath.Join(dir, "clear.pub"), otherLine, 0o600)
+	sshKeygen(t, dir, "-q", "-s", "site_ca", "-I", "bad", "-z", "19", "-n", "pi:22", "-O", "clear", "-V", "+52w", "clear.pub")
+	caLine, _ := os.ReadFile(filepath.Join(dir, "site_ca.pub"))
+	agentPub, _ := readPub(t, filepath.Join(dir, "agent.pub"))
+	cert, _ := readPub(t, filepath.Join(dir, "agent-cert.pub"))
+	other, _ := readPub(t, filepath.Join(dir, "other-cert.pub"))
+
+	files := Files{Agents: filepath.Join(dir, "agents"), Operators: filepath.Join(dir, "operators"), RevokedKeys: filepath.Join(dir, "revoked_keys")}
+	os.WriteFile(files.Agents, append([]byte(`cert-authority,permitlisten="pi:22,nuc:3389,cam:80" `), caLine...), 0o600)
+	os.WriteFile(files.Operators, nil, 0o600)
+	os.WriteFile(files.RevokedKeys, nil, 0o600) // empty: nothing revoked yet
+	p, err := LoadFiles(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddr("127.0.0.1")
+	id, err := p.Authenticate("lifeline-agent", local, cert, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Role != RoleAgent || id.Name != "radio-pi" || !reflect.DeepEqual(id.Listen, []Target{{"pi", 22}, {"nuc", 3389}}) ||
+		id.Fingerprint != ssh.FingerprintSHA256(agentPub) || id.Expires.Before(time.Now().AddDate(0, 0, 360)) {
+		t.Fatalf("identity %+v", id)
+	}
+	if _, err := p.Authenticate("x", local, other, time.Now()); err != nil {
+		t.Fatalf("second site: %v", err)
+	}
+	// Revoke the first certificate by serial and key ID with the real
+	// ssh-keygen; the other site stays paired.
+	os.WriteFile(filepath.Join(dir, "spec"), []byte("serial: 17\n"), 0o600)
+	sshKeygen(t, dir, "-k", "-f", "revoked_keys", "-s", "site_ca.pub", "spec")
+	p, err = LoadFiles(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Authenticate("x", local, cert, time.Now()); !errors.Is(err, ErrRevoked) || !strings.Contains(err.Error(), "serial 17") {
+		t.Fatalf("revoked certificate: %v", err)
+	}
+	if _, err := p.Authenticate("x", local, other, time.Now()); err != nil {
+		t.Fatalf("the other site lost its pairing: %v", err)
+	}
+	noPF, _ := readPub(t, filepath.Join(dir, "clear-cert.pub"))
+	if _, err := p.Authenticate("x", local, noPF, time.Now()); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "permit-port-forwarding") {
+		t.Fatalf("certificate made with -O clear: %v", err)
+	}
+}

@@ -23,12 +23,16 @@ var (
 	// ErrRefused: the key is listed but this login is not allowed (from=,
 	// expiry-time=, certificate validity, principals, critical options).
 	ErrRefused = errors.New("login refused")
+	// ErrRevoked: the key, the certificate or its CA is in the revocation
+	// list (LIFELINE_REVOKED_KEYS), whatever the two files say.
+	ErrRevoked = errors.New("key revoked")
 )
 
 // entry is one line of a policy file. Entries are never modified after Load.
 type entry struct {
 	role        Role
 	source      string // file:line
+	text        string // the line as written (trimmed), to tell changes apart on reload
 	blob        []byte // key.Marshal()
 	fingerprint string
 	name        string // sanitized comment, or fingerprint
@@ -44,13 +48,21 @@ type entry struct {
 }
 
 // Policy is the set of keys allowed in, loaded from the agents and operators
-// files. It is immutable after Load and safe for concurrent use. A nil
-// *Policy refuses every key.
+// files and the revocation list. It is immutable after Load and safe for
+// concurrent use. A nil *Policy refuses every key.
 type Policy struct {
 	keys      map[string]*entry   // plain keys by SHA256 fingerprint
-	cas       map[string][]*entry // cert-authority lines by CA fingerprint, in file order
+	cas       map[string][]*entry // cert-authority lines by CA fingerprint, in file order (all of one role)
+	revoked   *RevocationList     // nil: none
 	agents    int
 	operators int
+}
+
+// Files names the files a Policy is loaded from.
+type Files struct {
+	Agents      string // authorized_keys of agents (LIFELINE_AGENTS)
+	Operators   string // authorized_keys of operators (LIFELINE_OPERATORS)
+	RevokedKeys string // OpenSSH KRL (LIFELINE_REVOKED_KEYS); "" = none
 }
 
 // AgentKey is an agent the policy lets in: who the bastion should expect.
@@ -87,21 +99,44 @@ func Load(agentsPath, operatorsPath string) (*Policy, error) {
 	return load(agentsPath, operatorsPath, time.Local)
 }
 
+// LoadFiles is Load with a revocation list: f.RevokedKeys, when not empty,
+// is an OpenSSH KRL (see LoadRevocationList) whose keys and certificates
+// are refused in both roles. Its problems are reported with the others'.
+func LoadFiles(f Files) (*Policy, error) {
+	return loadFiles(f, time.Local)
+}
+
 func load(agentsPath, operatorsPath string, loc *time.Location) (*Policy, error) {
+	return loadFiles(Files{Agents: agentsPath, Operators: operatorsPath}, loc)
+}
+
+func loadFiles(f Files, loc *time.Location) (*Policy, error) {
 	p := &Policy{keys: map[string]*entry{}, cas: map[string][]*entry{}}
 	var errs []error
-	agents, err := readFile(agentsPath, RoleAgent, loc)
+	agents, err := readFile(f.Agents, RoleAgent, loc)
 	errs = append(errs, err)
-	operators, err := readFile(operatorsPath, RoleOperator, loc)
+	operators, err := readFile(f.Operators, RoleOperator, loc)
 	errs = append(errs, err)
+	if f.RevokedKeys != "" {
+		p.revoked, err = LoadRevocationList(f.RevokedKeys)
+		errs = append(errs, err)
+	}
 	// Agents come first, so a conflict is always reported on the operator line.
 	for _, e := range append(agents, operators...) {
 		if e.certAuth {
-			if prev, ok := p.keys[e.fingerprint]; ok && prev.role == RoleAgent {
-				errs = append(errs, fmt.Errorf("%s: key %s is also an agent key at %s: a key in both files is a configuration error", e.source, e.fingerprint, prev.source))
+			if prev, ok := p.keys[e.fingerprint]; ok && prev.role != e.role {
+				errs = append(errs, fmt.Errorf("%s: key %s is also an %s key at %s: a key in both files is a configuration error", e.source, e.fingerprint, prev.role, prev.source))
+				continue
+			}
+			if prev := p.cas[e.fingerprint]; len(prev) > 0 && prev[0].role != e.role {
+				errs = append(errs, fmt.Errorf("%s: certificate authority %s is also an %s CA at %s: a key in both files is a configuration error", e.source, e.fingerprint, prev[0].role, prev[0].source))
 				continue
 			}
 			p.cas[e.fingerprint] = append(p.cas[e.fingerprint], e)
+			continue
+		}
+		if prev := p.cas[e.fingerprint]; len(prev) > 0 && prev[0].role != e.role {
+			errs = append(errs, fmt.Errorf("%s: key %s is also an %s CA at %s: a key in both files is a configuration error", e.source, e.fingerprint, prev[0].role, prev[0].source))
 			continue
 		}
 		if prev, ok := p.keys[e.fingerprint]; ok {
@@ -121,8 +156,61 @@ func load(agentsPath, operatorsPath string, loc *time.Location) (*Policy, error)
 	return p, nil
 }
 
+// RevocationList is the policy's revocation list; nil when none is
+// configured.
+func (p *Policy) RevocationList() *RevocationList {
+	if p == nil {
+		return nil
+	}
+	return p.revoked
+}
+
+// Changes lists what differs from old to p, one line each, for the audit
+// log of a reload: keys and CA lines added, removed or changed (same key,
+// other options), and a new revocation list. A nil old is an empty policy.
+func (p *Policy) Changes(old *Policy) []string {
+	type item struct{ desc, text string }
+	index := func(q *Policy) map[string]item {
+		m := map[string]item{}
+		if q == nil {
+			return m
+		}
+		for _, e := range q.keys {
+			m[e.role.String()+" key "+e.fingerprint] = item{fmt.Sprintf("%s key %q %s", e.role, e.name, e.fingerprint), e.text}
+		}
+		for _, lines := range q.cas {
+			for i, e := range lines {
+				m[fmt.Sprintf("%s CA %s #%d", e.role, e.fingerprint, i)] = item{fmt.Sprintf("%s CA %q %s", e.role, e.name, e.fingerprint), e.text}
+			}
+		}
+		return m
+	}
+	before, after := index(old), index(p)
+	var out []string
+	for k, a := range after {
+		b, ok := before[k]
+		switch {
+		case !ok:
+			out = append(out, "added "+a.desc)
+		case b.text != a.text:
+			out = append(out, "changed "+a.desc)
+		}
+	}
+	for k, b := range before {
+		if _, ok := after[k]; !ok {
+			out = append(out, "removed "+b.desc)
+		}
+	}
+	slices.Sort(out)
+	oldKRL, newKRL := old.RevocationList(), p.RevocationList()
+	if oldKRL.String() != newKRL.String() || oldKRL != nil && newKRL != nil && oldKRL.Generated != newKRL.Generated {
+		out = append(out, "revoked keys: "+newKRL.String())
+	}
+	return out
+}
+
 // Counts reports how many lines each file contributed (cert-authority lines
-// count as operators).
+// included).
 func (p *Policy) Counts() (agents, operators int) {
 	if p == nil {
 		return 0, 0
@@ -163,6 +251,7 @@ func parseEntry(line string, role Role, src string, loc *time.Location) (*entry,
 	e := &entry{
 		role:        role,
 		source:      src,
+		text:        line,
 		blob:        kl.key.Marshal(),
 		fingerprint: ssh.FingerprintSHA256(kl.key),
 	}
@@ -177,7 +266,7 @@ func parseEntry(line string, role Role, src string, loc *time.Location) (*entry,
 			errs = append(errs, fmt.Errorf("%s: option %s: %w", src, o.name, err))
 		}
 	}
-	if role == RoleAgent && !seen["permitlisten"] {
+	if role == RoleAgent && !seen["permitlisten"] && !e.certAuth {
 		errs = append(errs, fmt.Errorf(`%s: agent key without permitlisten="NAME:PORT": say which names it may register`, src))
 	}
 	if e.principals != nil && !e.certAuth {
@@ -218,7 +307,7 @@ var refusedOptions = map[string]string{
 // allowed lists the options each role accepts.
 var allowed = map[Role]map[string]bool{
 	RoleAgent: {
-		"permitlisten": true, "from": true, "expiry-time": true,
+		"permitlisten": true, "from": true, "expiry-time": true, "cert-authority": true,
 		"restrict": true, "no-pty": true, "no-agent-forwarding": true, "no-x11-forwarding": true, "no-user-rc": true,
 	},
 	RoleOperator: {
@@ -231,6 +320,9 @@ var allowed = map[Role]map[string]bool{
 var withValue = map[string]bool{"permitlisten": true, "permitopen": true, "from": true, "expiry-time": true, "principals": true}
 
 func (e *entry) apply(o option, role Role, seen map[string]bool, loc *time.Location) error {
+	if role == RoleAgent && o.name == "principals" {
+		return errors.New(`not used on agent lines: an agent certificate's principals are the NAME:PORT targets it may register (limit them with permitlisten="…")`)
+	}
 	if !allowed[role][o.name] {
 		why, known := refusedOptions[o.name]
 		switch {
@@ -356,21 +448,28 @@ func sanitizeName(s string) string {
 
 // Authenticate decides whether key may log in from remote at time now.
 //
-// Plain keys are looked up in both files by fingerprint. For a certificate
-// (*ssh.Certificate), the CA must be on a cert-authority line; the
-// certificate must be a user certificate with at least one principal, within
-// its validity window, correctly signed (not with ssh-rsa/SHA-1), and carry
-// no critical option other than source-address, which must match remote.
-// The principal must be on the line's principals= list, or, without
-// principals=, equal to user (the SSH user name, used for nothing else).
-// Each line's from= is matched against remote's IP (IPv4-mapped IPv6
-// addresses are unmapped first; no DNS) and its expiry-time= against now.
-// cert-authority lines of one CA are tried in file order; the first that
-// admits the certificate decides.
+// A key, certificate or CA in the revocation list is refused first,
+// whatever the files say. Plain keys are looked up in both files by
+// fingerprint. For a certificate (*ssh.Certificate), the CA must be on a
+// cert-authority line; the certificate must be a user certificate with at
+// least one principal, within its validity window, correctly signed (not
+// with ssh-rsa/SHA-1), and carry no critical option other than
+// source-address, which must match remote.
+//
+// On an operator CA line, the principal must be on the line's principals=
+// list, or, without principals=, equal to user (the SSH user name, used for
+// nothing else). On an agent CA line, every principal must be a NAME:PORT
+// target; those inside the line's permitlisten= (all of them when the line
+// has none) are what the agent may register, and the certificate needs the
+// permit-port-forwarding extension. Each line's from= is matched against
+// remote's IP (IPv4-mapped IPv6 addresses are unmapped first; no DNS) and
+// its expiry-time= against now. cert-authority lines of one CA are tried in
+// file order; the first that admits the certificate decides.
 //
 // On success the Identity is a fresh copy the caller may keep. On refusal
-// the error wraps ErrUnknownKey or ErrRefused and explains why, naming the
-// file:line involved, fit for the audit log. An invalid remote is refused.
+// the error wraps ErrUnknownKey, ErrRefused or ErrRevoked and explains why,
+// naming the file:line involved, fit for the audit log. An invalid remote
+// is refused.
 func (p *Policy) Authenticate(user string, remote netip.Addr, key ssh.PublicKey, now time.Time) (*Identity, error) {
 	if p == nil {
 		return nil, fmt.Errorf("%w: no policy loaded", ErrUnknownKey)
@@ -382,6 +481,9 @@ func (p *Policy) Authenticate(user string, remote netip.Addr, key ssh.PublicKey,
 		return nil, fmt.Errorf("%w: unknown remote address", ErrRefused)
 	}
 	remote = remote.Unmap().WithZone("")
+	if why, revoked := p.revoked.Revoked(key); revoked {
+		return nil, fmt.Errorf("%w: %s key %s: %s (revoked keys)", ErrRevoked, key.Type(), ssh.FingerprintSHA256(key), why)
+	}
 	if cert, ok := key.(*ssh.Certificate); ok {
 		return p.authenticateCert(user, remote, cert, now)
 	}
@@ -432,6 +534,9 @@ func (p *Policy) authenticateCert(user string, remote netip.Addr, cert *ssh.Cert
 	if err := checkCert(cert, remote, now); err != nil {
 		return refuse("%v", err)
 	}
+	if lines[0].role == RoleAgent {
+		return authenticateAgentCert(lines, remote, cert, now, refuse)
+	}
 	var reasons []string
 	for _, e := range lines {
 		if err := e.admit(remote, now); err != nil {
@@ -461,6 +566,65 @@ func (p *Policy) authenticateCert(user string, remote netip.Addr, cert *ssh.Cert
 		}, nil
 	}
 	return refuse("%s", strings.Join(reasons, "; "))
+}
+
+// authenticateAgentCert admits an agent certificate: its principals are the
+// targets it may register, within each line's permitlisten allowlist.
+func authenticateAgentCert(lines []*entry, remote netip.Addr, cert *ssh.Certificate, now time.Time, refuse func(string, ...any) (*Identity, error)) (*Identity, error) {
+	userFP := ssh.FingerprintSHA256(cert.Key)
+	var targets []Target
+	for _, p := range cert.ValidPrincipals {
+		t, err := ParseTarget(p)
+		if err != nil {
+			return refuse("principal %q is not a NAME:PORT target (an agent certificate's principals name what it may register, e.g. ssh-keygen -n pi:22,nuc:3389): %v", sanitizeName(p), err)
+		}
+		targets = appendUnique(targets, []Target{t})
+	}
+	if _, ok := cert.Extensions["permit-port-forwarding"]; !ok {
+		return refuse("certificate lacks the permit-port-forwarding extension: an agent could register nothing (sign without -O clear)")
+	}
+	var reasons []string
+	for _, e := range lines {
+		if err := e.admit(remote, now); err != nil {
+			reasons = append(reasons, err.Error())
+			continue
+		}
+		listen := targets
+		if len(e.listen) > 0 {
+			listen = nil
+			for _, t := range targets {
+				if slices.ContainsFunc(e.listen, func(l Target) bool { return sameTarget(l, t) }) {
+					listen = append(listen, t)
+				}
+			}
+		}
+		if len(listen) == 0 {
+			reasons = append(reasons, fmt.Sprintf("none of the certificate's principals %q is allowed by permitlisten=%q (%s)", cert.ValidPrincipals, targetList(e.listen), e.source))
+			continue
+		}
+		name := sanitizeName(cert.KeyId)
+		if name == "" {
+			name = userFP
+		}
+		return &Identity{
+			Role:        RoleAgent,
+			Name:        name,
+			Fingerprint: userFP,
+			CA:          ssh.FingerprintSHA256(cert.SignatureKey),
+			Listen:      slices.Clone(listen),
+			Source:      e.source,
+			Expires:     certExpiry(cert, e.expiry),
+		}, nil
+	}
+	return refuse("%s", strings.Join(reasons, "; "))
+}
+
+func targetList(ts []Target) string {
+	s := make([]string, len(ts))
+	for i, t := range ts {
+		s[i] = t.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // matchPrincipal returns the certificate principal that this line admits.

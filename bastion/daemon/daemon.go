@@ -32,6 +32,7 @@ import (
 // Daemon is a configured bastion, not yet listening.
 type Daemon struct {
 	cfg     config.Config
+	policy  *authz.Policy // the policy in force, for the audit of the next reload's changes
 	log     *slog.Logger
 	audit   *audit.Log
 	summary *audit.Summarizer
@@ -52,12 +53,12 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if created {
 		log.Warn("created a new host key: give operators and agents its known_hosts line (lifeline-bastion hostkey)", "path", cfg.HostKey, "fingerprint", keyfile.Fingerprint(hostKey.PublicKey()))
 	}
-	policy, err := authz.Load(cfg.Agents, cfg.Operators)
+	policy, err := authz.LoadFiles(policyFiles(cfg))
 	if err != nil {
 		return nil, err
 	}
 	agents, operators := policy.Counts()
-	log.Info("key files loaded", "agents", agents, "operators", operators)
+	log.Info("key files loaded", "agents", agents, "operators", operators, "revoked_keys", policy.RevocationList().String())
 
 	auditLog, err := audit.OpenWith(audit.Options{
 		Path:     filepath.Join(cfg.StateDir, "audit.jsonl"),
@@ -145,7 +146,20 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (LIFELINE_LISTEN): %w", cfg.Listen, err)
 	}
-	return &Daemon{cfg: cfg, log: log, audit: auditLog, summary: summary, alerter: alerter, srv: srv, ln: ln}, nil
+	return &Daemon{cfg: cfg, policy: policy, log: log, audit: auditLog, summary: summary, alerter: alerter, srv: srv, ln: ln}, nil
+}
+
+// policyFiles names the files of the key policy.
+func policyFiles(cfg config.Config) authz.Files {
+	return authz.Files{Agents: cfg.Agents, Operators: cfg.Operators, RevokedKeys: cfg.Revoked}
+}
+
+// CheckKeys loads the key files and the revocation list exactly as a start
+// or a reload does, without touching anything else, and returns the policy
+// or every problem, each naming file and line. It is how new files are
+// validated before they replace the ones in force.
+func CheckKeys(cfg config.Config) (*authz.Policy, error) {
+	return authz.LoadFiles(policyFiles(cfg))
 }
 
 // setMemoryLimit makes the Go runtime collect harder as the heap nears
@@ -223,21 +237,46 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
-// Reload re-reads both key files. On error the old policy stays in force.
+// Reload re-reads both key files and the revocation list. On error the old
+// policy stays in force. The audit event lists what changed; connections the
+// new policy no longer admits (a removed or revoked key) are closed.
+// Reload must not be called concurrently with itself.
 func (d *Daemon) Reload() error {
-	p, err := authz.Load(d.cfg.Agents, d.cfg.Operators)
+	p, err := authz.LoadFiles(policyFiles(d.cfg))
 	if err != nil {
 		d.audit.Record(audit.Event{Kind: audit.KindReload, Reason: "kept the previous key files: " + err.Error()})
 		return fmt.Errorf("reload (previous key files stay in force): %w", err)
 	}
-	d.srv.SetPolicy(p)
+	changes := p.Changes(d.policy)
+	closed := d.srv.SetPolicy(p)
+	d.policy = p
 	if err := d.audit.Reopen(); err != nil {
 		d.log.Error("reopen audit log", "err", err)
 	}
 	agents, operators := p.Counts()
-	d.audit.Record(audit.Event{Kind: audit.KindReload, Message: fmt.Sprintf("%d agent keys, %d operator keys", agents, operators)})
-	d.log.Info("key files reloaded", "agents", agents, "operators", operators)
+	msg := fmt.Sprintf("%d agent keys, %d operator keys", agents, operators)
+	if d.cfg.Revoked != "" {
+		msg += "; " + p.RevocationList().String()
+	}
+	if closed > 0 {
+		msg += fmt.Sprintf("; closed %d connections no longer authorized", closed)
+	}
+	msg += "; " + changeSummary(changes)
+	d.audit.Record(audit.Event{Kind: audit.KindReload, Message: msg, Count: int64(len(changes))})
+	d.log.Info("key files reloaded", "agents", agents, "operators", operators, "changes", len(changes), "closed", closed)
 	return nil
+}
+
+// changeSummary joins the changes of a reload, at most maxChanges of them.
+func changeSummary(changes []string) string {
+	const maxChanges = 40
+	if len(changes) == 0 {
+		return "no changes"
+	}
+	if len(changes) > maxChanges {
+		return strings.Join(changes[:maxChanges], ", ") + fmt.Sprintf(" and %d more", len(changes)-maxChanges)
+	}
+	return strings.Join(changes, ", ")
 }
 
 // events adapts the alert queue to the server's Events seam.

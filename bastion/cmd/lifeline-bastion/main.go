@@ -17,8 +17,11 @@ import (
 	"github.com/lifeline-dev/lifeline/shared/version"
 )
 
-const usage = `usage: lifeline-bastion [run]     serve (the default)
-       lifeline-bastion hostkey   print the host key as a known_hosts line and its fingerprint
+const usage = `usage: lifeline-bastion [run]       serve (the default)
+       lifeline-bastion hostkey     print the host key as a known_hosts line and its fingerprint
+       lifeline-bastion check-keys  load LIFELINE_AGENTS, LIFELINE_OPERATORS and LIFELINE_REVOKED_KEYS
+                                    as a start or reload would; exit 0 if they load, 1 with every
+                                    problem (file:line) if not
        lifeline-bastion --version
 Configuration comes from the environment (systemd: /etc/lifeline/bastion.env):
 `
@@ -42,7 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "--version", "version":
 		fmt.Fprintln(stdout, "lifeline-bastion", version.Version)
 		return 0
-	case "run", "hostkey":
+	case "run", "hostkey", "check-keys":
 	default:
 		fmt.Fprintf(stderr, "lifeline-bastion: unknown command %q\n%s", cmd, usage)
 		return 2
@@ -57,8 +60,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lifeline-bastion: %v\n", err)
 		return 2
 	}
-	if cmd == "hostkey" {
+	switch cmd {
+	case "hostkey":
 		return hostKey(cfg, stdout, stderr)
+	case "check-keys":
+		return checkKeys(cfg, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -86,6 +92,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("bastion stopped with an error", "err", err)
 		return 1
 	}
+	return 0
+}
+
+// checkKeys validates the key files without starting anything: the step
+// that stands between new files and a reload.
+func checkKeys(cfg config.Config, stdout, stderr io.Writer) int {
+	p, err := daemon.CheckKeys(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "lifeline-bastion check-keys: the key files would be refused:\n%v\n", err)
+		return 1
+	}
+	agents, operators := p.Counts()
+	fmt.Fprintf(stdout, "ok: %s: %d agent lines; %s: %d operator lines", cfg.Agents, agents, cfg.Operators, operators)
+	if cfg.Revoked != "" {
+		fmt.Fprintf(stdout, "; %s: %s", cfg.Revoked, p.RevocationList())
+	}
+	fmt.Fprintln(stdout)
 	return 0
 }
 

@@ -3,21 +3,22 @@
 # then follow ../../README.md ("Pair an agent").
 
 terraform {
-  required_version = ">= 1.5.0, < 2.0.0"
+  required_version = ">= 1.5.0"
 
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = "~> 6.0"
+      version = ">= 6.0.0"
     }
     tls = {
       source  = "hashicorp/tls"
-      version = "~> 4.0"
+      version = ">= 4.0.0"
     }
   }
 
   # Keep the state somewhere encrypted and access-controlled: it holds the
-  # bastion's private host key and the Twilio token. For example:
+  # bastion's private host key and the Twilio token (see ../../README.md,
+  # "What is in the Terraform state"). For example:
   # backend "s3" {
   #   bucket       = "my-tfstate"
   #   key          = "lifeline/terraform.tfstate"
@@ -39,6 +40,8 @@ module "bastion" {
   bastion_package_sha256 = var.bastion_package_sha256
   operators              = var.operators
   agents                 = var.agents
+  sites                  = var.sites
+  maintenance_window     = var.maintenance_window
 
   twilio_account_sid = var.twilio_account_sid
   twilio_auth_token  = var.twilio_auth_token

@@ -22,3 +22,18 @@ output "ssm_session_command" {
   description = "Admin shell on the jump host."
   value       = module.bastion.ssm_session_command
 }
+
+output "instance_id" {
+  description = "The jump host's instance (SSM: aws ssm start-session --target ...)."
+  value       = module.bastion.instance_id
+}
+
+output "bootstrap_status_command" {
+  description = "Run it after the first apply: ok, or the bootstrap step that failed."
+  value       = module.bastion.bootstrap_status_command
+}
+
+output "keys_status_command" {
+  description = "Run it after changing operators or agents: applied, or refused and why."
+  value       = module.bastion.keys_status_command
+}

@@ -50,3 +50,15 @@ variable "sms_to" {
   type        = list(string)
   default     = []
 }
+
+variable "sites" {
+  description = "Site name => NAME:PORT its agent registers, for the ssh_config output (Host lifeline-<site>)."
+  type        = map(string)
+  default     = { pi = "pi:22" }
+}
+
+variable "maintenance_window" {
+  description = "HH:MM UTC when unattended-upgrades may reboot the jump host."
+  type        = string
+  default     = "04:00"
+}
