@@ -238,13 +238,22 @@ func TestSiteInABox(t *testing.T) {
 	})
 
 	t.Run("6 bastion restarted", func(t *testing.T) {
+		down, back := s.countSMS("SITE DOWN"), s.countSMS("site back")
 		s.bastion.Stop()
+		restarted := time.Now()
 		s.startBastion(t)
 		s.waitTargets(t, "pi:22", "nuc:3389")
+		t.Logf("agent back %s after the bastion restarted", time.Since(restarted).Round(time.Millisecond))
 		if st := s.status(); strings.Count(st, "pi:22 ") != 1 || strings.Count(st, "nuc:3389 ") != 1 {
 			t.Fatalf("stale or duplicate names after restart:\n%s", st)
 		}
 		s.jump(t)
+		// A planned restart (an upgrade, the maintenance window's reboot) is
+		// invisible: past LIFELINE_AGENT_DOWN_AFTER (6s here), no text.
+		time.Sleep(time.Until(restarted.Add(8 * time.Second)))
+		if d, b := s.countSMS("SITE DOWN"), s.countSMS("site back"); d != down || b != back {
+			t.Fatalf("a bastion restart was texted (site down %d -> %d, site back %d -> %d):\n%s", down, d, back, b, s.twilio.Output())
+		}
 	})
 
 	t.Run("7 traffic pushed out the wrong uplink", func(t *testing.T) {
