@@ -69,10 +69,14 @@ clean:
 # --- deploy (owned by the packaging work: dist, deb) ---
 # dist: static, version-stamped binaries for the jump host and the Pi, one
 # tarball per platform (binaries + systemd units + env templates), SHA256SUMS.
-# deb: lifeline-bastion and lifeline-agent .deb for amd64, arm64 and armhf
-# (GOARM=7: Pi 2 and later on 32-bit Raspberry Pi OS), built with dpkg-deb by
-# systemd/packaging/mkdeb.sh; SHA256SUMS then covers tarballs and packages.
-DIST_PLATFORMS := amd64:amd64 arm64:arm64 armv7:armhf
+# deb: lifeline-bastion and lifeline-agent .deb for amd64, arm64 and armhf,
+# built with dpkg-deb by systemd/packaging/mkdeb.sh; SHA256SUMS then covers
+# tarballs and packages. armhf is armv6 (GOARCH=arm GOARM=6), so the one
+# 32-bit package runs on the Pi Zero W and Pi 1 (ARM1176) through the Pi 4 on
+# 32-bit Raspberry Pi OS (GOARM=7 dies with SIGILL on ARMv6); 64-bit OS: arm64.
+# DIST is the output directory (systemd/qemu_test.go builds into a temp dir).
+DIST_PLATFORMS := amd64:amd64 arm64:arm64 armv6:armhf
+DIST ?= dist
 # Evaluated once, so file names and the stamped version agree for the whole run.
 DIST_VERSION := $(VERSION)
 DIST_LDFLAGS := -s -w -X github.com/lifeline-dev/lifeline/shared/version.Version=$(DIST_VERSION)
@@ -83,29 +87,30 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 export SOURCE_DATE_EPOCH
 
 dist:
-	@rm -rf dist && mkdir -p dist
+	@rm -rf '$(DIST)' && mkdir -p '$(DIST)'
 	@set -e; for p in $(DIST_PLATFORMS); do \
-	  plat=$${p%%:*}; goarch=$${plat%v7}; goarm=; [ "$$plat" = armv7 ] && { goarch=arm; goarm=7; }; \
+	  plat=$${p%%:*}; goarch=$$plat; goarm=; \
+	  case $$plat in armv*) goarch=arm; goarm=$${plat#armv};; esac; \
 	  name=lifeline_$(DIST_VERSION)_linux_$$plat; \
-	  mkdir -p dist/$$name/systemd; \
+	  mkdir -p '$(DIST)'/$$name/systemd; \
 	  for b in bastion agent; do \
 	    echo "build $$name/lifeline-$$b"; \
 	    CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -ldflags '$(DIST_LDFLAGS)' \
-	      -o dist/$$name/lifeline-$$b ./$$b/cmd/lifeline-$$b; \
+	      -o '$(DIST)'/$$name/lifeline-$$b ./$$b/cmd/lifeline-$$b; \
 	  done; \
-	  cp systemd/*.service systemd/*.env systemd/README.md dist/$$name/systemd/; \
-	  tar -C dist --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
-	    -czf dist/$$name.tar.gz $$name; \
+	  cp systemd/*.service systemd/*.env systemd/README.md '$(DIST)'/$$name/systemd/; \
+	  tar -C '$(DIST)' --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+	    -czf '$(DIST)'/$$name.tar.gz $$name; \
 	done
-	cd dist && sha256sum *.tar.gz > SHA256SUMS
+	cd '$(DIST)' && sha256sum *.tar.gz > SHA256SUMS
 
 deb: dist
 	@set -e; for p in $(DIST_PLATFORMS); do \
 	  plat=$${p%%:*}; debarch=$${p##*:}; \
 	  for b in bastion agent; do \
 	    ./systemd/packaging/mkdeb.sh lifeline-$$b $$debarch $(DEB_VERSION) \
-	      dist/lifeline_$(DIST_VERSION)_linux_$$plat/lifeline-$$b dist; \
+	      '$(DIST)'/lifeline_$(DIST_VERSION)_linux_$$plat/lifeline-$$b '$(DIST)'; \
 	  done; \
 	done
-	cd dist && sha256sum *.tar.gz *.deb > SHA256SUMS
+	cd '$(DIST)' && sha256sum *.tar.gz *.deb > SHA256SUMS
 # --- end deploy ---

@@ -6,7 +6,9 @@
 set -u
 need=(sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client autossh:autossh ssh-audit:ssh-audit
       nft:nftables iptables:iptables ip:iproute2 tc:iproute2 conntrack:conntrack tcpdump:tcpdump
-      shellcheck:shellcheck aws:awscli python3:python3)
+      shellcheck:shellcheck aws:awscli python3:python3
+      dbclient:dropbear-bin dropbearconvert:dropbear-bin plink:putty-tools puttygen:putty-tools
+      qemu-arm-static:qemu-user-static qemu-aarch64-static:qemu-user-static)
 # cloud-init for the offline `cloud-init schema` test: unpacked into a
 # folder, never installed (an installed cloud-init would enable its units).
 ci_root=/var/tmp/lifeline-cloud-init
@@ -19,6 +21,13 @@ for pair in "${need[@]}"; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
     missing+=("$pkg")
+  fi
+done
+# Python modules of the client interop suite, from Debian's packages (the
+# suite runs /usr/bin/python3, which sees them).
+for mod in paramiko asyncssh; do
+  if ! /usr/bin/python3 -c "import $mod" >/dev/null 2>&1; then
+    missing+=("python3-$mod")
   fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
