@@ -75,7 +75,8 @@ export LIFELINE_LISTEN=127.0.0.1:$bastion_port LIFELINE_NAME=demo-bastion LIFELI
 agent_env=("LIFELINE_BASTION=127.0.0.1:$bastion_port" "LIFELINE_KEY=$tmp/agent/agent_ed25519_key"
   "LIFELINE_KNOWN_HOSTS=$tmp/agent/known_hosts" "LIFELINE_FORWARDS=pi:22=127.0.0.1:$pi_port"
   "LIFELINE_STATE_DIR=$tmp/agent/state" "LIFELINE_CHECK_EVERY=10s" "LIFELINE_CHECK_DURATION=2s"
-  "LIFELINE_SPEEDTEST_URL=http://127.0.0.1:$speedtest_port" "LIFELINE_EXPECT_ISP=demo carrier" "LIFELINE_CHECK_BUDGET=10MB")
+  "LIFELINE_SPEEDTEST_URL=http://127.0.0.1:$speedtest_port" "LIFELINE_EXPECT_ISP=demo carrier" "LIFELINE_CHECK_BUDGET=10MB"
+  "LIFELINE_CHECK_MONTHLY_BUDGET=0") # the demo checks every 10s
 
 # Pair them the way the README says: the agent's pubkey line into the
 # bastion's agents file, the bastion's host key into the agent's known_hosts.

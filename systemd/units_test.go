@@ -117,6 +117,7 @@ func TestUnitsSettings(t *testing.T) {
 		service  map[string]string
 		unitSect map[string]string
 		after    []string
+		notAfter []string // neither ordered after nor wanted
 		unset    []string
 	}{
 		{
@@ -137,8 +138,9 @@ func TestUnitsSettings(t *testing.T) {
 			envFile: "/etc/lifeline/agent.env",
 			service: map[string]string{
 				"Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60s",
-				// A site without a link must neither hold up boot nor give up.
-				"TimeoutStartSec": "2min",
+				// Started means running, not connected: READY=1 does not
+				// wait for the link, so a slow start is a fault.
+				"TimeoutStartSec": "30s",
 				"User":            "lifeline", "Group": "lifeline", "Restart": "always",
 				"CapabilityBoundingSet": "", "AmbientCapabilities": "",
 				"StateDirectory":        "lifeline",
@@ -147,7 +149,9 @@ func TestUnitsSettings(t *testing.T) {
 				"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
 			},
 			unitSect: map[string]string{"StartLimitIntervalSec": "0"},
-			after:    []string{"network-online.target", "lifeline-netsetup.service"},
+			after:    []string{"network.target", "lifeline-netsetup.service"},
+			// Boot never waits on the link.
+			notAfter: []string{"network-online.target"},
 		},
 		{
 			unit:    "lifeline-netsetup.service",
@@ -201,6 +205,11 @@ func TestUnitsSettings(t *testing.T) {
 			after := strings.Fields(strings.Join(u["Unit"]["After"], " "))
 			for _, a := range tt.after {
 				assert.Contains(t, after, a, "[Unit] After=")
+			}
+			wants := strings.Fields(strings.Join(u["Unit"]["Wants"], " "))
+			for _, a := range tt.notAfter {
+				assert.NotContains(t, after, a, "[Unit] After=")
+				assert.NotContains(t, wants, a, "[Unit] Wants=")
 			}
 			wanted, _ := u.get("Install", "WantedBy")
 			assert.Equal(t, "multi-user.target", wanted)

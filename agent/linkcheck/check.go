@@ -9,6 +9,14 @@
 // much longer than its capture time after it is cancelled; a check that
 // cannot reach anything is a failed verdict with that reason, never an
 // error or a crash.
+//
+// Checks are scheduled from the history in the state directory, not from
+// the process's start: every check (the agent's and `lifeline-agent
+// check`'s) is in checks.jsonl with its time and bytes, the next is due
+// LIFELINE_CHECK_EVERY after the latest, and all of a calendar month's
+// (UTC) together stay within LIFELINE_CHECK_MONTHLY_BUDGET. A restart, a
+// crash or a power cut therefore never causes an extra check; a check
+// whose process died is counted at its whole allowance (see LockName).
 package linkcheck
 
 import (
@@ -34,6 +42,8 @@ type Checker struct {
 	tester  SpeedTester
 	clock   clock.Clock
 	journal *journal
+	hist    *history
+	status  func(string)
 }
 
 // Option changes a Checker made by New.
@@ -59,6 +69,14 @@ func WithClock(clk clock.Clock) Option {
 	}
 }
 
+// WithStatus makes Run describe its schedule and the month's data in one
+// short line (e.g. "link checks: next May 31 19:00 UTC, 48 MB of 300 MB
+// used in 2026-05"), passed to f at start and after every check or skip;
+// the agent shows it in systemd's STATUS=. f must return promptly.
+func WithStatus(f func(string)) Option {
+	return func(c *Checker) { c.status = f }
+}
+
 // JournalName is the history file in Config.StateDir.
 const JournalName = "checks.jsonl"
 
@@ -70,7 +88,7 @@ const (
 )
 
 // New validates cfg and returns a Checker. A nil log discards log output.
-// The state directory is not touched until Run appends the first result.
+// The state directory is not touched until Run or CheckNow reads it.
 func New(cfg Config, log *slog.Logger, opts ...Option) (*Checker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("link check configuration: %w", err)
@@ -84,6 +102,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Checker, error) {
 		clock:   clock.Real{},
 		journal: &journal{path: filepath.Join(cfg.StateDir, JournalName), maxBytes: journalMax, keep: journalKeep},
 	}
+	c.hist = newHistory(cfg.StateDir, c.journal)
 	for _, o := range opts {
 		o(c)
 	}
@@ -97,9 +116,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Checker, error) {
 	return c, nil
 }
 
-// limits are the bounds every measurement gets.
-func (c *Checker) limits() Limits {
-	return Limits{Budget: int64(c.cfg.Budget), Duration: c.cfg.CheckDuration, Connections: c.cfg.CheckConnections, Upload: c.cfg.Upload}
+// limits are the bounds a measurement with this data allowance gets.
+func (c *Checker) limits(budget int64) Limits {
+	return Limits{Budget: budget, Duration: c.cfg.CheckDuration, Connections: c.cfg.CheckConnections, Upload: c.cfg.Upload}
 }
 
 // MaxDuration is the longest a check may take before it is cancelled: the
@@ -114,13 +133,20 @@ func (c *Checker) MaxDuration() time.Duration {
 	return 3*controlTimeout + phases*c.cfg.CheckDuration + 30*time.Second
 }
 
-// Check measures the link now and judges the result. It never panics and
-// never returns an error: whatever went wrong is a failed verdict whose
-// reasons name every problem (test errors, wrong ISP, low speed, high
-// latency). The result has no keepalive figures (Run adds them) and passes
-// report.Validate. It returns within MaxDuration plus one capture time,
-// sooner when ctx ends.
-func (c *Checker) Check(ctx context.Context) (r report.LinkReport) {
+// Check measures the link now, within LIFELINE_CHECK_BUDGET, and judges
+// the result. It never panics and never returns an error: whatever went
+// wrong is a failed verdict whose reasons name every problem (test errors,
+// wrong ISP, low speed, high latency). The result has no keepalive figures
+// (Run adds them) and passes report.Validate. It returns within
+// MaxDuration plus one capture time, sooner when ctx ends.
+//
+// Check neither reads nor writes the history, nor minds the monthly
+// budget: the agent uses Run, `lifeline-agent check` uses CheckNow.
+func (c *Checker) Check(ctx context.Context) report.LinkReport {
+	return c.check(ctx, int64(c.cfg.Budget))
+}
+
+func (c *Checker) check(ctx context.Context, budget int64) (r report.LinkReport) {
 	start := c.clock.Now()
 	r = report.LinkReport{Version: report.Version, Time: start.UTC()}
 	defer func() {
@@ -138,7 +164,7 @@ func (c *Checker) Check(ctx context.Context) (r report.LinkReport) {
 	}()
 	ctx, cancel := context.WithTimeout(ctx, c.MaxDuration())
 	defer cancel()
-	m := c.tester.Measure(ctx, c.limits())
+	m := c.tester.Measure(ctx, c.limits(budget))
 	r.ISP, r.IP, r.Server, r.Bytes = m.ISP, m.IP, m.Server, max(m.Bytes, 0)
 	if m.HaveLatency {
 		r.LatencyMS = nonNegative(float64(m.Latency) / float64(time.Millisecond))

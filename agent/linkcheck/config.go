@@ -16,18 +16,19 @@ import (
 // LIFELINE_ names. The zero value is not valid: decode it with
 // envconf.Process (which applies the defaults) and call Validate.
 type Config struct {
-	CheckEvery       time.Duration  `envconfig:"CHECK_EVERY" default:"1h" desc:"time between link checks (first one shortly after start); 0 disables them"`
+	CheckEvery       time.Duration  `envconfig:"CHECK_EVERY" default:"1h" desc:"time between link checks, from the latest one in the history (a fresh install checks shortly after start); 0 disables them"`
 	ExpectISP        string         `envconfig:"EXPECT_ISP" desc:"the ISP the check must report (case-insensitive substring, e.g. Starlink); empty: any"`
 	MinDownload      units.BitRate  `envconfig:"MIN_DOWNLOAD" default:"10Mbps" desc:"slowest acceptable download (bps, kbps, Mbps, Gbps); 0: no minimum"`
 	MaxLatency       time.Duration  `envconfig:"MAX_LATENCY" default:"100ms" desc:"highest acceptable latency to the test server; 0: no maximum"`
 	Budget           units.ByteSize `envconfig:"CHECK_BUDGET" default:"50MB" desc:"most data one check may use, both directions (e.g. 50MB, 512MiB): the link may be metered"`
+	MonthlyBudget    units.ByteSize `envconfig:"CHECK_MONTHLY_BUDGET" default:"300MB" desc:"most data all link checks may use in a calendar month (UTC), manual ones included, across restarts; over it checks are skipped (30% of a 1 GB plan); 0: no cap"`
 	Upload           bool           `envconfig:"CHECK_UPLOAD" default:"false" desc:"also measure upload speed (download and upload then get half of the budget each)"`
 	CheckDuration    time.Duration  `envconfig:"CHECK_DURATION" default:"10s" desc:"how long the download (and upload) measurement runs, 1s to 60s"`
 	CheckConnections int            `envconfig:"CHECK_CONNECTIONS" default:"4" desc:"parallel connections of the speed measurement, 1 to 16"`
 	SpeedtestURL     string         `envconfig:"SPEEDTEST_URL" default:"https://www.speedtest.net" desc:"base URL of the speedtest.net API (client info and server list): a private server, or a test fake"`
 	SpeedtestServer  string         `envconfig:"SPEEDTEST_SERVER" desc:"fixed test server URL (e.g. http://host:8080) instead of the nearest one"`
 	Interface        string         `envconfig:"INTERFACE" desc:"bind the check's sockets (and DNS lookups) to this interface, like the tunnel; empty: any"`
-	StateDir         string         `envconfig:"STATE_DIR" default:"/var/lib/lifeline" desc:"directory of checks.jsonl, the check history (rotated at 1 MiB, 3 files)"`
+	StateDir         string         `envconfig:"STATE_DIR" default:"/var/lib/lifeline" desc:"directory of checks.jsonl, the check history (rotated at 1 MiB, 3 files) from which checks are scheduled and budgeted"`
 }
 
 // Bounds of the tunables.
@@ -58,6 +59,9 @@ func (c Config) Validate() error {
 	}
 	if c.Budget < minBudget {
 		errs = append(errs, fmt.Errorf("LIFELINE_CHECK_BUDGET=%s: must be at least %s to measure anything", c.Budget, minBudget))
+	}
+	if c.MonthlyBudget < 0 || (c.MonthlyBudget > 0 && c.MonthlyBudget < minBudget) {
+		errs = append(errs, fmt.Errorf("LIFELINE_CHECK_MONTHLY_BUDGET=%s: must be 0 (no cap) or at least %s", c.MonthlyBudget, minBudget))
 	}
 	if c.CheckDuration < minCaptureTime || c.CheckDuration > maxCaptureTime {
 		errs = append(errs, fmt.Errorf("LIFELINE_CHECK_DURATION=%s: must be from %s to %s", c.CheckDuration, minCaptureTime, maxCaptureTime))

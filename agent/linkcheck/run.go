@@ -2,54 +2,360 @@ package linkcheck
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/lifeline-dev/lifeline/shared/report"
 )
 
-// firstCheckDelay is how long Run waits before the first check (less when
-// CheckEvery is shorter): long enough for the uplink to come up at boot.
+// firstCheckDelay is how long Run waits before the first check of a fresh
+// install, or an overdue one (less when CheckEvery is shorter): long enough
+// for the uplink to come up at boot.
 const firstCheckDelay = 30 * time.Second
 
-// Run checks the link every CheckEvery, the first time shortly after it
-// starts, until ctx is done; then it returns nil. With CheckEvery 0 it only
-// waits for ctx. Checks never overlap: the next one is scheduled
-// CheckEvery after the previous one ended.
+// busyRetry is how soon Run tries again when another process is checking.
+const busyRetry = time.Minute
+
+// ErrOverBudget is returned by CheckNow when the month's checks have used
+// LIFELINE_CHECK_MONTHLY_BUDGET.
+var ErrOverBudget = errors.New("the monthly link check budget is used up")
+
+// Run checks the link on the schedule its history sets, until ctx is done;
+// then it returns nil. With CheckEvery 0 it only waits for ctx.
+//
+// The schedule comes from the state directory, not from Run's start: the
+// next check is due CheckEvery after the latest recorded one (the agent's
+// or a manual one), so a restart, a crash or a reboot never causes an extra
+// check; the first check of a fresh install, or an overdue one, comes
+// shortly after Run starts. Checks never overlap, also not with a manual
+// check in another process. A check that would pass the monthly budget is
+// skipped with a log line, and the next report says how many were; a check
+// gets at most what is left of the monthly budget.
 //
 // Each result gets the keepalive figures of rtt (called once per check,
-// after it; rtt may be nil, and may return nil when it has nothing), is
-// appended to StateDir/checks.jsonl (a failure to write it is logged, not
-// fatal: the report still goes out) and is passed to publish (which may be
-// nil). publish runs on Run's goroutine and should return promptly; it gets
-// ctx. A check cut short by ctx is neither recorded nor published.
+// after it; rtt may be nil, and may return nil when it has nothing), the
+// month's data, is appended to StateDir/checks.jsonl (a failure to write it
+// is logged, not fatal: the report still goes out) and is passed to
+// publish (which may be nil). publish runs on Run's goroutine and should
+// return promptly; it gets ctx. A check cut short by ctx is recorded (it
+// used data) but not published.
 func (c *Checker) Run(ctx context.Context, rtt func() *report.RTT, publish func(context.Context, report.LinkReport)) error {
 	if c.cfg.CheckEvery <= 0 {
 		c.log.Info("link checks disabled (LIFELINE_CHECK_EVERY=0)")
+		c.setStatus("link checks disabled")
 		<-ctx.Done()
 		return nil
 	}
-	delay := min(firstCheckDelay, c.cfg.CheckEvery)
+	start := c.clock.Now()
+	c.startup()
+	due := c.firstDue(start)
+	var sk skips
 	for {
-		t := c.clock.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		c.showSchedule(due, &sk)
+		if !c.sleepUntil(ctx, due) {
 			return nil
-		case <-t.C():
 		}
-		r := c.Check(ctx)
+		due = c.scheduled(ctx, rtt, publish, &sk)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if rtt != nil {
-			r.KeepaliveMS = rtt()
-		}
-		if err := c.journal.append(r); err != nil {
-			c.log.Warn("link check result not recorded", "err", err)
-		}
-		if publish != nil {
-			publish(ctx, r)
-		}
-		delay = c.cfg.CheckEvery
 	}
+}
+
+// skips is a run of scheduled checks skipped for the monthly budget.
+type skips struct {
+	n           int
+	first, last time.Time
+}
+
+func (s *skips) add(t time.Time) {
+	if s.n == 0 {
+		s.first = t
+	}
+	s.n++
+	s.last = t
+}
+
+// startup counts a check a dead process left behind and reads the history.
+func (c *Checker) startup() {
+	l, err := c.hist.lock()
+	switch {
+	case errors.Is(err, ErrBusy):
+		// A manual check is running; its marker is its own.
+	case err != nil:
+		c.log.Warn("link check history unusable: checks still run, but a restart may repeat one and the monthly budget counts only this run",
+			"dir", c.cfg.StateDir, "err", err)
+	default:
+		c.recoverLeftover(l)
+		l.release()
+	}
+	if err := c.hist.refresh(); err != nil {
+		c.log.Warn("link check history not read", "err", err)
+	}
+	if n := c.hist.unreadable(); n > 0 {
+		c.log.Warn("link check history: unreadable lines skipped (a write cut short by a power cut or kill)", "lines", n)
+	}
+	now := c.clock.Now()
+	attrs := []any{"every", c.cfg.CheckEvery, "month_used", mb(c.hist.monthBytes(now))}
+	if c.cfg.MonthlyBudget > 0 {
+		attrs = append(attrs, "monthly_budget", mb(int64(c.cfg.MonthlyBudget)))
+	}
+	if last := c.hist.lastCheck(); !last.IsZero() {
+		attrs = append(attrs, "last", last.UTC().Format(time.RFC3339))
+	}
+	c.log.Info("link check history read", attrs...)
+}
+
+// recoverLeftover records the check of a process that died during it, at
+// its whole allowance. l is held.
+func (c *Checker) recoverLeftover(l *checkLock) {
+	m, ok, err := l.leftover(int64(c.cfg.Budget))
+	if err != nil {
+		c.log.Warn("link check marker not read", "err", err)
+		return
+	}
+	if !ok {
+		return
+	}
+	r := interrupted(m)
+	if err := c.hist.add(r); err != nil {
+		c.log.Warn("interrupted link check not recorded", "err", err)
+	}
+	// Cleared either way: counting it twice would be worse.
+	if err := l.end(); err != nil {
+		c.log.Warn("link check marker not cleared", "err", err)
+	}
+	c.log.Warn("a link check was interrupted (crash, kill or power cut): counted at its whole allowance",
+		"started", m.Start.UTC().Format(time.RFC3339), "counted", mb(m.Budget), "manual", m.Manual)
+}
+
+// firstDue is when Run's first check is due, from the history.
+func (c *Checker) firstDue(start time.Time) time.Time {
+	every := c.cfg.CheckEvery
+	first := start.Add(min(firstCheckDelay, every))
+	last := c.hist.lastCheck()
+	if last.IsZero() {
+		return first
+	}
+	due := last.Add(every)
+	if due.Before(first) {
+		due = first // overdue: soon, once the uplink had time to come up
+	}
+	if lim := start.Add(every); due.After(lim) {
+		due = lim // the latest check is in the future: the clock went back
+	}
+	return due
+}
+
+// sleepUntil waits until due by c.clock; false when ctx ended first.
+func (c *Checker) sleepUntil(ctx context.Context, due time.Time) bool {
+	for {
+		if ctx.Err() != nil {
+			return false
+		}
+		d := due.Sub(c.clock.Now())
+		if d <= 0 {
+			return true
+		}
+		t := c.clock.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C():
+		}
+	}
+}
+
+// scheduled runs the check that is due, if it still is, and returns when
+// the next one is due.
+func (c *Checker) scheduled(ctx context.Context, rtt func() *report.RTT, publish func(context.Context, report.LinkReport), sk *skips) time.Time {
+	every := c.cfg.CheckEvery
+	l, err := c.hist.lock()
+	if errors.Is(err, ErrBusy) {
+		c.log.Info("link check postponed: another check is running", "retry_in", min(busyRetry, every))
+		return c.clock.Now().Add(min(busyRetry, every))
+	}
+	if err != nil {
+		c.log.Warn("link check history not locked: checking anyway", "err", err)
+		l = nil
+	}
+	defer l.release()
+	if l != nil {
+		c.recoverLeftover(l)
+	}
+	if err := c.hist.refresh(); err != nil {
+		c.log.Warn("link check history not read", "err", err)
+	}
+	now := c.clock.Now()
+	if last := c.hist.lastCheck(); !last.IsZero() && now.Before(last.Add(every)) {
+		next := last.Add(every)
+		if lim := now.Add(every); next.After(lim) {
+			next = lim // the latest check is in the future: the clock went back
+		}
+		c.log.Info("link check not due: another check ran since (lifeline-agent check)", "last", last.UTC().Format(time.RFC3339), "next", next.UTC().Format(time.RFC3339))
+		return next
+	}
+	allow, ok := c.allowance(now, false)
+	if !ok {
+		sk.add(now)
+		month := c.monthTime(now)
+		args := []any{"used", mb(c.hist.monthBytes(month)), "monthly_budget", mb(int64(c.cfg.MonthlyBudget)), "month", monthOf(month),
+			"resume", nextMonth(month).Format("2006-01-02"), "skipped", sk.n}
+		if sk.n == 1 {
+			c.log.Warn("link check skipped: the monthly check budget is used up (LIFELINE_CHECK_MONTHLY_BUDGET); the next report says how many were skipped", args...)
+		} else {
+			c.log.Info("link check skipped: the monthly check budget is used up", args...)
+		}
+		return now.Add(every)
+	}
+	if allow < int64(c.cfg.Budget) {
+		c.log.Info("link check limited to what is left of the monthly budget", "allowance", mb(allow))
+	}
+	if err := l.begin(marker{Start: now, Budget: allow}); err != nil {
+		c.log.Warn("link check marker not written", "err", err)
+	}
+	r := c.check(ctx, allow)
+	cancelled := ctx.Err() != nil
+	if rtt != nil && !cancelled {
+		r.KeepaliveMS = rtt()
+	}
+	c.annotate(&r, sk)
+	if err := c.hist.add(r); err != nil {
+		c.log.Warn("link check result not recorded", "err", err)
+	}
+	if err := l.end(); err != nil {
+		c.log.Warn("link check marker not cleared", "err", err)
+	}
+	if cancelled {
+		return now.Add(every)
+	}
+	if publish != nil {
+		publish(ctx, r)
+	}
+	*sk = skips{}
+	return r.Time.Add(every)
+}
+
+// allowance is what a check starting at now may use: LIFELINE_CHECK_BUDGET,
+// or what is left of the monthly budget when that is less. ok is false
+// when what is left is too little to measure anything (force ignores the
+// monthly budget).
+func (c *Checker) allowance(now time.Time, force bool) (bytes int64, ok bool) {
+	per := int64(c.cfg.Budget)
+	if c.cfg.MonthlyBudget <= 0 || force {
+		return per, true
+	}
+	left := int64(c.cfg.MonthlyBudget) - c.hist.monthBytes(c.monthTime(now))
+	if left < int64(minBudget) {
+		return max(left, 0), false
+	}
+	return min(per, left), true
+}
+
+// monthTime is the time whose month is budgeted: now, or the latest check
+// when the clock went back behind it (a Pi without a clock at boot).
+func (c *Checker) monthTime(now time.Time) time.Time {
+	if last := c.hist.lastCheck(); last.After(now) {
+		return last
+	}
+	return now
+}
+
+func nextMonth(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+}
+
+// annotate adds the month's data and the skipped checks to r, before it is
+// recorded.
+func (c *Checker) annotate(r *report.LinkReport, sk *skips) {
+	r.MonthBytes = c.hist.monthBytes(r.Time) + r.Bytes
+	r.MonthBudget = int64(c.cfg.MonthlyBudget)
+	if sk != nil && sk.n > 0 {
+		r.Skipped = sk.n
+		what := "1 scheduled link check skipped at " + sk.first.UTC().Format(time.RFC3339)
+		if sk.n > 1 {
+			what = fmt.Sprintf("%d scheduled link checks skipped from %s to %s", sk.n, sk.first.UTC().Format(time.RFC3339), sk.last.UTC().Format(time.RFC3339))
+		}
+		r.Notes = append(r.Notes, what+": the monthly check budget of "+mb(int64(c.cfg.MonthlyBudget))+" was used up")
+	}
+}
+
+func (c *Checker) setStatus(s string) {
+	if c.status != nil {
+		c.status(s)
+	}
+}
+
+// showSchedule tells WithStatus's function when the next check is due and
+// what the month's checks used.
+func (c *Checker) showSchedule(due time.Time, sk *skips) {
+	if c.status == nil {
+		return
+	}
+	month := c.monthTime(c.clock.Now())
+	used := mb(c.hist.monthBytes(month))
+	switch {
+	case sk.n > 0:
+		c.setStatus(fmt.Sprintf("link checks paused until %s: monthly budget used up (%s of %s in %s), %d skipped",
+			nextMonth(month).Format("2006-01-02"), used, mb(int64(c.cfg.MonthlyBudget)), monthOf(month), sk.n))
+	case c.cfg.MonthlyBudget > 0:
+		c.setStatus(fmt.Sprintf("link checks: next %s, %s of %s used in %s", due.UTC().Format("Jan 2 15:04 UTC"), used, mb(int64(c.cfg.MonthlyBudget)), monthOf(month)))
+	default:
+		c.setStatus(fmt.Sprintf("link checks: next %s, %s used in %s", due.UTC().Format("Jan 2 15:04 UTC"), used, monthOf(month)))
+	}
+}
+
+// CheckNow is a manual check (`lifeline-agent check`): like a scheduled
+// one it waits for no other check (ErrBusy when one runs), counts against
+// the monthly budget (an error wrapping ErrOverBudget when it is used up,
+// unless force) and is recorded in the history, so the agent's next check
+// is due CheckEvery after it. When the history cannot be used (a user
+// without access to the state directory) it refuses unless force, and
+// then checks without recording.
+func (c *Checker) CheckNow(ctx context.Context, force bool) (report.LinkReport, error) {
+	l, err := c.hist.lock()
+	switch {
+	case errors.Is(err, ErrBusy):
+		return report.LinkReport{}, err
+	case err != nil && !force:
+		return report.LinkReport{}, fmt.Errorf("cannot use the check history in %s: %w: run this as root or as the agent's user (sudo -u lifeline) so the check counts against LIFELINE_CHECK_MONTHLY_BUDGET, or give --force to check without recording it", c.cfg.StateDir, err)
+	case err != nil:
+		c.log.Warn("check history unusable: this check is not recorded", "err", err)
+		l = nil
+	}
+	defer l.release()
+	if l != nil {
+		c.recoverLeftover(l)
+		if err := c.hist.refresh(); err != nil {
+			if !force {
+				return report.LinkReport{}, fmt.Errorf("read the check history: %w (--force checks anyway)", err)
+			}
+			c.log.Warn("check history not read", "err", err)
+		}
+	}
+	now := c.clock.Now()
+	allow, ok := c.allowance(now, force)
+	if !ok {
+		month := c.monthTime(now)
+		return report.LinkReport{}, fmt.Errorf("%w: link checks used %s of LIFELINE_CHECK_MONTHLY_BUDGET=%s in %s (UTC), so the agent skips its checks until %s; --force checks anyway (up to LIFELINE_CHECK_BUDGET=%s more)",
+			ErrOverBudget, mb(c.hist.monthBytes(month)), mb(int64(c.cfg.MonthlyBudget)), monthOf(month), nextMonth(month).Format("2006-01-02"), mb(int64(c.cfg.Budget)))
+	}
+	if err := l.begin(marker{Start: now, Budget: allow, Manual: true}); err != nil {
+		c.log.Warn("check marker not written", "err", err)
+	}
+	r := c.check(ctx, allow)
+	r.Manual = true
+	c.annotate(&r, nil)
+	if l != nil {
+		if err := c.hist.add(r); err != nil {
+			c.log.Warn("check result not recorded", "err", err)
+		}
+		if err := l.end(); err != nil {
+			c.log.Warn("check marker not cleared", "err", err)
+		}
+	}
+	return r, nil
 }

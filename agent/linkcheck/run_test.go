@@ -208,7 +208,7 @@ func TestRunPublishesAndAppends(t *testing.T) {
 	}
 	want := map[string]any{
 		"v": 1.0, "time": "2026-05-01T00:00:30Z", "isp": "Starlink", "ip": "203.0.113.9", "server": "test server",
-		"latency_ms": 40.0, "jitter_ms": 3.0, "download_bps": 80e6, "bytes": 12e6, "verdict": "ok", "duration_s": 0.0,
+		"latency_ms": 40.0, "jitter_ms": 3.0, "download_bps": 80e6, "bytes": 12e6, "verdict": "ok", "duration_s": 0.0, "month_bytes": 12e6,
 		"keepalive_rtt_ms": map[string]any{"samples": 12.0, "median": 41.5, "worst": 90.0, "missed": 1.0},
 	}
 	if fmt.Sprint(fields) != fmt.Sprint(want) {

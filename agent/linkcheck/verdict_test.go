@@ -201,6 +201,10 @@ func TestConfigValidate(t *testing.T) {
 			c.CheckEvery, c.MinDownload, c.MaxLatency = -1, -1, -1
 		}, want: []string{"LIFELINE_CHECK_EVERY", "LIFELINE_MIN_DOWNLOAD", "LIFELINE_MAX_LATENCY"}},
 		{name: "budget too small", edit: func(c *Config) { c.Budget = 4 * units.MB }, want: []string{"LIFELINE_CHECK_BUDGET=4MB"}},
+		{name: "no monthly cap", edit: func(c *Config) { c.MonthlyBudget = 0 }},
+		{name: "monthly cap below one check", edit: func(c *Config) { c.MonthlyBudget = 20 * units.MB }},
+		{name: "monthly cap too small", edit: func(c *Config) { c.MonthlyBudget = 4 * units.MB }, want: []string{"LIFELINE_CHECK_MONTHLY_BUDGET=4MB"}},
+		{name: "monthly cap negative", edit: func(c *Config) { c.MonthlyBudget = -1 }, want: []string{"LIFELINE_CHECK_MONTHLY_BUDGET"}},
 		{name: "capture and connections", edit: func(c *Config) { c.CheckDuration, c.CheckConnections = 2*time.Minute, 0 },
 			want: []string{"LIFELINE_CHECK_DURATION", "LIFELINE_CHECK_CONNECTIONS"}},
 		{name: "urls", edit: func(c *Config) { c.SpeedtestURL, c.SpeedtestServer = "ftp://x", "http://" },
@@ -248,7 +252,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{CheckEvery: time.Hour, MinDownload: 10 * units.Mbps, MaxLatency: 100 * time.Millisecond, Budget: 50 * units.MB,
-		CheckDuration: 10 * time.Second, CheckConnections: 4, SpeedtestURL: "https://www.speedtest.net", StateDir: "/var/lib/lifeline"}
+		MonthlyBudget: 300 * units.MB, CheckDuration: 10 * time.Second, CheckConnections: 4, SpeedtestURL: "https://www.speedtest.net", StateDir: "/var/lib/lifeline"}
 	if c != want {
 		t.Fatalf("defaults %+v\nwant %+v", c, want)
 	}
@@ -256,7 +260,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err := envconf.Usage(&help, &Config{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []string{"CHECK_EVERY", "EXPECT_ISP", "MIN_DOWNLOAD", "MAX_LATENCY", "CHECK_BUDGET", "CHECK_UPLOAD",
+	for _, v := range []string{"CHECK_EVERY", "EXPECT_ISP", "MIN_DOWNLOAD", "MAX_LATENCY", "CHECK_BUDGET", "CHECK_MONTHLY_BUDGET", "CHECK_UPLOAD",
 		"CHECK_DURATION", "CHECK_CONNECTIONS", "SPEEDTEST_URL", "SPEEDTEST_SERVER", "INTERFACE", "STATE_DIR"} {
 		if !strings.Contains(help.String(), "LIFELINE_"+v) {
 			t.Errorf("--help does not list LIFELINE_%s", v)

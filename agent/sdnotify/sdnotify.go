@@ -11,12 +11,17 @@ import (
 	"time"
 )
 
-// States lifeline sends.
+// States lifeline sends. STATUS= (StatusPrefix followed by one line of
+// text) may be sent alone or after READY=1 in the same datagram.
 const (
-	Ready    = "READY=1"
-	Stopping = "STOPPING=1"
-	Watchdog = "WATCHDOG=1"
+	Ready        = "READY=1"
+	Stopping     = "STOPPING=1"
+	Watchdog     = "WATCHDOG=1"
+	StatusPrefix = "STATUS="
 )
+
+// writeTimeout bounds one datagram's send.
+const writeTimeout = time.Second
 
 // Notifier sends states to systemd. The zero value and a nil *Notifier send
 // nothing.
@@ -48,6 +53,11 @@ func (n *Notifier) Notify(state string) error {
 		return fmt.Errorf("sd_notify %s: %w", n.socket, err)
 	}
 	defer c.Close()
+	// A datagram socket whose reader is stuck would block the caller (a
+	// tunnel loop) for good; systemd reads at once.
+	if err := c.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return fmt.Errorf("sd_notify %s: %w", n.socket, err)
+	}
 	if _, err := c.Write([]byte(state)); err != nil {
 		return fmt.Errorf("sd_notify %s: %w", n.socket, err)
 	}

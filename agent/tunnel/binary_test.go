@@ -7,6 +7,7 @@ package tunnel
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -50,8 +51,10 @@ func agentBinary(t testing.TB) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
+	for _, d := range []string{buildDir, releaseDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }
@@ -234,5 +237,89 @@ func TestBinaryCommands(t *testing.T) {
 				tt.validate(t, stdout)
 			}
 		})
+	}
+}
+
+// TestBinaryReadyWithoutBastion: the real agent, its bastion down (nothing
+// listens there), under a systemd-like environment: READY=1 at once with
+// the reason in STATUS=, the watchdog fed, no exit; its stderr is the
+// journal stream (JOURNAL_STREAM names the pipe), so lines carry a
+// priority prefix and no time.
+func TestBinaryReadyWithoutBastion(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sock, states := notifySocket(t, dir)
+	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := w.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	cmd := exec.Command(agentBinary(t))
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"LIFELINE_BASTION=" + dead,
+		"LIFELINE_KEY=" + filepath.Join(dir, "agent_key"),
+		"LIFELINE_KNOWN_HOSTS=" + filepath.Join(dir, "known_hosts"),
+		"LIFELINE_STATE_DIR=" + filepath.Join(dir, "state"),
+		"LIFELINE_CHECK_EVERY=0",
+		"NOTIFY_SOCKET=" + sock,
+		"WATCHDOG_USEC=400000",
+		fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino),
+	}
+	cmd.Stderr = w
+	out := &syncBuffer{}
+	var wg sync.WaitGroup
+	wg.Go(func() { io.Copy(out, r) })
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		wg.Wait()
+		r.Close()
+		if t.Failed() {
+			t.Logf("lifeline-agent output:\n%s", out.String())
+		}
+	})
+	eventually(t, 10*time.Second, "READY=1", func() bool { return hasState(states(), "READY=1") })
+	eventually(t, 10*time.Second, "STATUS= saying why", func() bool {
+		for _, s := range states() {
+			if strings.Contains(s, "STATUS="+dead+" unreachable: ") && strings.Contains(s, "connection refused; retry in ") {
+				return true
+			}
+		}
+		return false
+	})
+	eventually(t, 10*time.Second, "watchdog pings", func() bool {
+		n := 0
+		for _, s := range states() {
+			if s == "WATCHDOG=1" {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	select {
+	case err := <-exited:
+		t.Fatalf("agent exited with its bastion down: %v", err)
+	default:
+	}
+	eventually(t, 10*time.Second, "log lines", func() bool { return strings.Contains(out.String(), "connect failed") })
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if !strings.HasPrefix(line, "<") || strings.Contains(line, "time=") {
+			t.Errorf("not a journal line: %q", line)
+		}
+	}
+	if !strings.Contains(out.String(), "<6>level=INFO msg=\"lifeline-agent starting\"") || !strings.Contains(out.String(), "<4>level=WARN msg=\"connect failed\"") {
+		t.Errorf("priorities missing:\n%s", out.String())
 	}
 }

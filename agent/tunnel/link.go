@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +27,7 @@ type link struct {
 	mu   sync.Mutex
 	sess *session
 	st   Status
+	fail *failure // why the last attempt or connection ended
 	beat time.Time
 }
 
@@ -65,6 +68,56 @@ func (l *link) update(f func(*Status)) {
 	f(&l.st)
 }
 
+// describe is this bastion's part of STATUS=, e.g. "connected to
+// b.example:2222, pi:22 registered" or "b.example:2222 unreachable: dial
+// tcp …: connection refused; retry in 12s".
+func (l *link) describe(now time.Time) string {
+	l.mu.Lock()
+	st, f := l.st, l.fail
+	st.Registered = append([]string(nil), st.Registered...)
+	l.mu.Unlock()
+	if st.Connected {
+		var pending []string
+		for _, fw := range l.t.cfg.Forwards {
+			if !slices.Contains(st.Registered, fw.Listen()) {
+				pending = append(pending, fw.Listen())
+			}
+		}
+		s := "connected to " + l.addr
+		if len(st.Registered) > 0 {
+			s += ", " + strings.Join(st.Registered, ", ") + " registered"
+		}
+		if len(pending) > 0 {
+			s += ", registering " + strings.Join(pending, ", ")
+		}
+		return s
+	}
+	if f == nil {
+		return "connecting to " + l.addr
+	}
+	var s string
+	switch {
+	case errors.Is(f.err, errHostKey):
+		s = l.addr + ": BASTION HOST KEY REFUSED: " + f.err.Error()
+	case f.stage == "dial":
+		s = l.addr + " unreachable: " + f.err.Error()
+	case f.stage == "handshake":
+		s = l.addr + ": handshake failed: " + f.err.Error()
+	default:
+		s = l.addr + ": connection lost: " + f.err.Error()
+	}
+	if !st.RetryAt.IsZero() {
+		in := max(st.RetryAt.Sub(now), 0)
+		if in >= 10*time.Second {
+			in = in.Round(time.Second)
+		} else {
+			in = in.Round(100 * time.Millisecond)
+		}
+		s += "; retry in " + in.String()
+	}
+	return s
+}
+
 // failure classifies why an attempt or a connection ended.
 type failure struct {
 	stage string // "dial", "handshake", "lost"
@@ -79,7 +132,9 @@ type failure struct {
 func (f *failure) Error() string { return f.stage + ": " + f.err.Error() }
 func (f *failure) Unwrap() error { return f.err }
 
-func (l *link) run(ctx context.Context) {
+// run is the loop; it calls started once it runs.
+func (l *link) run(ctx context.Context, started func()) {
+	started()
 	cfg := &l.t.cfg
 	b := &backoff.Backoff{Min: time.Second, Max: cfg.BackoffMax, Factor: 2, Jitter: true}
 	if b.Min > b.Max {
@@ -95,16 +150,20 @@ func (l *link) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		l.update(func(s *Status) {
-			s.LastError = f.Error()
-			s.Connected = false
-			s.Registered = nil
-			s.Since = cfg.Clock.Now()
-		})
 		if up >= stable {
 			b.Reset()
 		}
 		wait := b.Duration()
+		now := cfg.Clock.Now()
+		l.mu.Lock()
+		l.st.LastError = f.Error()
+		l.st.Connected = false
+		l.st.Registered = nil
+		l.st.Since = now
+		l.st.RetryAt = now.Add(wait)
+		l.fail = f
+		l.mu.Unlock()
+		l.t.refreshStatus()
 		switch {
 		case errors.Is(f.err, errHostKey):
 			l.log.Error("BASTION HOST KEY REFUSED: not connecting", "err", f.err, "retry_in", wait.Round(time.Millisecond))
@@ -223,8 +282,11 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 	l.mu.Lock()
 	l.sess = s
 	l.st.Connected, l.st.Since, l.st.LastError, l.st.Registered = true, connected, "", nil
+	l.st.RetryAt = time.Time{}
 	l.st.Connects++
+	l.fail = nil
 	l.mu.Unlock()
+	l.t.refreshStatus()
 
 	why := s.run(ctx, chans, reqs)
 

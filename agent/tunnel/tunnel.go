@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 
@@ -51,8 +52,9 @@ type HostKeys interface {
 	Algorithms(addr string) []string
 }
 
-// Notifier receives systemd notify states ("READY=1", "WATCHDOG=1",
-// "STOPPING=1"); *sdnotify.Notifier implements it.
+// Notifier receives systemd notify states ("READY=1\nSTATUS=…",
+// "STATUS=…", "WATCHDOG=1", "STOPPING=1"); *sdnotify.Notifier implements
+// it. Notify is called from the tunnel loops and must return promptly.
 type Notifier interface {
 	Notify(state string) error
 }
@@ -100,9 +102,14 @@ type Config struct {
 	Dialer Dialer
 	// TargetDialer dials forward targets. nil means a plain net.Dialer.
 	TargetDialer Dialer
-	// Notifier gets READY=1 once the first forward is registered,
-	// WATCHDOG=1 every WatchdogEvery while every loop is healthy (0: never)
-	// and STOPPING=1 when Run ends. nil sends nothing.
+	// Notifier gets READY=1 as soon as Run has started every loop, whatever
+	// the network does (started means running, not connected: a bastion
+	// that cannot be reached is retried here, never by a restart of the
+	// service); STATUS= with every tunnel's state (and the note of
+	// SetNote) whenever it changes; WATCHDOG=1 every WatchdogEvery while
+	// every loop shows progress (0: never), which depends on the loops
+	// only, not on the link; and STOPPING=1 when Run ends. nil sends
+	// nothing.
 	Notifier      Notifier
 	WatchdogEvery time.Duration
 	// Clock drives keepalives, backoff and the watchdog. nil means clock.Real.
@@ -118,7 +125,6 @@ type Tunnels struct {
 	links []*link
 
 	mu      sync.Mutex
-	ready   bool
 	samples []float64 // keepalive round trips (ms) since the last RTT call
 	missed  int
 	ran     bool
@@ -126,6 +132,13 @@ type Tunnels struct {
 	// new connection so a restarted bastion shows it without waiting for
 	// the next check (an hour by default).
 	lastReport []byte
+
+	// statusMu orders what systemd is told: READY=1 first, then each
+	// STATUS= that differs from the one before.
+	statusMu   sync.Mutex
+	readySent  bool
+	lastStatus string
+	note       string
 }
 
 // New checks cfg, fills in defaults and returns Tunnels ready to Run.
@@ -204,12 +217,17 @@ func (t *Tunnels) Run(ctx context.Context) error {
 	t.mu.Unlock()
 
 	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	started.Add(len(t.links))
 	for _, l := range t.links {
-		wg.Go(func() { l.run(ctx) })
+		wg.Go(func() { l.run(ctx, started.Done) })
 	}
 	if t.cfg.WatchdogEvery > 0 && t.cfg.Notifier != nil {
 		wg.Go(func() { t.watchdog(ctx) })
 	}
+	// Every loop runs: the agent is started, connected or not.
+	started.Wait()
+	t.sendReady()
 	// Tell systemd as soon as shutdown begins, not once it is over.
 	wg.Go(func() {
 		<-ctx.Done()
@@ -217,6 +235,81 @@ func (t *Tunnels) Run(ctx context.Context) error {
 	})
 	wg.Wait()
 	return nil
+}
+
+// sendReady tells systemd the agent runs, with the tunnels' state so far.
+func (t *Tunnels) sendReady() {
+	t.statusMu.Lock()
+	defer t.statusMu.Unlock()
+	line := t.statusLine()
+	t.notify("READY=1\nSTATUS=" + line)
+	t.readySent, t.lastStatus = true, line
+}
+
+// SetNote sets a short text shown after the tunnels' state in STATUS=
+// (the agent puts its link checks' schedule and data budget there) and
+// sends the status if it changed. It may be called at any time, before
+// Run too.
+func (t *Tunnels) SetNote(note string) {
+	t.statusMu.Lock()
+	t.note = oneLine(note, maxStatusPart)
+	t.statusMu.Unlock()
+	t.refreshStatus()
+}
+
+// refreshStatus sends STATUS= when the state it describes changed since
+// the last one sent. Nothing is sent before READY=1.
+func (t *Tunnels) refreshStatus() {
+	if t.cfg.Notifier == nil {
+		return
+	}
+	t.statusMu.Lock()
+	defer t.statusMu.Unlock()
+	if !t.readySent {
+		return
+	}
+	line := t.statusLine()
+	if line == t.lastStatus {
+		return
+	}
+	t.lastStatus = line
+	t.notify("STATUS=" + line)
+}
+
+// maxStatusPart bounds each bastion's part of STATUS= (an error text from
+// the network can be long).
+const maxStatusPart = 300
+
+// statusLine is one line for systemd's STATUS=: every bastion's state,
+// then the note, separated by " | ". Callers hold statusMu.
+func (t *Tunnels) statusLine() string {
+	now := t.cfg.Clock.Now()
+	parts := make([]string, 0, len(t.links)+1)
+	for _, l := range t.links {
+		parts = append(parts, oneLine(l.describe(now), maxStatusPart))
+	}
+	if t.note != "" {
+		parts = append(parts, t.note)
+	}
+	return strings.Join(parts, " | ")
+}
+
+// oneLine makes s fit on one line of at most n bytes.
+func oneLine(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func (t *Tunnels) notify(state string) {
@@ -229,15 +322,7 @@ func (t *Tunnels) notify(state string) {
 }
 
 // registered is called by a link each time a forward is accepted.
-func (t *Tunnels) registered() {
-	t.mu.Lock()
-	first := !t.ready
-	t.ready = true
-	t.mu.Unlock()
-	if first {
-		t.notify("READY=1\nSTATUS=tunnel up")
-	}
-}
+func (t *Tunnels) registered() { t.refreshStatus() }
 
 // healthyWithin is how long a loop may go without a heartbeat before the
 // watchdog stops vouching for it: the longest legitimate block is a connect
@@ -282,6 +367,10 @@ type Status struct {
 	Registered []string
 	// LastError is why the last attempt or connection ended ("" if none).
 	LastError string
+	// RetryAt is when the next attempt is due while not connected (a
+	// returning path may be used sooner); zero while connected and before
+	// the first attempt ended.
+	RetryAt time.Time
 	// Connects counts established connections; Served and Rejected count
 	// forwarded connections accepted and refused (target down, unknown forward).
 	Connects, Served, Rejected int

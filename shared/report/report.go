@@ -33,6 +33,11 @@ const (
 // LinkReport is the result of one link check, plus the tunnel's own
 // keepalive round trips since the previous report. It is also the JSON line
 // the agent appends to checks.jsonl.
+//
+// The fields after DurationSecs were added later in version 1: they are
+// omitted when zero, so a report from an older agent decodes with them
+// zero, and an older bastion (which ignores unknown fields) still reads a
+// newer agent's report.
 type LinkReport struct {
 	Version      int       `json:"v"`
 	Time         time.Time `json:"time"`
@@ -48,7 +53,25 @@ type LinkReport struct {
 	Reasons      []string  `json:"reasons,omitempty"`
 	KeepaliveMS  *RTT      `json:"keepalive_rtt_ms,omitempty"`
 	DurationSecs float64   `json:"duration_s"`
+	// Manual marks a check run by `lifeline-agent check` rather than the
+	// agent's schedule.
+	Manual bool `json:"manual,omitempty"`
+	// MonthBytes is what link checks used in the calendar month (UTC) of
+	// Time, this check included; MonthBudget is the agent's monthly cap
+	// for them (0: none).
+	MonthBytes  int64 `json:"month_bytes,omitempty"`
+	MonthBudget int64 `json:"month_budget,omitempty"`
+	// Skipped counts scheduled checks not run since the previous report
+	// because the monthly budget was used up.
+	Skipped int `json:"skipped,omitempty"`
+	// Notes say what the bastion should know that is not a failure of the
+	// link (checks skipped, a check interrupted): at most MaxNotes, each
+	// like a reason.
+	Notes []string `json:"notes,omitempty"`
 }
+
+// MaxNotes bounds LinkReport.Notes.
+const MaxNotes = 4
 
 // RTT summarises keepalive round trips over an interval.
 type RTT struct {
@@ -121,8 +144,10 @@ func (r *LinkReport) Validate() error {
 			errs = append(errs, fmt.Errorf("%s is %v: it must be a non-negative number", name, v))
 		}
 	}
-	if r.Bytes < 0 {
-		errs = append(errs, fmt.Errorf("bytes is %d: it must not be negative", r.Bytes))
+	for name, v := range map[string]int64{"bytes": r.Bytes, "month_bytes": r.MonthBytes, "month_budget": r.MonthBudget, "skipped": int64(r.Skipped)} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s is %d: it must not be negative", name, v))
+		}
 	}
 	for name, s := range map[string]string{"isp": r.ISP, "ip": r.IP, "server": r.Server} {
 		if len(s) > 256 || strings.ContainsFunc(s, isControl) {
@@ -135,6 +160,15 @@ func (r *LinkReport) Validate() error {
 	for _, s := range r.Reasons {
 		if len(s) > 512 || strings.ContainsFunc(s, isControl) {
 			errs = append(errs, errors.New("a reason is longer than 512 bytes or holds control characters"))
+			break
+		}
+	}
+	if len(r.Notes) > MaxNotes {
+		errs = append(errs, fmt.Errorf("%d notes: at most %d", len(r.Notes), MaxNotes))
+	}
+	for _, s := range r.Notes {
+		if len(s) > 512 || strings.ContainsFunc(s, isControl) {
+			errs = append(errs, errors.New("a note is longer than 512 bytes or holds control characters"))
 			break
 		}
 	}
@@ -152,6 +186,12 @@ func (r *LinkReport) Summary() string {
 	fmt.Fprintf(&b, "%s at %s: isp %q, download %.1f Mbit/s, latency %.0f ms", r.Verdict, r.Time.UTC().Format(time.RFC3339), r.ISP, r.DownloadBps/1e6, r.LatencyMS)
 	if len(r.Reasons) > 0 {
 		fmt.Fprintf(&b, " (%s)", strings.Join(r.Reasons, "; "))
+	}
+	if r.MonthBudget > 0 {
+		fmt.Fprintf(&b, ", checks this month %.1f of %.1f MB", float64(r.MonthBytes)/1e6, float64(r.MonthBudget)/1e6)
+	}
+	if r.Skipped > 0 {
+		fmt.Fprintf(&b, ", %d checks skipped (monthly budget used up)", r.Skipped)
 	}
 	return b.String()
 }

@@ -91,3 +91,75 @@ func FuzzDecode(f *testing.F) {
 		_ = r.Summary()
 	})
 }
+
+// TestBudgetFields: the fields added for the monthly check budget travel,
+// are checked, show in the summary, and leave an older report (without
+// them) and its summary as they were.
+func TestBudgetFields(t *testing.T) {
+	t.Parallel()
+	old := `{"v":1,"time":"2026-11-22T10:00:00Z","isp":"T-Mobile","ip":"203.0.113.1","server":"fake","latency_ms":42,"jitter_ms":3,"download_bps":25000000,"bytes":31457280,"verdict":"ok","duration_s":12}`
+	r, err := Decode([]byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Manual || r.MonthBytes != 0 || r.MonthBudget != 0 || r.Skipped != 0 || r.Notes != nil {
+		t.Errorf("an old report gained values: %+v", r)
+	}
+	wantOld := `ok at 2026-11-22T10:00:00Z: isp "T-Mobile", download 25.0 Mbit/s, latency 42 ms`
+	if s := r.Summary(); s != wantOld {
+		t.Errorf("summary of an old report %q, want %q", s, wantOld)
+	}
+	if b, _ := Encode(r); strings.Contains(string(b), "month") || strings.Contains(string(b), "notes") {
+		t.Errorf("zero new fields are written: %s", b)
+	}
+
+	r = valid()
+	r.Manual, r.MonthBytes, r.MonthBudget, r.Skipped = true, 48e6, 300e6, 3
+	r.Notes = []string{"3 scheduled link checks skipped from 2026-11-20T10:00:00Z to 2026-11-20T12:00:00Z: the monthly check budget of 300 MB was used up"}
+	b, err := Encode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Manual || got.MonthBytes != 48e6 || got.MonthBudget != 300e6 || got.Skipped != 3 || len(got.Notes) != 1 {
+		t.Errorf("round trip %+v", got)
+	}
+	if s := got.Summary(); !strings.HasSuffix(s, ", checks this month 48.0 of 300.0 MB, 3 checks skipped (monthly budget used up)") {
+		t.Errorf("summary %q", s)
+	}
+
+	for name, edit := range map[string]func(*LinkReport){
+		"month_bytes":  func(r *LinkReport) { r.MonthBytes = -1 },
+		"month_budget": func(r *LinkReport) { r.MonthBudget = -1 },
+		"skipped":      func(r *LinkReport) { r.Skipped = -1 },
+		"notes":        func(r *LinkReport) { r.Notes = make([]string, MaxNotes+1) },
+		"a note":       func(r *LinkReport) { r.Notes = []string{"a\x1b[2Jb"} },
+	} {
+		r := valid()
+		edit(&r)
+		if _, err := Encode(r); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: err %v", name, err)
+		}
+	}
+}
+
+// The largest report the rules allow still fits MaxSize.
+func TestLargestReportFits(t *testing.T) {
+	t.Parallel()
+	r := valid()
+	r.Verdict = VerdictFailed
+	r.ISP, r.IP, r.Server = strings.Repeat("i", 256), strings.Repeat("p", 256), strings.Repeat("s", 256)
+	for range 16 {
+		r.Reasons = append(r.Reasons, strings.Repeat("r", 512))
+	}
+	for range MaxNotes {
+		r.Notes = append(r.Notes, strings.Repeat("n", 512))
+	}
+	r.Manual, r.MonthBytes, r.MonthBudget, r.Skipped = true, 1<<62, 1<<62, 1<<30
+	if _, err := Encode(r); err != nil {
+		t.Fatal(err)
+	}
+}
