@@ -75,12 +75,15 @@ type loopback struct {
 	agentEnv    []string
 	bastionEnv  []string
 	extraFwds   string
+	hostKey     ssh.PublicKey // the bastion's
+	opKnown     string        // the operator's known_hosts: the bastion, and the Pi as "pi"
 }
 
 type loopbackOpts struct {
 	forwards       string // extra LIFELINE_FORWARDS entries (comma-prefixed)
 	agentExtra     []string
 	permit         string // extra permitlisten options
+	extraAgents    string // more lines for the agents file
 	bastionEnv     []string
 	relayToBastion func(addr string) string // agent dials this instead
 }
@@ -116,12 +119,14 @@ func startLoopback(t testing.TB, o loopbackOpts) *loopback {
 	}, o.agentExtra...)
 	os.MkdirAll(filepath.Join(dir, "agent"), 0o700)
 	pub := l.run(l.agentEnv, bin("lifeline-agent"), "pubkey")
-	os.WriteFile(filepath.Join(dir, "agents"), []byte(pub), 0o600)
+	os.WriteFile(filepath.Join(dir, "agents"), []byte(pub+"\n"+o.extraAgents+"\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "operators"), []byte(l.operator.AuthorizedLine("", "alice@laptop")+"\n"), 0o600)
 	hostKey := bastionHostKey(t, l.bastionEnv)
+	l.hostKey = hostKey
 	// The agent pins the address it dials; the operator the bastion's own.
 	os.WriteFile(filepath.Join(dir, "agent", "known_hosts"), []byte(knownHostsFor(dialAddr, hostKey)+"\n"), 0o600)
 	opKnown := filepath.Join(dir, "operator_known_hosts")
+	l.opKnown = opKnown
 	os.WriteFile(opKnown, []byte(knownHostsFor(bastionAddr, hostKey)+"\n"+l.pi.KnownHostsLine("pi")+"\n"), 0o600)
 	l.sshConfig = sshtest.OperatorConfig(t, dir, "127.0.0.1", l.bastionPort, l.operator.Path, opKnown)
 	l.startBastion()
@@ -181,8 +186,19 @@ func (l *loopback) status() string {
 
 func (l *loopback) waitTarget(target string) {
 	l.t.Helper()
-	sshtest.Eventually(l.t, 20*time.Second, func() bool { return strings.Contains(l.status(), target+" ") },
+	sshtest.Eventually(l.t, 20*time.Second, func() bool { return online(l.status(), target) != nil },
 		"%s never registered\nagent:\n%s\nbastion:\n%s", target, l.agent.Output, l.bastion.Output)
+}
+
+// online returns the fields of target's row in the text status when it
+// is online: SITE STATE FOR AGENT KEY ADDRESS RTT; nil otherwise.
+func online(status, target string) []string {
+	for _, l := range strings.Split(status, "\n") {
+		if f := strings.Fields(l); len(f) >= 7 && f[0] == target && f[1] == "online" {
+			return f
+		}
+	}
+	return nil
 }
 
 // source is a TCP service that writes size bytes to every connection.

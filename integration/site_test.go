@@ -118,7 +118,7 @@ func (s *siteWorld) waitTargets(t testing.TB, targets ...string) {
 	sshtest.Eventually(t, 40*time.Second, func() bool {
 		st := s.status()
 		for _, t := range targets {
-			if !strings.Contains(st, t+" ") {
+			if online(st, t) == nil {
 				return false
 			}
 		}
@@ -232,7 +232,7 @@ func TestSiteInABox(t *testing.T) {
 		// (new port), exactly one registration per name, and the jump works.
 		sshtest.Eventually(t, 40*time.Second, func() bool {
 			st := s.status()
-			return st != before && strings.Count(st, "pi:22 ") == 1 && addrOf(st, "pi:22") != addrOf(before, "pi:22")
+			return st != before && strings.Count(st, "pi:22 ") == 1 && addrOf(st, "pi:22") != "" && addrOf(st, "pi:22") != addrOf(before, "pi:22")
 		}, "tunnel not replaced after conntrack -F\nbefore:\n%s\nnow:\n%s\nagent:\n%s", before, s.status, s.agent.Output)
 		s.jump(t)
 	})
@@ -309,12 +309,11 @@ func TestSiteInABox(t *testing.T) {
 	})
 }
 
-// addrOf returns the ADDRESS column of a status line for target.
+// addrOf is the address target is online from in the text status ("" when
+// it is not online).
 func addrOf(status, target string) string {
-	for _, l := range strings.Split(status, "\n") {
-		if f := strings.Fields(l); len(f) > 3 && f[0] == target {
-			return f[3]
-		}
+	if f := online(status, target); f != nil {
+		return f[5]
 	}
 	return ""
 }

@@ -1,10 +1,13 @@
 package server
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,17 +19,100 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/wire"
 )
 
+// jumpHelp is what a shell, a PTY or a command other than `status` gets:
+// %[1]s is the jump host as the operator names it, %[2]s a site's host,
+// %[3]s the sites the operator may reach.
 const jumpHelp = `lifeline: this is a jump host, not a shell; only ` + "`status`" + ` runs here.
-  reach a site:         ssh -J %[1]s pi
-  copy files:           scp -J %[1]s file pi:
+  reach a site:         ssh -J %[1]s %[2]s
+  copy files:           scp -J %[1]s file %[2]s:
   see what is online:   ssh %[1]s status   (or: status --json)
+  sites:                %[3]s
 `
 
+// help fills jumpHelp in for this operator.
+func (ss *session) help() string {
+	host := ss.helpHostName()
+	sites := ss.s.sitesFor(ss.identity())
+	example := "pi"
+	for _, t := range sites {
+		if t.Port == 22 {
+			example = t.Host
+			break
+		}
+	}
+	list := "none known"
+	if len(sites) > 0 {
+		names := make([]string, 0, len(sites))
+		for _, t := range sites {
+			names = append(names, t.String())
+		}
+		list = listOf(names, 6)
+	}
+	return fmt.Sprintf(jumpHelp, host, example, list)
+}
+
+// helpHostName is the jump host as the operator names it: what the client
+// said (SetEnv LIFELINE_HOST=…), else LIFELINE_NAME, which is the Host of
+// the Terraform module's ssh_config.
+func (ss *session) helpHostName() string {
+	if h := ss.helpHost.Load(); h != nil {
+		return *h
+	}
+	return ss.s.cfg.Name
+}
+
+// listOf joins at most n items, saying how many more there are.
+func listOf(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, ", ")
+	}
+	return strings.Join(items[:n], ", ") + fmt.Sprintf(" and %d more", len(items)-n)
+}
+
+// sitesFor lists the sites viewer may reach, online or not, sorted.
+func (s *Server) sitesFor(viewer *authz.Identity) []authz.Target {
+	seen := make(map[string]bool)
+	var out []authz.Target
+	add := func(t authz.Target) {
+		k := targetKey(t.Host, t.Port)
+		if seen[k] || viewer != nil && !viewer.MayOpen(t) {
+			return
+		}
+		seen[k] = true
+		out = append(out, t)
+	}
+	for _, b := range s.reg.Snapshot() {
+		add(authz.Target{Host: b.Name, Port: b.Port})
+	}
+	for _, k := range s.knownSites() {
+		add(k.target)
+	}
+	slices.SortFunc(out, func(a, b authz.Target) int {
+		if c := strings.Compare(strings.ToLower(a.Host), strings.ToLower(b.Host)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Port, b.Port)
+	})
+	return out
+}
+
+// refuseChannel rejects nc with reason, which the client sees (it must name
+// no server path) and the audit log keeps.
 func (ss *session) refuseChannel(nc ssh.NewChannel, why ssh.RejectionReason, reason string) {
+	ss.refuseChannelDetail(nc, why, reason, "")
+}
+
+// refuseChannelDetail is refuseChannel with detail for the audit log only
+// (key files and lines, the operator's permits).
+func (ss *session) refuseChannelDetail(nc ssh.NewChannel, why ssh.RejectionReason, reason, detail string) {
+	reason = redact(reason)
 	ev := ss.event(audit.KindRefused)
 	ev.Reason = nc.ChannelType() + ": " + reason
+	if detail != "" {
+		ev.Reason += " [" + detail + "]"
+	}
 	ss.s.cfg.Audit.Record(ev)
-	ss.s.cfg.Log.Debug("refused channel", "type", nc.ChannelType(), "key", ss.identity().Name, "remote", ss.remote, "reason", reason)
+	ss.s.cfg.Log.Debug("refused channel", "type", nc.ChannelType(), "key", ss.identity().Name, "remote", ss.remote, "reason", reason, "detail", detail)
 	nc.Reject(why, reason)
 }
 
@@ -70,9 +156,9 @@ func (ss *session) handleChannel(ctx context.Context, nc ssh.NewChannel) {
 			ss.refuseChannel(nc, ssh.ConnectionFailed, err.Error())
 			return
 		}
-		target, b, reason := ss.route(d)
+		target, b, reason, detail := ss.route(d)
 		if reason != "" {
-			ss.refuseChannel(nc, ssh.Prohibited, reason)
+			ss.refuseChannelDetail(nc, ssh.Prohibited, reason, detail)
 			return
 		}
 		release, reason := ss.acquire(b.agent)
@@ -107,24 +193,57 @@ func (ss *session) handleChannel(ctx context.Context, nc ssh.NewChannel) {
 }
 
 // route decides where an operator's direct-tcpip goes. It returns a reason
-// when the request is refused.
-func (ss *session) route(d wire.DirectTCPIP) (authz.Target, bindingView, string) {
-	t := authz.Target{Host: d.Host, Port: d.Port}
+// the client sees when the request is refused, and detail for the audit log.
+func (ss *session) route(d wire.DirectTCPIP) (t authz.Target, b bindingView, reason, detail string) {
+	s := ss.s
+	t = authz.Target{Host: d.Host, Port: d.Port}
 	host := strings.TrimSuffix(strings.ToLower(d.Host), ".")
 	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return t, bindingView{}, fmt.Sprintf("%s is an address: the bastion only connects to names registered by agents, never to addresses", t)
+		return t, b, fmt.Sprintf("%s is an address: the bastion only connects to names registered by agents, never to addresses", t), ""
 	}
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return t, bindingView{}, fmt.Sprintf("%s: the bastion never connects to itself", t)
+		return t, b, fmt.Sprintf("%s: the bastion never connects to itself", t), ""
 	}
-	if !ss.identity().MayOpen(t) {
-		return t, bindingView{}, fmt.Sprintf("%s is not permitted for this key (not in its permitopen)", t)
+	id := ss.identity()
+	see := "see: ssh " + s.cfg.Name + " status"
+	if !id.MayOpen(t) {
+		mine := make([]string, 0, len(id.Open))
+		for _, o := range id.Open {
+			mine = append(mine, o.String())
+		}
+		return t, b, fmt.Sprintf("%s is not permitted for this key (not in its permitopen): it may reach %s", t, listOf(mine, 6)),
+			fmt.Sprintf("key %s authorized by %s", id.Name, id.Source)
 	}
-	b, ok := ss.s.reg.Lookup(d.Host, d.Port)
-	if !ok {
-		return t, bindingView{}, fmt.Sprintf("%s is not registered by any connected agent", t)
+	if r, ok := s.reg.Lookup(d.Host, d.Port); ok {
+		return t, bindingView{name: r.Name, port: r.Port, agent: r.Session}, "", ""
 	}
-	return t, bindingView{name: b.Name, port: b.Port, agent: b.Session}, ""
+	now := s.cfg.Now()
+	for _, k := range s.knownSites() {
+		if !sameTargetFold(k.target, t) {
+			continue
+		}
+		if d := k.left; d != nil {
+			short, _, _ := strings.Cut(d.reason, ": ")
+			return t, b, fmt.Sprintf("%s is offline since %s (last seen from %s, %s); %s",
+				k.target, shortTime(d.since, now), d.from.Addr(), short, see), "agent " + describe(&authz.Identity{Name: d.agent, Fingerprint: d.fingerprint}) + ": " + d.reason
+		}
+		return t, b, fmt.Sprintf("%s is offline: its agent has not connected since the bastion started at %s; %s",
+			k.target, shortTime(s.started, now), see), "permitted to agent key " + describe(&authz.Identity{Name: k.agent, Fingerprint: k.fingerprint})
+	}
+	names := make([]string, 0)
+	for _, o := range s.sitesFor(id) {
+		names = append(names, o.String())
+	}
+	known := "no site is known here"
+	if len(names) > 0 {
+		known = "sites here: " + listOf(names, 6)
+	}
+	return t, b, fmt.Sprintf("%s is unknown: no agent may register it (%s)", t, known), ""
+}
+
+// sameTargetFold compares targets as the registry does: ASCII case folded.
+func sameTargetFold(a, b authz.Target) bool {
+	return a.Port == b.Port && targetKey(a.Host, 0) == targetKey(b.Host, 0)
 }
 
 type bindingView struct {
@@ -254,11 +373,14 @@ func copyBuf(dst io.Writer, src io.Reader) (int64, error) {
 }
 
 // serveSession answers an operator's session channel: `status` and
-// `status --json` run; everything else is refused with a short help.
+// `status --json` run; everything else is refused with a short help. A PTY
+// is granted only so that the help reaches a terminal in raw mode: a shell
+// then gets the help and exit status 1, `status` still runs.
 func (ss *session) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
+	pty := false
 	for req := range reqs {
 		switch req.Type {
 		case "exec":
@@ -267,16 +389,49 @@ func (ss *session) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan
 				req.Reply(false, nil)
 				continue
 			}
-			ss.exec(ch, req, strings.TrimSpace(cmd.Command))
+			ss.exec(ch, req, strings.TrimSpace(cmd.Command), pty)
 			return
 		case "shell":
 			// Accept the request only to explain, then exit 1: nothing runs.
-			ss.audit(audit.KindRefused, "shell: this is a jump host")
+			what := "shell"
+			if pty {
+				what = "shell with a PTY"
+			}
+			ss.audit(audit.KindRefused, what+": this is a jump host")
 			req.Reply(true, nil)
-			fmt.Fprintf(ch.Stderr(), jumpHelp, ss.s.cfg.Name)
+			ss.writeHelp(ch, pty)
 			exit(ch, 1)
 			return
-		case "pty-req", "env", "subsystem", "x11-req", "auth-agent-req@openssh.com", "keepalive@openssh.com":
+		case "pty-req":
+			// Granted, but nothing will run on it: without it, OpenSSH
+			// prints only "PTY allocation request failed" and a stock
+			// client configured with RequestTTY never sees the help.
+			pty = true
+			req.Reply(true, nil)
+		case "env":
+			// Refused like every variable, but LIFELINE_HOST (ssh_config
+			// SetEnv) names this jump host in the help.
+			var kv struct{ Name, Value string }
+			if ssh.Unmarshal(req.Payload, &kv) == nil && kv.Name == "LIFELINE_HOST" && validHostName(kv.Value) {
+				v := kv.Value
+				ss.helpHost.Store(&v)
+			}
+			ss.refuseSessionReq(req, "env is not offered by this jump host")
+		case "subsystem":
+			// Accepted only to explain on stderr, then exit 1, like a
+			// shell: OpenSSH exits at a refused subsystem without
+			// printing what came before it.
+			var sub struct{ Name string }
+			ssh.Unmarshal(req.Payload, &sub)
+			name := truncate(strings.Map(printable, sub.Name), 40)
+			ss.audit(audit.KindRefused, "subsystem "+name+" is not offered by this jump host")
+			req.Reply(true, nil)
+			host := ss.helpHostName()
+			fmt.Fprintf(ch.Stderr(), "lifeline: %s is a jump host without %s: go through it, e.g. scp -J %s file pi: or sftp -J %s pi\n",
+				host, orQuoted(name), host, host)
+			exit(ch, 1)
+			return
+		case "x11-req", "auth-agent-req@openssh.com", "keepalive@openssh.com":
 			ss.refuseSessionReq(req, req.Type+" is not offered by this jump host")
 		default:
 			if req.WantReply {
@@ -284,6 +439,46 @@ func (ss *session) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan
 			}
 		}
 	}
+}
+
+// orQuoted names a subsystem for the explanation.
+func orQuoted(name string) string {
+	if name == "" {
+		return "subsystems"
+	}
+	return name
+}
+
+func printable(r rune) rune {
+	if r < ' ' || r > '~' {
+		return -1
+	}
+	return r
+}
+
+// validHostName accepts what may name a host in an ssh_config: letters,
+// digits, dot, dash, underscore; at most 64 bytes.
+func validHostName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// writeHelp writes the help: on stderr, or with a PTY on stdout with the
+// CR LF line ends a terminal in raw mode needs.
+func (ss *session) writeHelp(ch ssh.Channel, pty bool) {
+	text := ss.help()
+	if pty {
+		io.WriteString(ch, strings.ReplaceAll(text, "\n", "\r\n"))
+		return
+	}
+	io.WriteString(ch.Stderr(), text)
 }
 
 func (ss *session) audit(kind, reason string) {
@@ -301,7 +496,7 @@ func (ss *session) refuseSessionReq(req *ssh.Request, reason string) {
 	}
 }
 
-func (ss *session) exec(ch ssh.Channel, req *ssh.Request, cmd string) {
+func (ss *session) exec(ch ssh.Channel, req *ssh.Request, cmd string, pty bool) {
 	fields := strings.Fields(cmd)
 	if len(fields) >= 1 && fields[0] == "status" && len(fields) <= 2 {
 		asJSON := len(fields) == 2 && (fields[1] == "--json" || fields[1] == "-j")
@@ -313,7 +508,11 @@ func (ss *session) exec(ch ssh.Channel, req *ssh.Request, cmd string) {
 		}
 		req.Reply(true, nil)
 		ss.audit(audit.KindStatus, cmd)
-		if err := ss.s.writeStatus(ch, ss.identity(), asJSON); err != nil {
+		var out io.Writer = ch
+		if pty {
+			out = crlfWriter{ch}
+		}
+		if err := ss.s.writeStatus(out, ss.identity(), asJSON); err != nil {
 			fmt.Fprintf(ch.Stderr(), "lifeline: status: %v\n", err)
 			exit(ch, 1)
 			return
@@ -323,8 +522,18 @@ func (ss *session) exec(ch ssh.Channel, req *ssh.Request, cmd string) {
 	}
 	ss.audit(audit.KindRefused, fmt.Sprintf("exec %q: only `status` runs here", truncate(cmd, 80)))
 	req.Reply(true, nil)
-	fmt.Fprintf(ch.Stderr(), jumpHelp, ss.s.cfg.Name)
+	ss.writeHelp(ch, pty)
 	exit(ch, 1)
+}
+
+// crlfWriter turns line ends into CR LF, for a terminal in raw mode.
+type crlfWriter struct{ w io.Writer }
+
+func (c crlfWriter) Write(p []byte) (int, error) {
+	if _, err := c.w.Write(bytes.ReplaceAll(p, []byte("\n"), []byte("\r\n"))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func exit(ch ssh.Channel, code uint32) {

@@ -279,6 +279,8 @@ func TestReloadClosesRevokedConnections(t *testing.T) {
 	if _, err := openErr(t, bob, "pi:22"); err == nil {
 		t.Fatal("bob reached pi:22 before the reload")
 	}
+	// The server tracks a connection just after the client's handshake ends.
+	sshtest.Eventually(t, 5*time.Second, func() bool { return w.srv.Sessions() == 3 }, "connections not tracked")
 	agents := []string{w.agent.AuthorizedLine(`permitlisten="pi:22",permitlisten="nuc:3389"`, "site-agent")}
 	// alice is removed; bob may now reach pi:22 instead of nuc:3389.
 	closed := w.reload(agents, []string{w.limited.AuthorizedLine(`permitopen="pi:22"`, "bob@phone")})

@@ -167,7 +167,7 @@ type Config struct {
 // Server is the jump host. Create with New, run with Serve.
 type Server struct {
 	cfg    Config
-	sshcfg *ssh.ServerConfig
+	sshcfg map[profile]*ssh.ServerConfig // by the client's software (algos.go)
 	policy atomic.Pointer[authz.Policy]
 	reg    *registry.Registry[*session]
 
@@ -188,6 +188,34 @@ type Server struct {
 	peak          int                      // most relays open since memory was last returned
 	freedAt       time.Time
 	closing       bool
+	departed      map[string]departure // targetKey -> last holder of a name nobody holds now
+	started       time.Time
+	telling       chan struct{} // slots to tell banned sources why (refused.go)
+}
+
+// departure is what the bastion remembers of a name's last holder once
+// nobody holds it: shown in status and in the refusal of a jump to it.
+type departure struct {
+	target             authz.Target
+	agent, fingerprint string
+	from               netip.AddrPort
+	since              time.Time
+	reason             string // why the holder left, e.g. "keepalive timeout: …"
+}
+
+// maxDeparted bounds the departures kept (names come from the key files
+// and agent certificates, so this is generous); past it the oldest go.
+const maxDeparted = 100_000
+
+// targetKey folds ASCII letters only, as the registry does.
+func targetKey(name string, port uint32) string {
+	b := []byte(name)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return fmt.Sprintf("%s:%d", b, port)
 }
 
 type identityKey struct{}
@@ -251,16 +279,23 @@ func New(cfg Config) (*Server, error) {
 		keyAgentChans: make(map[keyAgent]int),
 		buckets:       make(map[string]*bucket),
 		penalty:       make(map[string]time.Time),
+		departed:      make(map[string]departure),
+		started:       cfg.Now(),
+		telling:       make(chan struct{}, maxTelling),
 	}
 	s.policy.Store(cfg.Policy)
-	s.sshcfg = &ssh.ServerConfig{
-		Config:                  serverAlgos(),
-		PublicKeyAuthAlgorithms: sshalgo.PublicKeyAuthAlgorithms(),
-		PublicKeyCallback:       s.authenticate,
-		ServerVersion:           "SSH-2.0-lifeline",
-		MaxAuthTries:            6,
+	s.sshcfg = make(map[profile]*ssh.ServerConfig)
+	for _, p := range []profile{profileGCM, profileCompat} {
+		c := &ssh.ServerConfig{
+			Config:                  p.algorithms(),
+			PublicKeyAuthAlgorithms: sshalgo.PublicKeyAuthAlgorithms(),
+			PublicKeyCallback:       s.authenticate,
+			ServerVersion:           serverVersion,
+			MaxAuthTries:            6,
+		}
+		c.AddHostKey(cfg.HostKey)
+		s.sshcfg[p] = c
 	}
-	s.sshcfg.AddHostKey(cfg.HostKey)
 	return s, nil
 }
 
@@ -373,13 +408,24 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	ticket, err := s.gate.Admit(nc)
 	if err != nil {
 		s.cfg.Audit.Record(audit.Event{Kind: audit.KindRefused, Source: remote.String(), Reason: err.Error()})
+		if r := (*gate.Refusal)(nil); errors.As(err, &r) {
+			s.tellRefused(nc, r)
+		}
 		nc.Close()
 		return
 	}
 	defer ticket.Done() // a no-op once authenticated
 	// Close the socket if we are told to stop mid-handshake.
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	conn, chans, reqs, err := ssh.NewServerConn(ticket.Conn(), s.sshcfg)
+	// The client's identification line picks the algorithms offered.
+	pc, version, err := peekVersion(ticket.Conn())
+	if err != nil {
+		stop()
+		nc.Close()
+		s.handshakeFailed(remote, err, ticket.Evicted())
+		return
+	}
+	conn, chans, reqs, err := ssh.NewServerConn(pc, s.sshcfg[profileFor(version)])
 	if err != nil {
 		stop()
 		nc.Close()
@@ -399,6 +445,13 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	if !s.track(sess) {
 		stop()
 		conn.Close()
+		return
+	}
+	// A reload between the key check and track did not see this
+	// connection: check it again under the policy in force now.
+	if !sess.recheck("the key files were reloaded during the login") {
+		stop()
+		s.untrack(sess)
 		return
 	}
 	stop()
@@ -542,10 +595,4 @@ func newID() string {
 	var b [6]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func serverAlgos() ssh.Config {
-	c := sshalgo.Config()
-	c.Ciphers = sshalgo.BastionCiphers()
-	return c
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -77,8 +78,8 @@ func TestOperatorRefusals(t *testing.T) {
 		{"literal IPv4", op, "127.0.0.1:22", "is an address"},
 		{"literal IPv6", op, "[::1]:22", "is an address"},
 		{"localhost", op, "localhost:22", "never connects to itself"},
-		{"unregistered name", op, "nas:445", "not registered"},
-		{"registered name, other port", op, "pi:23", "not registered"},
+		{"unknown name", op, "nas:445", "nas:445 is unknown"},
+		{"registered name, other port", op, "pi:23", "pi:23 is unknown"},
 		{"name outside permitopen", limited, "pi:22", "not permitted"},
 	}
 	for _, j := range jumps {
@@ -103,14 +104,8 @@ func TestOperatorRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sess.RequestPty("xterm", 24, 80, nil); err == nil {
-		t.Error("PTY granted")
-	}
 	if err := sess.Setenv("LC_ALL", "C"); err == nil {
 		t.Error("env accepted")
-	}
-	if err := sess.RequestSubsystem("sftp"); err == nil {
-		t.Error("sftp subsystem granted")
 	}
 	if ok, _ := sess.SendRequest("auth-agent-req@openssh.com", true, nil); ok {
 		t.Error("agent forwarding granted")
@@ -136,7 +131,7 @@ func TestOperatorRefusals(t *testing.T) {
 	sess.Close()
 
 	// A shell gets the same explanation and exit status 1, never a prompt.
-	sess, _ = op.NewSession()
+	sess = newSession(t, op)
 	stderr.Reset()
 	var stdout bytes.Buffer
 	sess.Stderr, sess.Stdout = &stderr, &stdout
@@ -294,7 +289,7 @@ func TestStatusCommand(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
-	sess, _ = op.NewSession()
+	sess = newSession(t, op)
 	out, err = sess.Output("status --json")
 	if err != nil {
 		t.Fatalf("status --json: %v", err)
@@ -305,7 +300,7 @@ func TestStatusCommand(t *testing.T) {
 	}
 	// An operator limited by permitopen sees only what it may reach.
 	lim := w.mustDial(w.limited)
-	sess, _ = lim.NewSession()
+	sess = newSession(t, lim)
 	out, _ = sess.Output("status --json")
 	json.Unmarshal(out, &st)
 	if len(st.Targets) != 1 || st.Targets[0].Target != "nuc:3389" {
@@ -447,6 +442,19 @@ func TestGracefulShutdownClosesSessions(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("agent connection survived shutdown")
 	}
+}
+
+// newSession opens a session channel, waiting for the previous one of the
+// connection to be released (one at a time).
+func newSession(t *testing.T, c *ssh.Client) *ssh.Session {
+	t.Helper()
+	var sess *ssh.Session
+	var err error
+	sshtest.Eventually(t, 5*time.Second, func() bool {
+		sess, err = c.NewSession()
+		return err == nil
+	}, "no session channel: %v", func() string { return fmt.Sprint(err) })
+	return sess
 }
 
 func errorsAs(err error, target any) bool { return err != nil && errors.As(err, target) }

@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +51,10 @@ type session struct {
 
 	bucket *bucket // shared by every connection of the key
 
+	// helpHost is the jump host's name as the operator's ssh_config has it
+	// (SetEnv LIFELINE_HOST=…), for the help; nil: the bastion's name.
+	helpHost atomic.Pointer[string]
+
 	closeOnce   sync.Once
 	closeReason atomic.Pointer[string]
 	wg          sync.WaitGroup
@@ -62,6 +69,27 @@ func (s *Server) newSession(conn *ssh.ServerConn, nc net.Conn, id *authz.Identit
 }
 
 func (ss *session) identity() *authz.Identity { return ss.ident.Load() }
+
+// software is the client's identification line (control characters
+// dropped, at most 100 bytes) and the cipher negotiated from it towards
+// the bastion.
+func (ss *session) software() (client, cipher string) {
+	client = strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return -1
+		}
+		return r
+	}, string(ss.conn.ClientVersion()))
+	client = truncate(client, 100)
+	if a, ok := ss.conn.Conn.(ssh.AlgorithmsConnMetadata); ok {
+		r := a.Algorithms().Read
+		cipher = r.Cipher
+		if r.MAC != "" {
+			cipher += " " + r.MAC
+		}
+	}
+	return client, cipher
+}
 
 func (ss *session) event(kind string) audit.Event {
 	id := ss.identity()
@@ -96,10 +124,13 @@ func (ss *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-
 	ev := ss.event(audit.KindLogin)
 	ev.Reason = "authorized by " + id.Source
 	if id.CA != "" {
-		ev.Message = "certificate signed by " + id.CA + " for principal " + id.Principal
+		ev.Message = "certificate signed by " + id.CA + " for principal " + id.Principal + "; "
 	}
+	client, cipher := ss.software()
+	ev.Message += fmt.Sprintf("client %q, cipher %s", client, cipher)
 	s.cfg.Audit.Record(ev)
-	s.cfg.Log.Info("login", "role", id.Role.String(), "key", id.Name, "fingerprint", id.Fingerprint, "remote", ss.remote, "session", ss.id)
+	s.cfg.Log.Info("login", "role", id.Role.String(), "key", id.Name, "fingerprint", id.Fingerprint, "remote", ss.remote, "session", ss.id,
+		"client", client, "cipher", cipher)
 	if !ss.isAgent() && s.cfg.Events != nil {
 		s.cfg.Events.OperatorLogin(id, ss.conn.User(), ss.remote)
 	}
@@ -134,7 +165,11 @@ func (ss *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-
 	}
 	// The connection is gone: unwind.
 	cancel()
-	ss.close("connection closed")
+	why := "closed by the client"
+	if err := ss.conn.Wait(); err != nil && !errors.Is(err, io.EOF) {
+		why = "connection lost: " + err.Error()
+	}
+	ss.close(why)
 	ss.wg.Wait()
 	ss.dropNames()
 	end := ss.event(audit.KindDisconnect)
@@ -216,7 +251,7 @@ func (ss *session) recheck(why string) bool {
 	if err != nil {
 		reason := fmt.Sprintf("no longer authorized (%s): %s", why, redact(err.Error()))
 		ev := ss.event(audit.KindRefused)
-		ev.Reason = "closed: " + reason
+		ev.Reason = fmt.Sprintf("closed: no longer authorized (%s): %v", why, err) // the audit log keeps the file and line
 		s.cfg.Audit.Record(ev)
 		s.cfg.Log.Warn("closing a connection whose key is no longer authorized", "key", old.Name, "remote", ss.remote, "err", err)
 		ss.close(reason)
@@ -301,6 +336,9 @@ func (ss *session) register(req *ssh.Request) {
 	}
 	now := s.cfg.Now()
 	prev, replaced := s.reg.Register(fw.BindAddr, fw.BindPort, ss, now)
+	s.mu.Lock()
+	delete(s.departed, targetKey(fw.BindAddr, fw.BindPort))
+	s.mu.Unlock()
 	ss.markHolding()
 	ev := ss.event(audit.KindRegister)
 	ev.Target = t.String()
@@ -371,9 +409,31 @@ func (ss *session) unregister(name string, port uint32, why string) bool {
 	s.cfg.Audit.Record(ev)
 	if mv != nil {
 		s.handBack(*mv)
+	} else if _, held := s.reg.Lookup(name, port); !held {
+		ss.departed(authz.Target{Host: name, Port: port}, why)
 	}
 	ss.releaseIfEmpty()
 	return true
+}
+
+// departed remembers that this connection was the last to hold t.
+func (ss *session) departed(t authz.Target, why string) {
+	s := ss.s
+	id := ss.identity()
+	d := departure{target: t, agent: id.Name, fingerprint: id.Fingerprint, from: ss.remote, since: s.cfg.Now(), reason: clip(why, 120)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.departed) >= maxDeparted {
+		oldest := make([]string, 0, len(s.departed))
+		for k := range s.departed {
+			oldest = append(oldest, k)
+		}
+		slices.SortFunc(oldest, func(a, b string) int { return s.departed[a].since.Compare(s.departed[b].since) })
+		for _, k := range oldest[:len(oldest)/10+1] {
+			delete(s.departed, k)
+		}
+	}
+	s.departed[targetKey(t.Host, t.Port)] = d
 }
 
 // handBack records that a name went back to an earlier holder.
@@ -489,12 +549,17 @@ func (ss *session) dropNames() {
 	s := ss.s
 	gone, moves := s.reg.RemoveSession(ss)
 	held := make([]string, 0, len(gone)+len(moves))
+	why := "connection closed"
+	if r := ss.closeReason.Load(); r != nil {
+		why = *r
+	}
 	for _, b := range gone {
 		ev := ss.event(audit.KindUnregister)
 		ev.Target = b.Target()
 		ev.Reason = "agent disconnected"
 		s.cfg.Audit.Record(ev)
 		held = append(held, b.Target())
+		ss.departed(authz.Target{Host: b.Name, Port: b.Port}, why)
 	}
 	for _, mv := range moves {
 		s.handBack(mv)
@@ -612,7 +677,7 @@ func (ss *session) keepalive(ctx context.Context) {
 		misses++
 		s.cfg.Log.Debug("agent keepalive missed", "key", ss.identity().Name, "remote", ss.remote, "misses", misses)
 		if misses >= s.cfg.KeepaliveMisses {
-			ss.close(fmt.Sprintf("no keepalive reply %d times in a row (every %s): link dead", misses, s.cfg.Keepalive))
+			ss.close(fmt.Sprintf("keepalive timeout: no keepalive reply %d times in a row (every %s), link dead", misses, s.cfg.Keepalive))
 			return
 		}
 	}
