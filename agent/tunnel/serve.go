@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jpillora/backoff"
@@ -50,6 +51,9 @@ func (s *session) register(ctx context.Context, f forward.Forward) {
 		if err == nil && ok {
 			s.l.update(func(st *Status) { st.Registered = append(st.Registered, f.Listen()) })
 			s.log.Info("registered", "forward", f.Listen(), "target", f.Target())
+			if w := stockServerWarning(string(s.sc.ServerVersion()), f.Name); w != "" {
+				s.log.Warn(w, "forward", f.Listen(), "server", string(s.sc.ServerVersion()))
+			}
 			s.l.t.registered()
 			s.resent.Do(func() { s.l.t.resendReport(ctx, s) })
 			return
@@ -70,6 +74,18 @@ func (s *session) register(ctx context.Context, f forward.Forward) {
 		case <-tm.C():
 		}
 	}
+}
+
+// stockServerWarning says what a server other than lifeline's bastion does
+// with a forward registered under a name: a stock sshd takes the name as a
+// bind address and, with its default GatewayPorts no, binds the loopback
+// address instead, so operators must use localhost:PORT there, not the name.
+// It returns "" for lifeline's bastion, or when name is already an address.
+func stockServerWarning(serverVersion, name string) string {
+	if strings.HasPrefix(serverVersion, "SSH-2.0-lifeline") || name == "localhost" || net.ParseIP(name) != nil {
+		return ""
+	}
+	return fmt.Sprintf("the bastion is not lifeline's (%s): it binds the forward's name %q as an address, which a stock sshd rewrites to 127.0.0.1 unless GatewayPorts allows more; operators reach it there as localhost:PORT, not by the name", serverVersion, name)
 }
 
 // serveChannels accepts forwarded-tcpip channels and rejects everything else.

@@ -333,3 +333,20 @@ func TestRefusedForwardKeepsOthers(t *testing.T) {
 		t.Errorf("a refused forward cost the connection: %+v", st)
 	}
 }
+
+// TestWrongUserNamesTheVariable: against a stock sshd, the default user name
+// fails authentication; the error says which variable to set.
+func TestWrongUserNamesTheVariable(t *testing.T) {
+	w := newWorld(t, 1)
+	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey})
+	cfg.User = "lifeline-agent" // the default: no such account here
+	tun, _ := startAgent(t, cfg)
+	eventually(t, 15*time.Second, "a hint naming LIFELINE_USER in the status", func() bool {
+		for _, st := range tun.Status() {
+			if strings.Contains(st.LastError, "LIFELINE_USER") && strings.Contains(st.LastError, `"lifeline-agent"`) {
+				return true
+			}
+		}
+		return false
+	})
+}
