@@ -145,10 +145,22 @@ func TestChannelsPerKeyAndInTotal(t *testing.T) {
 func TestConnectionsPerKeyNewestWins(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, worldOpts{limits: Limits{MaxConnsPerKey: 2}})
-	first := w.mustDial(w.operator)
-	w.mustDial(w.operator)
-	w.mustDial(w.operator)
-	waitClosed(t, first, 5*time.Second, "oldest of three connections with a cap of 2")
+	closed := make(chan int, 3)
+	for i := range 3 {
+		c := w.mustDial(w.operator)
+		go func() { c.Wait(); closed <- i }()
+		// Let the bastion track this login before the next one, so that
+		// "oldest" is well defined.
+		sshtest.Eventually(t, 5*time.Second, func() bool { return w.srv.Sessions() >= min(i+1, 2) }, "login %d not tracked", i)
+	}
+	select {
+	case i := <-closed:
+		if i != 0 {
+			t.Fatalf("connection %d was closed; want the oldest (0)", i)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection closed with 3 of one key and a cap of 2")
+	}
 	sshtest.Eventually(t, 5*time.Second, func() bool { return w.srv.Sessions() == 2 }, "sessions = %d, want 2", w.srv.Sessions())
 }
 

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/lifeline-dev/lifeline/agent/config"
 	"github.com/lifeline-dev/lifeline/agent/forward"
 	"github.com/lifeline-dev/lifeline/agent/hostkeys"
@@ -114,6 +116,17 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 	if created {
 		log.Warn("created a new agent key: add `lifeline-agent pubkey` to the bastion's agents file", "key", cfg.Key, "fingerprint", keyfile.Fingerprint(signer.PublicKey()))
 	}
+	// A site paired by certificate (ssh-keygen -s SITE_CA -n pi:22 KEY.pub)
+	// presents it; the bastion's agents file then needs no line of its own.
+	signer, cert, err := keyfile.WithCertificate(signer, cfg.Key, time.Now())
+	if err != nil {
+		log.Error("cannot use the agent's certificate (remove it to log in with the bare key)", "err", err)
+		return exitFailed
+	}
+	if cert != nil {
+		log.Info("presenting a certificate", "path", keyfile.CertPath(cfg.Key), "id", cert.KeyId, "principals", cert.ValidPrincipals,
+			"valid_before", certTime(cert.ValidBefore))
+	}
 	t, err := tunnel.New(tunnel.Config{
 		Bastions:        cfg.Bastions(),
 		User:            cfg.User,
@@ -162,4 +175,12 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 	}
 	log.Info("lifeline-agent stopped")
 	return exitOK
+}
+
+// certTime formats a certificate's validity bound ("forever" for none).
+func certTime(t uint64) string {
+	if t == ssh.CertTimeInfinity || t > 1<<62 {
+		return "forever"
+	}
+	return time.Unix(int64(t), 0).UTC().Format(time.RFC3339)
 }
