@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -207,24 +206,7 @@ func TestClients(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Listen gosite:22: %v", err)
 		}
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		defer ln.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					pipeTo(conn, fmt.Sprintf("127.0.0.1:%d", l.pi.Port))
-				}()
-			}
-		}()
+		sshtest.ServeConns(t, ln, func(conn net.Conn) { pipeTo(conn, fmt.Sprintf("127.0.0.1:%d", l.pi.Port)) })
 		c.jumpTo(t, "gosite", "Go listener")
 		row("Go x/crypto Client.Listen", "agent", "Go", "ok")
 	})

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -207,24 +206,10 @@ func source(t testing.TB, size int64) (addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.CopyBuffer(c, io.LimitReader(zeroes{}, size), make([]byte, 64<<10))
-			}()
-		}
-	}()
+	sshtest.ServeConns(t, ln, func(c net.Conn) {
+		defer c.Close()
+		io.CopyBuffer(c, io.LimitReader(zeroes{}, size), make([]byte, 64<<10))
+	})
 	return ln.Addr().String()
 }
 

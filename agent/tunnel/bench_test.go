@@ -209,12 +209,18 @@ func startAutosshForBench(b *testing.B, w *world, rl *relay) func() []int {
 	}
 	host, port, _ := net.SplitHostPort(rl.Addr())
 	f := w.forwards()[0]
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "autossh", "-M", "0", "-N", "-F", cfg,
+	return runAutossh(b, "-M", "0", "-N", "-F", cfg,
 		"-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=3", "-o", "ExitOnForwardFailure=yes",
 		"-R", f.Listen()+":"+f.Target(), "-p", port, "root@"+host)
-	// AUTOSSH_GATETIME=0: keep retrying even if the first ssh fails fast
-	// (what tutorials set for boot-time starts).
+}
+
+// runAutossh starts autossh with args until the benchmark ends and returns
+// the PIDs to measure (autossh and its ssh child). AUTOSSH_GATETIME=0: keep
+// retrying even if the first ssh fails fast (what tutorials set for
+// boot-time starts).
+func runAutossh(b *testing.B, args ...string) func() []int {
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "autossh", args...)
 	cmd.Env = append(os.Environ(), "AUTOSSH_GATETIME=0")
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

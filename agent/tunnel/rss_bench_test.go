@@ -31,7 +31,6 @@ package tunnel
 // missing).
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -295,30 +294,9 @@ func BenchmarkIdleRSS(b *testing.B) {
 // holding pi:22 on bs with the agent's key; it returns the PIDs to measure.
 func startAutosshRSS(b *testing.B, bs *rssBastion) func() []int {
 	host, port, _ := net.SplitHostPort(bs.addr)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "autossh", "-M", "0", "-N", "-F", "/dev/null",
+	return runAutossh(b, "-M", "0", "-N", "-F", "/dev/null",
 		"-i", bs.agentKey, "-o", "IdentitiesOnly=yes", "-o", "UserKnownHostsFile="+bs.knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
 		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
 		"-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=3", "-o", "ExitOnForwardFailure=yes",
 		"-R", "pi:22:127.0.0.1:"+strconv.Itoa(freePort(b)), "-p", port, "lifeline-agent@"+host)
-	cmd.Env = append(os.Environ(), "AUTOSSH_GATETIME=0")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	b.Cleanup(func() {
-		for _, pid := range childPIDs(cmd.Process.Pid) {
-			syscall.Kill(pid, syscall.SIGTERM)
-		}
-		cancel()
-		<-done
-		if b.Failed() {
-			b.Logf("autossh output:\n%s", out.String())
-		}
-	})
-	return func() []int { return append([]int{cmd.Process.Pid}, childPIDs(cmd.Process.Pid)...) }
 }

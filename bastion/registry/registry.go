@@ -185,6 +185,15 @@ func (r *Registry[S]) Lookup(name string, port uint32) (Binding[S], bool) {
 	return hs[len(hs)-1], true
 }
 
+// Registered reports whether s has registered name:port, active or
+// standing by.
+func (r *Registry[S]) Registered(name string, port uint32, s S) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.bySession[s][key(name, port)]
+	return ok
+}
+
 // Holds reports how many names s has registered, active or standing by.
 func (r *Registry[S]) Holds(s S) int {
 	r.mu.Lock()

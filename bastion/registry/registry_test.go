@@ -150,3 +150,20 @@ func TestIndexFollowsTakeover(t *testing.T) {
 		t.Fatalf("remove: %+v, len %d", gone, r.Len())
 	}
 }
+
+func TestRegistered(t *testing.T) {
+	t.Parallel()
+	r := New[int]()
+	r.Register("pi", 22, 1, time.Time{})
+	r.Register("pi", 22, 2, time.Time{}) // 1 stands by
+	for _, tc := range []struct {
+		name string
+		port uint32
+		s    int
+		want bool
+	}{{"pi", 22, 1, true}, {"PI", 22, 2, true}, {"pi", 23, 1, false}, {"nuc", 22, 1, false}, {"pi", 22, 3, false}} {
+		if got := r.Registered(tc.name, tc.port, tc.s); got != tc.want {
+			t.Errorf("Registered(%q, %d, %d) = %v, want %v", tc.name, tc.port, tc.s, got, tc.want)
+		}
+	}
+}

@@ -329,7 +329,7 @@ func (ss *session) register(req *ssh.Request) {
 		return
 	}
 	if n := s.reg.Holds(ss); n >= s.cfg.Limits.MaxNamesPerConn {
-		if _, ok := s.reg.Lookup(fw.BindAddr, fw.BindPort); !ok || !ss.holds(fw.BindAddr, fw.BindPort) {
+		if !s.reg.Registered(fw.BindAddr, fw.BindPort, ss) {
 			ss.refuseGlobal(req, fmt.Sprintf("this connection already holds %d names (LIFELINE_MAX_NAMES_PER_CONN)", n))
 			return
 		}
@@ -370,16 +370,6 @@ func (ss *session) register(req *ssh.Request) {
 	if s.cfg.Events != nil {
 		s.cfg.Events.NameMoved(t.String(), id, pid, true)
 	}
-}
-
-// holds reports whether this connection has registered name:port.
-func (ss *session) holds(name string, port uint32) bool {
-	for _, b := range ss.s.reg.Of(ss) {
-		if b.Port == port && strings.EqualFold(b.Name, name) {
-			return true
-		}
-	}
-	return false
 }
 
 func (ss *session) cancel(req *ssh.Request) {
@@ -635,7 +625,7 @@ func (ss *session) releaseChannel(ka keyAgent) {
 		// Relays that stalled hold up to a window each; once they are all
 		// gone, give the memory back to the system instead of keeping the
 		// peak for the next GC cycles.
-		now := time.Now()
+		now := s.cfg.Now()
 		if s.relays == 0 && s.peak >= freeAfterRelays && now.Sub(s.freedAt) > 10*time.Second {
 			free, s.peak, s.freedAt = true, 0, now
 		}

@@ -537,3 +537,26 @@ func (r *Relay) serve(c net.Conn, holed bool) {
 	go pump(c, up)
 	wg.Wait()
 }
+
+// ServeConns accepts connections on ln until the test ends and runs handle
+// for each in a goroutine of its own; handle must close its connection.
+// Cleanup closes ln and waits for every handler to return.
+func ServeConns(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+}
