@@ -517,7 +517,7 @@ func BenchmarkIdleAgents(b *testing.B) {
 
 	fl, agentsFile := newFleet(b, maxAgents)
 	sb := startScaleBastion(b, agentsFile,
-		"LIFELINE_MAX_PENDING=512", "LIFELINE_BAN_AFTER=0", "LIFELINE_KEEPALIVE=5s")
+		"LIFELINE_MAX_PENDING=512", "LIFELINE_BAN_AFTER=0", "LIFELINE_AGENT_QUIET=5s")
 	fl.bastion = sb
 	b.Cleanup(fl.close) // runs before the bastion is stopped
 	pid := sb.pid()
@@ -625,8 +625,8 @@ func BenchmarkIdleAgents(b *testing.B) {
 	// The bastion's view: every agent registered and answering keepalives.
 	var st struct {
 		Targets []struct {
-			Target        string     `json:"target"`
-			LastKeepalive *time.Time `json:"last_keepalive"`
+			Target    string     `json:"target"`
+			LastHeard *time.Time `json:"last_heard"`
 		} `json:"targets"`
 	}
 	if err := sb.statusJSON(ctx, nil, &st); err != nil {
@@ -634,12 +634,12 @@ func BenchmarkIdleAgents(b *testing.B) {
 	}
 	fresh := 0
 	for _, t := range st.Targets {
-		if t.LastKeepalive != nil && time.Since(*t.LastKeepalive) < 15*time.Second {
+		if t.LastHeard != nil && time.Since(*t.LastHeard) < 15*time.Second {
 			fresh++
 		}
 	}
 	if len(st.Targets) != n || fresh != n {
-		b.Fatalf("status lists %d targets, %d with a keepalive reply in the last 15s; want %d of each", len(st.Targets), fresh, n)
+		b.Fatalf("status lists %d targets, %d heard from in the last 15s; want %d of each", len(st.Targets), fresh, n)
 	}
 
 	goJumps, stockJumps := fl.jumps(ctx, b, pi.Addr, scaleJumps, scaleStockRuns)

@@ -25,12 +25,14 @@ type Config struct {
 	TrustNewBastion bool          `envconfig:"TRUST_NEW_BASTION" default:"false" desc:"record the key of a bastion not in LIFELINE_KNOWN_HOSTS instead of refusing it (trust on first use)"`
 	Forwards        string        `envconfig:"FORWARDS" default:"pi:22=127.0.0.1:22" desc:"comma-separated NAME:PORT=HOST:PORT: register NAME:PORT on the bastion, dial HOST:PORT for each connection"`
 	Interface       string        `envconfig:"INTERFACE" desc:"bind the tunnel's socket to this network interface (the backup uplink); empty: any"`
-	Keepalive       time.Duration `envconfig:"KEEPALIVE" default:"5s" desc:"interval of keepalive requests to the bastion"`
-	KeepaliveMisses int           `envconfig:"KEEPALIVE_MISSES" default:"3" desc:"keepalive intervals without a reply before the link is declared dead and redialled"`
+	DeadAfter       time.Duration `envconfig:"DEAD_AFTER" default:"15s" desc:"a link silent this long is declared dead and redialled (TCP keepalive probes when idle, a bound on unacknowledged data, and on keepalive replies)"`
+	Keepalive       time.Duration `envconfig:"KEEPALIVE" default:"5m" desc:"interval of SSH keepalive requests, which check that the bastion itself answers and measure the round trip (TCP keepalives find a dead link within LIFELINE_DEAD_AFTER)"`
 	BackoffMax      time.Duration `envconfig:"BACKOFF_MAX" default:"30s" desc:"longest wait between reconnection attempts (jittered exponential backoff)"`
 	User            string        `envconfig:"USER" default:"lifeline-agent" desc:"SSH user name sent to the bastion (lifeline's bastion ignores it; a stock sshd needs a real user)"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	MaxChannels     int           `envconfig:"MAX_CHANNELS" default:"8" desc:"forwarded connections served at once per bastion; each may buffer up to 2 MiB when its target or operator stalls, so 8 keeps the agent under 32 MB"`
+	UpgradeQuiet    time.Duration `envconfig:"UPGRADE_QUIET" default:"1m" desc:"once a package upgrade replaced the agent's binary, restart into it when no operator connection has been open through the agent for this long (systemctl restart lifeline-agent restarts at once)"`
+	UpgradePoll     time.Duration `envconfig:"UPGRADE_POLL" default:"30s" desc:"how often the agent looks whether its binary was replaced"`
 }
 
 // Validate reports every problem at once, each naming its variable.
@@ -49,11 +51,17 @@ func (c *Config) Validate() error {
 	if c.Keepalive < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("LIFELINE_KEEPALIVE=%s: must be at least 100ms", c.Keepalive))
 	}
-	if c.KeepaliveMisses < 1 || c.KeepaliveMisses > 100 {
-		errs = append(errs, fmt.Errorf("LIFELINE_KEEPALIVE_MISSES=%d: must be from 1 to 100", c.KeepaliveMisses))
+	if c.DeadAfter < 100*time.Millisecond || c.DeadAfter > time.Hour {
+		errs = append(errs, fmt.Errorf("LIFELINE_DEAD_AFTER=%s: must be from 100ms to 1h (detection takes whole seconds below 5s)", c.DeadAfter))
 	}
 	if c.MaxChannels < 1 || c.MaxChannels > 1024 {
 		errs = append(errs, fmt.Errorf("LIFELINE_MAX_CHANNELS=%d: must be from 1 to 1024", c.MaxChannels))
+	}
+	if c.UpgradeQuiet < time.Second || c.UpgradeQuiet > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("LIFELINE_UPGRADE_QUIET=%s: must be from 1s to 24h", c.UpgradeQuiet))
+	}
+	if c.UpgradePoll < 100*time.Millisecond || c.UpgradePoll > time.Hour {
+		errs = append(errs, fmt.Errorf("LIFELINE_UPGRADE_POLL=%s: must be from 100ms to 1h", c.UpgradePoll))
 	}
 	if c.BackoffMax < time.Second {
 		errs = append(errs, fmt.Errorf("LIFELINE_BACKOFF_MAX=%s: must be at least 1s", c.BackoffMax))

@@ -13,7 +13,8 @@ import (
 func valid() Config {
 	return Config{
 		Bastion: "bastion.example:22", Key: "/k", KnownHosts: "/kh", Forwards: "pi:22=127.0.0.1:22",
-		Keepalive: 5 * time.Second, KeepaliveMisses: 3, BackoffMax: 30 * time.Second, User: "lifeline-agent", LogLevel: "info", MaxChannels: 8,
+		Keepalive: 5 * time.Minute, DeadAfter: 15 * time.Second, BackoffMax: 30 * time.Second, User: "lifeline-agent", LogLevel: "info", MaxChannels: 8,
+		UpgradeQuiet: time.Minute, UpgradePoll: 30 * time.Second,
 	}
 }
 
@@ -36,13 +37,17 @@ func TestValidate(t *testing.T) {
 		{name: "no known hosts", change: func(c *Config) { c.KnownHosts = "" }, want: []string{"LIFELINE_KNOWN_HOSTS"}},
 		{name: "bad interface", change: func(c *Config) { c.Interface = "eth0/1" }, want: []string{"LIFELINE_INTERFACE"}},
 		{name: "keepalive zero", change: func(c *Config) { c.Keepalive = 0 }, want: []string{"LIFELINE_KEEPALIVE="}},
-		{name: "misses zero", change: func(c *Config) { c.KeepaliveMisses = 0 }, want: []string{"LIFELINE_KEEPALIVE_MISSES"}},
+		{name: "dead after zero", change: func(c *Config) { c.DeadAfter = 0 }, want: []string{"LIFELINE_DEAD_AFTER"}},
+		{name: "dead after a day", change: func(c *Config) { c.DeadAfter = 24 * time.Hour }, want: []string{"LIFELINE_DEAD_AFTER", "1h"}},
 		{name: "backoff tiny", change: func(c *Config) { c.BackoffMax = time.Millisecond }, want: []string{"LIFELINE_BACKOFF_MAX"}},
 		{name: "user with space", change: func(c *Config) { c.User = "a b" }, want: []string{"LIFELINE_USER"}},
 		{name: "log level", change: func(c *Config) { c.LogLevel = "loud" }, want: []string{"LIFELINE_LOG_LEVEL"}},
 		{name: "no channels", change: func(c *Config) { c.MaxChannels = 0 }, want: []string{"LIFELINE_MAX_CHANNELS"}},
-		{name: "all at once", change: func(c *Config) { c.Bastion, c.KeepaliveMisses, c.User = "", -1, "" },
-			want: []string{"LIFELINE_BASTION", "LIFELINE_KEEPALIVE_MISSES", "LIFELINE_USER"}},
+		{name: "upgrade quiet zero", change: func(c *Config) { c.UpgradeQuiet = 0 }, want: []string{"LIFELINE_UPGRADE_QUIET=0s", "from 1s to 24h"}},
+		{name: "upgrade quiet a week", change: func(c *Config) { c.UpgradeQuiet = 7 * 24 * time.Hour }, want: []string{"LIFELINE_UPGRADE_QUIET"}},
+		{name: "upgrade poll tiny", change: func(c *Config) { c.UpgradePoll = time.Millisecond }, want: []string{"LIFELINE_UPGRADE_POLL=1ms", "from 100ms to 1h"}},
+		{name: "all at once", change: func(c *Config) { c.Bastion, c.DeadAfter, c.User = "", -1, "" },
+			want: []string{"LIFELINE_BASTION", "LIFELINE_DEAD_AFTER", "LIFELINE_USER"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,9 +87,12 @@ func TestFromEnvironment(t *testing.T) {
 	if got := c.ForwardList(); len(got) != 2 || got[1].Name != "nuc" {
 		t.Errorf("ForwardList = %v", got)
 	}
-	if c.Keepalive != 5*time.Second || c.KeepaliveMisses != 3 || c.BackoffMax != 30*time.Second ||
+	if c.Keepalive != 5*time.Minute || c.DeadAfter != 15*time.Second || c.BackoffMax != 30*time.Second ||
 		c.Key != "/var/lib/lifeline/agent_ed25519_key" || c.KnownHosts != "/etc/lifeline/known_hosts" || c.User != "lifeline-agent" || c.TrustNewBastion {
 		t.Errorf("defaults not applied: %+v", c)
+	}
+	if c.UpgradeQuiet != time.Minute || c.UpgradePoll != 30*time.Second {
+		t.Errorf("upgrade defaults not applied: quiet %s, poll %s", c.UpgradeQuiet, c.UpgradePoll)
 	}
 
 	t.Setenv("LIFELINE_KEEPALIVE", "five seconds")
@@ -100,7 +108,7 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, v := range []string{"LIFELINE_BASTION", "LIFELINE_KEY", "LIFELINE_KNOWN_HOSTS", "LIFELINE_TRUST_NEW_BASTION", "LIFELINE_FORWARDS",
-		"LIFELINE_INTERFACE", "LIFELINE_KEEPALIVE", "LIFELINE_KEEPALIVE_MISSES", "LIFELINE_BACKOFF_MAX", "LIFELINE_USER", "LIFELINE_LOG_LEVEL", "5s", "pi:22=127.0.0.1:22"} {
+		"LIFELINE_INTERFACE", "LIFELINE_KEEPALIVE", "LIFELINE_DEAD_AFTER", "LIFELINE_BACKOFF_MAX", "LIFELINE_USER", "LIFELINE_LOG_LEVEL", "LIFELINE_UPGRADE_QUIET", "LIFELINE_UPGRADE_POLL", "15s", "pi:22=127.0.0.1:22"} {
 		if !strings.Contains(b.String(), v) {
 			t.Errorf("usage lacks %s:\n%s", v, b.String())
 		}

@@ -195,7 +195,7 @@ func TestBinaryCommands(t *testing.T) {
 		stderr   []string
 		validate func(t *testing.T, stdout string)
 	}{
-		{name: "help", args: []string{"--help"}, stdout: []string{"LIFELINE_BASTION", "LIFELINE_KEEPALIVE_MISSES", "30s", "pubkey"}},
+		{name: "help", args: []string{"--help"}, stdout: []string{"LIFELINE_BASTION", "LIFELINE_DEAD_AFTER", "30s", "pubkey"}},
 		{name: "version", args: []string{"--version"}, stdout: []string{"lifeline-agent "}},
 		{name: "unknown", args: []string{"frobnicate"}, code: 2, stderr: []string{`unknown command "frobnicate"`}},
 		{name: "no bastion", code: 2, stderr: []string{"LIFELINE_BASTION"}},

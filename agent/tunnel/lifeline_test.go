@@ -216,14 +216,14 @@ func fakeAgentConfig(t *testing.T, agent ssh.Signer, bastions ...*fakeBastion) C
 	}
 	log, _ := testLogger(t)
 	return Config{
-		Bastions:        addrs,
-		Signer:          agent,
-		HostKeys:        hostkeys.New(knownHostsFile(t, t.TempDir(), lines...), false, log),
-		Keepalive:       300 * time.Millisecond,
-		KeepaliveMisses: 4,
-		BackoffMax:      2 * time.Second,
-		ConnectTimeout:  3 * time.Second,
-		ProbeEvery:      100 * time.Millisecond,
+		Bastions:       addrs,
+		Signer:         agent,
+		HostKeys:       hostkeys.New(knownHostsFile(t, t.TempDir(), lines...), false, log),
+		Keepalive:      300 * time.Millisecond,
+		DeadAfter:      1200 * time.Millisecond,
+		BackoffMax:     2 * time.Second,
+		ConnectTimeout: 3 * time.Second,
+		ProbeEvery:     100 * time.Millisecond,
 	}
 }
 

@@ -141,7 +141,7 @@ func (l *link) run(ctx context.Context, started func()) {
 		b.Min = b.Max
 	}
 	// A connection that lasted this long resets the backoff.
-	stable := 2 * cfg.Keepalive * time.Duration(cfg.KeepaliveMisses)
+	stable := 2 * cfg.DeadAfter
 	var pre net.Conn
 	for {
 		l.heartbeat()
@@ -246,8 +246,10 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	var hostKeyErr error
 	check := cfg.HostKeys.HostKeyCallback(l.addr)
+	algo := sshalgo.Config()
+	algo.Ciphers = cfg.Ciphers
 	sshCfg := &ssh.ClientConfig{
-		Config: sshalgo.Config(),
+		Config: algo,
 		User:   cfg.User,
 		Auth:   []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
 		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
@@ -279,7 +281,12 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 		return 0, &failure{stage: "handshake", err: fmt.Errorf("%w right after authentication: %w", errClosedByBastion, err)}
 	}
 	connected := cfg.Clock.Now()
-	l.log.Info("connected", "remote", conn.RemoteAddr().String(), "server", string(sc.ServerVersion()), "took", time.Since(start).Round(time.Millisecond))
+	cipher := ""
+	if a, ok := sc.(ssh.AlgorithmsConnMetadata); ok {
+		cipher = a.Algorithms().Write.Cipher
+	}
+	l.log.Info("connected", "remote", conn.RemoteAddr().String(), "server", string(sc.ServerVersion()), "cipher", cipher,
+		"took", time.Since(start).Round(time.Millisecond))
 	s := newSession(l, sc)
 	l.mu.Lock()
 	l.sess = s
@@ -354,7 +361,7 @@ func (s *session) request(ctx context.Context, name string, payload []byte) (boo
 	}) {
 		return false, errClosed
 	}
-	limit := s.cfg.Keepalive * time.Duration(s.cfg.KeepaliveMisses)
+	limit := s.cfg.DeadAfter
 	tm := s.cfg.Clock.NewTimer(limit)
 	defer tm.Stop()
 	select {
@@ -404,57 +411,64 @@ func (s *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-c
 	return why
 }
 
-// keepalive sends keepalive@openssh.com every interval. The link is dead
-// when no reply has come for interval x misses since the last reply (or
-// since the connection was made); it returns an error saying so. An
-// interval that ends with the request still unanswered counts as a miss.
+// keepalive sends keepalive@openssh.com right after connecting and then
+// every Keepalive, and beats the heart every beatEvery meanwhile. The link
+// is dead when a request has gone DeadAfter without a reply; it returns an
+// error saying so. A request still unanswered when the next is due counts
+// as a miss (and no second one is sent).
 func (s *session) keepalive(ctx context.Context) error {
 	cfg := s.cfg
-	deadAfter := cfg.Keepalive * time.Duration(cfg.KeepaliveMisses)
 	type reply struct {
 		rtt time.Duration
 		err error
 	}
 	replies := make(chan reply, 1)
-	outstanding := false
-	var sent time.Time
-	dead := cfg.Clock.NewTimer(deadAfter)
-	defer func() { dead.Stop() }()
+	var sent time.Time // of the request awaiting its reply; zero: none
+	due := cfg.Clock.Now()
 	for {
-		tick := cfg.Clock.NewTimer(cfg.Keepalive)
+		now := cfg.Clock.Now()
+		wake := min(max(due.Sub(now), 0), cfg.beatEvery())
+		if !sent.IsZero() {
+			wake = min(wake, max(sent.Add(cfg.DeadAfter).Sub(now), 0))
+		}
+		tm := cfg.Clock.NewTimer(wake)
 		select {
 		case <-ctx.Done():
-			tick.Stop()
+			tm.Stop()
 			return nil
-		case <-dead.C():
-			tick.Stop()
-			return fmt.Errorf("dead link: no keepalive reply for %s", deadAfter)
 		case r := <-replies:
-			tick.Stop()
-			outstanding = false
+			tm.Stop()
+			sent = time.Time{}
 			if r.err != nil {
-				return fmt.Errorf("keepalive: %w", r.err)
+				// The connection is closing: its end (sc.Wait) says why.
+				return nil
 			}
 			s.l.t.recordRTT(r.rtt)
-			dead.Stop()
-			dead = cfg.Clock.NewTimer(deadAfter)
-		case <-tick.C():
-			s.l.heartbeat()
-			if outstanding {
-				s.l.t.recordMiss()
-				s.log.Debug("keepalive unanswered", "since", cfg.Clock.Now().Sub(sent).Round(time.Millisecond))
-				continue
-			}
-			outstanding = true
-			sent = cfg.Clock.Now()
-			at := sent
-			s.goroutine(func() {
-				_, _, err := s.sc.SendRequest("keepalive@openssh.com", true, nil)
-				select {
-				case replies <- reply{cfg.Clock.Now().Sub(at), err}:
-				case <-ctx.Done():
-				}
-			})
+			continue
+		case <-tm.C():
 		}
+		s.l.heartbeat()
+		now = cfg.Clock.Now()
+		if !sent.IsZero() && now.Sub(sent) >= cfg.DeadAfter {
+			return fmt.Errorf("dead link: no reply to a keepalive for %s", cfg.DeadAfter)
+		}
+		if now.Before(due) {
+			continue
+		}
+		due = now.Add(cfg.Keepalive)
+		if !sent.IsZero() {
+			s.l.t.recordMiss()
+			s.log.Debug("keepalive unanswered", "since", now.Sub(sent).Round(time.Millisecond))
+			continue
+		}
+		sent = now
+		at := sent
+		s.goroutine(func() {
+			_, _, err := s.sc.SendRequest("keepalive@openssh.com", true, nil)
+			select {
+			case replies <- reply{cfg.Clock.Now().Sub(at), err}:
+			case <-ctx.Done():
+			}
+		})
 	}
 }

@@ -96,17 +96,15 @@ func (s *session) serveChannels(ctx context.Context, chans <-chan ssh.NewChannel
 			nc.Reject(ssh.UnknownChannelType, "lifeline-agent only serves forwarded-tcpip")
 			continue
 		}
-		select {
-		case s.slots <- struct{}{}:
-		default:
+		if !s.takeSlot() {
 			s.reject(nc, ssh.ResourceShortage, fmt.Sprintf("too many connections (%d)", s.cfg.MaxChannels), "", nil)
 			continue
 		}
 		if !s.goroutine(func() {
-			defer func() { <-s.slots }()
+			defer s.releaseSlot()
 			s.serve(ctx, nc)
 		}) {
-			<-s.slots
+			s.releaseSlot()
 			nc.Reject(ssh.ConnectionFailed, "agent is shutting down")
 		}
 	}

@@ -102,17 +102,17 @@ func (w *world) agentConfig(pins map[string]ssh.PublicKey) Config {
 	}
 	log, _ := testLogger(w.t)
 	return Config{
-		Bastions:        bastions,
-		User:            "root",
-		Signer:          w.agentKey,
-		HostKeys:        hostkeys.New(knownHostsFile(w.t, w.dir, lines...), false, log),
-		Forwards:        w.forwards(),
-		Keepalive:       500 * time.Millisecond,
-		KeepaliveMisses: 4,
-		BackoffMax:      2 * time.Second,
-		ConnectTimeout:  3 * time.Second,
-		ProbeEvery:      100 * time.Millisecond,
-		Log:             log,
+		Bastions:       bastions,
+		User:           "root",
+		Signer:         w.agentKey,
+		HostKeys:       hostkeys.New(knownHostsFile(w.t, w.dir, lines...), false, log),
+		Forwards:       w.forwards(),
+		Keepalive:      500 * time.Millisecond,
+		DeadAfter:      2 * time.Second,
+		BackoffMax:     2 * time.Second,
+		ConnectTimeout: 3 * time.Second,
+		ProbeEvery:     100 * time.Millisecond,
+		Log:            log,
 	}
 }
 
@@ -215,7 +215,7 @@ func TestBlackholedLinkDetectedAndRecovered(t *testing.T) {
 	paused := rl.Pause()
 	eventually(t, 10*time.Second, "dead link detected", func() bool { return !tun.Status()[0].Connected })
 	detected := time.Since(paused)
-	if !log.Contains("dead link: no keepalive reply") {
+	if !log.Contains("dead link: no reply to a keepalive") {
 		t.Errorf("the loss was not attributed to missed keepalives")
 	}
 	// The agent closed its side: the relay sees it (a moment later: the
@@ -224,7 +224,7 @@ func TestBlackholedLinkDetectedAndRecovered(t *testing.T) {
 		_, ok := rl.ClientClosedAfter(paused)
 		return ok
 	})
-	t.Logf("black hole detected after %s (keepalive %s x %d)", detected.Round(time.Millisecond), cfg.Keepalive, cfg.KeepaliveMisses)
+	t.Logf("black hole detected after %s (keepalive %s, dead after %s)", detected.Round(time.Millisecond), cfg.Keepalive, cfg.DeadAfter)
 
 	rl.Resume(true)
 	eventually(t, 15*time.Second, "reconnected after the relay resumed", registered(tun, rl.Addr(), 1))

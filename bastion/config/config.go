@@ -55,8 +55,8 @@ type Config struct {
 	MemoryLimit         string        `envconfig:"MEMORY_LIMIT" default:"auto" desc:"soft memory limit of the Go runtime, so a flood's memory goes back once it ends: auto (3/4 of the memory the service may use: its cgroup limit, else the machine's), a size (192MiB), or 0 for none; GOMEMLIMIT wins when set"`
 	AuditKeepDays       int           `envconfig:"AUDIT_KEEP_DAYS" default:"90" desc:"logins, jumps and status calls are kept in access.jsonl at least this many days"`
 	AuditSummaryEvery   time.Duration `envconfig:"AUDIT_SUMMARY_EVERY" default:"1m" desc:"refusals from one source: the first in full, then one count per interval"`
-	Keepalive           time.Duration `envconfig:"KEEPALIVE" default:"5s" desc:"keepalive interval towards agents"`
-	KeepaliveMisses     int           `envconfig:"KEEPALIVE_MISSES" default:"3" desc:"missed keepalive replies before an agent is declared dead"`
+	AgentDeadAfter      time.Duration `envconfig:"AGENT_DEAD_AFTER" default:"90s" desc:"an agent connection silent this long is closed and its names freed (TCP keepalive probes from 2/3 of it on, a bound on unacknowledged data)"`
+	AgentQuiet          time.Duration `envconfig:"AGENT_QUIET" default:"10m" desc:"an agent nothing was heard from this long is sent one keepalive and closed unless it answers within LIFELINE_AGENT_DEAD_AFTER; otherwise the bastion sends agents nothing (their links may be metered)"`
 
 	Twilio          `ignored:"true"` // read without prefix, see Twilio
 	TwilioURL       string           `envconfig:"TWILIO_URL" default:"https://api.twilio.com" desc:"base URL of the Twilio API (proxy or local test server)"`
@@ -194,11 +194,11 @@ func (c *Config) Validate() error {
 	if c.BanAfter > 0 && (c.BanWindow <= 0 || c.BanFor <= 0) {
 		bad("LIFELINE_BAN_WINDOW/LIFELINE_BAN_FOR", "must be positive when LIFELINE_BAN_AFTER is set")
 	}
-	if c.Keepalive < 100*time.Millisecond {
-		bad("LIFELINE_KEEPALIVE", "%s is too short (at least 100ms)", c.Keepalive)
+	if c.AgentDeadAfter < 100*time.Millisecond || c.AgentDeadAfter > time.Hour {
+		bad("LIFELINE_AGENT_DEAD_AFTER", "%s must be from 100ms to 1h", c.AgentDeadAfter)
 	}
-	if c.KeepaliveMisses < 1 {
-		bad("LIFELINE_KEEPALIVE_MISSES", "%d must be at least 1", c.KeepaliveMisses)
+	if c.AgentQuiet < 100*time.Millisecond {
+		bad("LIFELINE_AGENT_QUIET", "%s is too short (at least 100ms; lifeline-agent sends a keepalive every 5m)", c.AgentQuiet)
 	}
 	if c.AgentDownAfter <= 0 {
 		bad("LIFELINE_AGENT_DOWN_AFTER", "%s must be positive", c.AgentDownAfter)

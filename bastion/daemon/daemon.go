@@ -127,7 +127,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	srv, err := server.New(server.Config{
 		HostKey: hostKey, Policy: policy, Log: log, Audit: summary, Events: events{alerter},
 		Name: cfg.Name, Gate: g,
-		Keepalive: cfg.Keepalive, KeepaliveMisses: cfg.KeepaliveMisses,
+		AgentDeadAfter: cfg.AgentDeadAfter, AgentQuiet: cfg.AgentQuiet,
 		Limits: server.Limits{
 			MaxChannels: cfg.MaxChannels, MaxChannelsPerConn: cfg.MaxChannelsPerConn, MaxChannelsPerKey: cfg.MaxChannelsPerKey,
 			MaxChannelsPerAgent: cfg.MaxChannelsPerAgent,

@@ -34,10 +34,17 @@ type profile string
 const (
 	// profileGCM: clients known to speak AES-GCM.
 	profileGCM profile = "aes-gcm"
+	// profileAgent: lifeline agents, AES-GCM and chacha20-poly1305: the
+	// agent picks by its CPU (sshalgo.AgentCiphers; a Pi 3/4 has no AES
+	// instructions).
+	profileAgent profile = "agent"
 	// profileCompat: everyone else. Same key exchanges, host key and MACs;
 	// chacha20-poly1305 and aes-ctr (with ETM MACs) besides AES-GCM.
 	profileCompat profile = "compat"
 )
+
+// profiles are every profile, each with its server configuration.
+var profiles = []profile{profileGCM, profileAgent, profileCompat}
 
 // profileFor picks the profile for a client identification line.
 func profileFor(version string) profile {
@@ -63,8 +70,9 @@ func profileFor(version string) profile {
 		if atLeast(strings.TrimPrefix(software, "PuTTY_Release_"), 0, 76) {
 			return profileGCM
 		}
+	case strings.HasPrefix(software, "lifeline"):
+		return profileAgent
 	case software == "Go", // x/crypto's client, always with AES-GCM
-		strings.HasPrefix(software, "lifeline"),
 		strings.HasPrefix(software, "AsyncSSH_"): // AES-GCM since asyncssh 1.0
 		return profileGCM
 	}
@@ -96,6 +104,8 @@ func (p profile) algorithms() ssh.Config {
 	switch p {
 	case profileGCM:
 		c.Ciphers = sshalgo.BastionCiphers()
+	case profileAgent:
+		c.Ciphers = sshalgo.BastionAgentCiphers()
 	default:
 		c.Ciphers = sshalgo.CompatCiphers()
 	}

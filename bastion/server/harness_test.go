@@ -170,7 +170,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	w.port = ln.Addr().(*net.TCPAddr).Port
 	srv, err := New(Config{
 		HostKey: w.hostKey.Signer, Policy: policy, Log: logging.Discard(), Audit: w.rec, Events: w.rec,
-		Name: "test-bastion", Keepalive: o.keepalive, KeepaliveMisses: 3, Bans: o.bans,
+		Name: "test-bastion", AgentQuiet: o.keepalive, AgentDeadAfter: 3 * o.keepalive, Bans: o.bans,
 		LoginGrace: o.grace, MaxPending: o.pending, OpenTimeout: 5 * time.Second,
 		Limits: o.limits, StatusExtra: o.statusExtra,
 	})

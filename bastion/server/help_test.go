@@ -376,7 +376,7 @@ func TestProfileForClientVersions(t *testing.T) {
 		{"SSH-2.0-PuTTY_Release_0.78", profileGCM},
 		{"SSH-2.0-PuTTY_Release_0.75", profileCompat},
 		{"SSH-2.0-Go", profileGCM},
-		{"SSH-2.0-lifeline_agent_dev", profileGCM},
+		{"SSH-2.0-lifeline_agent_dev", profileAgent},
 		{"SSH-2.0-AsyncSSH_2.10.1", profileGCM},
 		{"SSH-2.0-dropbear_2022.83", profileCompat},
 		{"SSH-2.0-paramiko_2.12.0", profileCompat},
@@ -389,7 +389,7 @@ func TestProfileForClientVersions(t *testing.T) {
 		}
 	}
 	// Every profile stays inside the audited lists.
-	for _, p := range []profile{profileGCM, profileCompat} {
+	for _, p := range profiles {
 		c := p.algorithms()
 		for _, ci := range c.Ciphers {
 			if !strings.Contains(strings.Join(sshalgo.Ciphers(), " "), ci) {
@@ -413,6 +413,9 @@ func TestPeekKeepsTheHandshake(t *testing.T) {
 		{"SSH-2.0-OpenSSH_9.2p1", []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES128CTR, ssh.CipherAES128GCM}, ssh.CipherAES128GCM}, // OpenSSH's order, yet GCM
 		{"SSH-2.0-dropbear_2022.83", []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES128CTR}, ssh.CipherChaCha20Poly1305},
 		{"SSH-2.0-paramiko_2.12.0", []string{ssh.CipherAES128CTR}, ssh.CipherAES128CTR},
+		// The agent picks by its CPU, and is offered both.
+		{"SSH-2.0-lifeline_agent_dev", sshalgo.AgentCiphers(false), ssh.CipherChaCha20Poly1305},
+		{"SSH-2.0-lifeline_agent_dev", sshalgo.AgentCiphers(true), ssh.CipherAES128GCM},
 	} {
 		algo := sshalgo.Config()
 		algo.Ciphers = tc.ciphers

@@ -147,10 +147,20 @@ type Config struct {
 	// Bans refuses sources with repeated authentication failures. nil =
 	// none. Used only when Gate is nil.
 	Bans *ban.List
-	// Keepalive interval towards agents (default 5s) and how many missed
-	// replies declare an agent dead (default 3).
-	Keepalive       time.Duration
-	KeepaliveMisses int
+	// AgentDeadAfter (default 90s) bounds how long an agent whose link
+	// went silent keeps its names: the kernel probes an idle agent
+	// connection (TCP keepalive: the first probe after 60s without a
+	// segment from the agent, then three chances 10s apart) and resets it,
+	// like unacknowledged data, at AgentDeadAfter (TCP_USER_TIMEOUT). A
+	// newer connection of the agent takes its names at once anyway.
+	AgentDeadAfter time.Duration
+	// AgentQuiet (default 10m): an agent nothing was heard from this long
+	// (lifeline-agent sends a keepalive every 5m) is asked once whether it
+	// is alive and closed unless it answers within AgentDeadAfter. That
+	// finds an agent whose kernel still answers TCP but whose process
+	// hangs. Any packet from the agent is a sign of life, and the bastion
+	// sends nothing else to a live agent: its link may be metered.
+	AgentQuiet time.Duration
 	// OpenTimeout bounds how long an operator waits for the agent to accept
 	// a relayed channel (default 30s).
 	OpenTimeout time.Duration
@@ -239,11 +249,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Audit == nil {
 		cfg.Audit = audit.Func(func(audit.Event) {})
 	}
-	if cfg.Keepalive <= 0 {
-		cfg.Keepalive = 5 * time.Second
+	if cfg.AgentDeadAfter <= 0 {
+		cfg.AgentDeadAfter = 90 * time.Second
 	}
-	if cfg.KeepaliveMisses <= 0 {
-		cfg.KeepaliveMisses = 3
+	if cfg.AgentQuiet <= 0 {
+		cfg.AgentQuiet = 10 * time.Minute
 	}
 	if cfg.OpenTimeout <= 0 {
 		cfg.OpenTimeout = 30 * time.Second
@@ -285,7 +295,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.policy.Store(cfg.Policy)
 	s.sshcfg = make(map[profile]*ssh.ServerConfig)
-	for _, p := range []profile{profileGCM, profileCompat} {
+	for _, p := range profiles {
 		c := &ssh.ServerConfig{
 			Config:                  p.algorithms(),
 			PublicKeyAuthAlgorithms: sshalgo.PublicKeyAuthAlgorithms(),
@@ -425,7 +435,8 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 		s.handshakeFailed(remote, err, ticket.Evicted())
 		return
 	}
-	conn, chans, reqs, err := ssh.NewServerConn(pc, s.sshcfg[profileFor(version)])
+	heard := &heardConn{Conn: pc, now: s.cfg.Now}
+	conn, chans, reqs, err := ssh.NewServerConn(heard, s.sshcfg[profileFor(version)])
 	if err != nil {
 		stop()
 		nc.Close()
@@ -442,6 +453,7 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	sess := s.newSession(conn, nc, id, key, remote)
+	sess.heard = heard
 	if !s.track(sess) {
 		stop()
 		conn.Close()

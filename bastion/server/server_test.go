@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -324,7 +325,7 @@ func TestDeadAgentDroppedByKeepalive(t *testing.T) {
 	if !w.rec.has(audit.KindDisconnect, "no keepalive reply") {
 		t.Errorf("disconnect reason not recorded:\n%s", w.rec.dump())
 	}
-	t.Logf("dead agent dropped after %s (keepalive 200ms x 3)", time.Since(start).Round(time.Millisecond))
+	t.Logf("dead agent dropped after %s (quiet 200ms, then 600ms for a reply)", time.Since(start).Round(time.Millisecond))
 }
 
 func TestBansAfterRepeatedFailures(t *testing.T) {
@@ -458,3 +459,63 @@ func newSession(t *testing.T, c *ssh.Client) *ssh.Session {
 }
 
 func errorsAs(err error, target any) bool { return err != nil && errors.As(err, target) }
+
+// TestKeepaliveOnlyToQuietAgents: the bastion sends an agent nothing while
+// it hears from it (any packet counts), asks one that went quiet, and keeps
+// one that answers.
+func TestKeepaliveOnlyToQuietAgents(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{keepalive: time.Second}) // quiet after 1s, dead 3s after asking
+	nc, err := net.DialTimeout("tcp", w.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(nc, w.addr, &ssh.ClientConfig{
+		Config: sshalgo.Config(), User: "agent", Auth: []ssh.AuthMethod{ssh.PublicKeys(w.agent.Signer)},
+		HostKeyCallback: ssh.FixedHostKey(w.hostKey.Signer.PublicKey()), HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	go func() {
+		for c := range chans {
+			c.Reject(ssh.Prohibited, "test")
+		}
+	}()
+	var asked atomic.Int32
+	go func() {
+		for r := range reqs {
+			if r.Type == "keepalive@openssh.com" {
+				asked.Add(1)
+			}
+			r.Reply(false, nil)
+		}
+	}()
+	if ok, _, err := conn.SendRequest("tcpip-forward", true, ssh.Marshal(struct {
+		A string
+		P uint32
+	}{"pi", 22})); !ok || err != nil {
+		t.Fatalf("register: %v %v", ok, err)
+	}
+	w.waitRegistered("pi:22")
+	// Talking, three times as long as the quiet period: never asked.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		if _, _, err := conn.SendRequest("keepalive@openssh.com", true, nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the bastion sent %d keepalives to an agent it kept hearing from", n)
+	}
+	// Quiet: asked, answers (Reply above), stays.
+	sshtest.Eventually(t, 5*time.Second, func() bool { return asked.Load() >= 1 }, "a quiet agent was never asked")
+	time.Sleep(4 * time.Second)
+	if len(w.srv.Snapshot(nil).Targets) != 1 {
+		t.Errorf("an agent that answers was dropped:\n%s", w.rec.dump())
+	}
+	if n := asked.Load(); n < 2 || n > 7 {
+		t.Errorf("asked %d times in ~5s of quiet with a 1s quiet period, want one a quiet period", n)
+	}
+}

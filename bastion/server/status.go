@@ -31,16 +31,20 @@ type Status struct {
 
 // TargetStatus describes one registered name.
 type TargetStatus struct {
-	Target          string             `json:"target"`
-	State           string             `json:"state"` // "online"
-	Agent           string             `json:"agent"`
-	Fingerprint     string             `json:"fingerprint"`
-	Address         string             `json:"address"`
-	ConnectedSince  time.Time          `json:"connected_since"`
-	RegisteredSince time.Time          `json:"registered_since"`
-	KeepaliveRTTms  *float64           `json:"keepalive_rtt_ms,omitempty"`
-	LastKeepalive   *time.Time         `json:"last_keepalive,omitempty"`
-	Link            *report.LinkReport `json:"link,omitempty"`
+	Target          string    `json:"target"`
+	State           string    `json:"state"` // "online"
+	Agent           string    `json:"agent"`
+	Fingerprint     string    `json:"fingerprint"`
+	Address         string    `json:"address"`
+	ConnectedSince  time.Time `json:"connected_since"`
+	RegisteredSince time.Time `json:"registered_since"`
+	// KeepaliveRTTms is the round trip of the bastion's last keepalive
+	// to the agent (it asks only a quiet agent), else the median the
+	// agent measured itself and reported.
+	KeepaliveRTTms *float64 `json:"keepalive_rtt_ms,omitempty"`
+	// LastHeard is when the agent last sent anything.
+	LastHeard *time.Time         `json:"last_heard,omitempty"`
+	Link      *report.LinkReport `json:"link,omitempty"`
 }
 
 // OfflineStatus describes a known name that no connection holds.
@@ -91,16 +95,17 @@ func (s *Server) Snapshot(viewer *authz.Identity) Status {
 			Target: b.Target(), State: "online", Agent: aid.Name, Fingerprint: aid.Fingerprint,
 			Address: a.remote.String(), ConnectedSince: a.start.UTC(), RegisteredSince: b.Since.UTC(),
 		}
+		heard := a.lastHeard().UTC()
+		ts.LastHeard = &heard
+		if r, ok := reports[aid.Fingerprint]; ok {
+			ts.Link = &r
+		}
 		if n := a.rttNanos.Load(); n > 0 {
 			ms := float64(n) / 1e6
 			ts.KeepaliveRTTms = &ms
-		}
-		if n := a.lastAlive.Load(); n > 0 {
-			t := time.Unix(0, n).UTC()
-			ts.LastKeepalive = &t
-		}
-		if r, ok := reports[aid.Fingerprint]; ok {
-			ts.Link = &r
+		} else if ts.Link != nil && ts.Link.KeepaliveMS != nil && ts.Link.KeepaliveMS.Samples > 0 {
+			ms := ts.Link.KeepaliveMS.Median
+			ts.KeepaliveRTTms = &ms
 		}
 		st.Targets = append(st.Targets, ts)
 	}

@@ -67,3 +67,32 @@ func SetUserTimeout(conn net.Conn, d time.Duration) error {
 	}
 	return nil
 }
+
+// KeepAlive is the TCP keepalive of a connection declared dead after dead
+// of silence, given TCP_USER_TIMEOUT = dead on the same socket (Control,
+// SetUserTimeout). The kernel sends a probe only once nothing has been
+// received for dead − probes×every, then one every every: probes chances
+// to hear back. With a user timeout set, Linux resets the connection at the
+// first probe timer after dead has passed since the last segment received
+// with a probe unanswered (Count then does not end it), so a dead peer is
+// found within dead and a live, idle one costs one probe and its ACK per
+// idle period (66 bytes each on Ethernet with TCP timestamps). Traffic
+// that flows anyway resets the idle time. Linux counts in whole seconds.
+func KeepAlive(dead time.Duration, probes int, every time.Duration) net.KeepAliveConfig {
+	every = max(every.Round(time.Second), time.Second)
+	idle := max(dead-time.Duration(probes)*every, time.Second)
+	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: every, Count: probes}
+}
+
+// SetKeepAlive sets TCP keepalive on an established TCP connection (other
+// connections are left alone).
+func SetKeepAlive(conn net.Conn, ka net.KeepAliveConfig) error {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	if err := tc.SetKeepAliveConfig(ka); err != nil {
+		return fmt.Errorf("set TCP keepalive: %w", err)
+	}
+	return nil
+}

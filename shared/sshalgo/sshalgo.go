@@ -4,7 +4,12 @@
 // nothing to warn about in what these lists produce.
 package sshalgo
 
-import "golang.org/x/crypto/ssh"
+import (
+	"slices"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/cpu"
+)
 
 // KeyExchanges in order of preference. mlkem768x25519-sha256 is post-quantum
 // hybrid; curve25519-sha256 is what OpenSSH before 9.9 negotiates.
@@ -38,6 +43,51 @@ func Ciphers() []string {
 // stay above a cellular uplink's speed but not measured on a Pi.
 func BastionCiphers() []string {
 	return []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM}
+}
+
+// AgentCiphers is the agent's order of preference for its own tunnel,
+// from what the bastion offers it (BastionAgentCiphers): AES-GCM first on
+// a CPU with AES and carry-less multiply instructions (x86 AES-NI, ARMv8
+// crypto: a Pi 5), chacha20-poly1305 first on one without (a Pi Zero to
+// Pi 4), where AES runs in constant-time software, several times slower
+// than chacha20, which is built for such CPUs (RFC 7539's rationale; not
+// measured on a Pi). The rest of Ciphers follows, for a stock sshd.
+func AgentCiphers(aesHardware bool) []string {
+	first := []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305}
+	if !aesHardware {
+		first = []string{ssh.CipherChaCha20Poly1305, ssh.CipherAES128GCM, ssh.CipherAES256GCM}
+	}
+	out := first
+	for _, c := range Ciphers() {
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// AESHardware reports whether this CPU runs AES-GCM in hardware, judged
+// as crypto/tls judges it for its own cipher order.
+func AESHardware() bool {
+	switch {
+	case cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ:
+		return true
+	case cpu.ARM64.HasAES && cpu.ARM64.HasPMULL:
+		return true
+	case cpu.ARM.HasAES && cpu.ARM.HasPMULL:
+		return true
+	case cpu.S390X.HasAES && cpu.S390X.HasAESGCM:
+		return true
+	}
+	return false
+}
+
+// BastionAgentCiphers is what the jump host offers lifeline agents:
+// AES-GCM and chacha20-poly1305, so that each agent picks the one its CPU
+// runs fast (AgentCiphers). A tunnel carries at most a cellular uplink's
+// worth of traffic, which the bastion relays in either cipher easily.
+func BastionAgentCiphers() []string {
+	return []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305}
 }
 
 // CompatCiphers is what the jump host offers clients not known to speak

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/lifeline-dev/lifeline/agent/netsetup"
 	"github.com/lifeline-dev/lifeline/agent/sdnotify"
 	"github.com/lifeline-dev/lifeline/agent/tunnel"
+	"github.com/lifeline-dev/lifeline/agent/upgrade"
 	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/envconf"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
@@ -128,19 +130,19 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 			"valid_before", certTime(cert.ValidBefore))
 	}
 	t, err := tunnel.New(tunnel.Config{
-		Bastions:        cfg.Bastions(),
-		User:            cfg.User,
-		Signer:          signer,
-		HostKeys:        hostkeys.New(cfg.KnownHosts, cfg.TrustNewBastion, log),
-		Forwards:        cfg.ForwardList(),
-		Interface:       cfg.Interface,
-		Keepalive:       cfg.Keepalive,
-		KeepaliveMisses: cfg.KeepaliveMisses,
-		BackoffMax:      cfg.BackoffMax,
-		MaxChannels:     cfg.MaxChannels,
-		Notifier:        sdnotify.FromEnv(getenv),
-		WatchdogEvery:   sdnotify.WatchdogInterval(getenv, os.Getpid()),
-		Log:             log,
+		Bastions:      cfg.Bastions(),
+		User:          cfg.User,
+		Signer:        signer,
+		HostKeys:      hostkeys.New(cfg.KnownHosts, cfg.TrustNewBastion, log),
+		Forwards:      cfg.ForwardList(),
+		Interface:     cfg.Interface,
+		Keepalive:     cfg.Keepalive,
+		DeadAfter:     cfg.DeadAfter,
+		BackoffMax:    cfg.BackoffMax,
+		MaxChannels:   cfg.MaxChannels,
+		Notifier:      sdnotify.FromEnv(getenv),
+		WatchdogEvery: sdnotify.WatchdogInterval(getenv, os.Getpid()),
+		Log:           log,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -155,6 +157,10 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 	}
 	log.Info("lifeline-agent starting", "version", version.Version, "bastions", strings.Join(cfg.Bastions(), ","),
 		"forwards", cfg.Forwards, "key", keyfile.Fingerprint(signer.PublicKey()), "check_every", checks.CheckEvery)
+	// A package upgrade restarts nothing: the agent stops by itself once no
+	// operator depends on it (restartOnUpgrade), the same way as on SIGTERM.
+	ctx, restart := context.WithCancelCause(ctx)
+	defer restart(nil)
 	// Link checks run beside the tunnels and report over them; both stop
 	// with ctx, and the agent waits for both. SIGUSR1 logs the memory; the
 	// heap's free pages go back to the OS every scavengeEvery.
@@ -167,14 +173,56 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 	})
 	wg.Go(func() { logMemory(ctx) })
 	wg.Go(func() { memstat.Scavenge(ctx, clock.Real{}, scavengeEvery, scavengeSlack) })
+	wg.Go(func() { restartOnUpgrade(ctx, restart, &cfg, t.Activity, log) })
 	err = t.Run(ctx)
 	wg.Wait()
 	if err != nil {
 		log.Error("stopped", "err", err)
 		return exitFailed
 	}
+	if errors.Is(context.Cause(ctx), errUpgraded) {
+		log.Info("lifeline-agent stopped to restart into its new binary")
+		return exitOK
+	}
 	log.Info("lifeline-agent stopped")
 	return exitOK
+}
+
+var errUpgraded = errors.New("the agent's binary was upgraded")
+
+// restartOnUpgrade ends the agent (restart(errUpgraded)) once a package
+// upgrade has replaced its binary and no operator connection has been
+// open through it for LIFELINE_UPGRADE_QUIET, so an operator who runs
+// `apt install` over `ssh -J bastion pi` keeps the session it runs in. It
+// returns when ctx ends, at once (a stop within TimeoutStopSec is never
+// held up by it). A binary it cannot watch is logged; the agent runs on.
+//
+// Restarting is exiting 0 after the same clean stop as on SIGTERM
+// (STOPPING=1, tunnels closed, link checks ended), not re-executing the
+// new binary in place. The unit has Restart=always, so systemd starts the
+// new binary from the unit as the package left it: a new ExecStart,
+// sandbox, limit or EnvironmentFile (loaded by the package's
+// daemon-reload) applies, where a re-exec would keep the old process's
+// for good. And it is an ordinary start that systemd watches (READY=1
+// within TimeoutStartSec, then the watchdog; journal and NRestarts show
+// it; a new binary that fails is retried every RestartSec), where a
+// re-exec keeps the PID and systemd sees no start at all. Outside
+// systemd, whatever started the agent must start it again.
+func restartOnUpgrade(ctx context.Context, restart context.CancelCauseFunc, cfg *config.Config, activity func() (int, time.Time), log *slog.Logger) {
+	log = log.With("part", "upgrade")
+	path, running, err := upgrade.Executable()
+	if err != nil {
+		log.Warn("not watching for upgrades: restart the agent by hand after one", "err", err)
+		return
+	}
+	w, err := upgrade.New(upgrade.Config{Path: path, Running: running, Activity: activity, Every: cfg.UpgradePoll, Quiet: cfg.UpgradeQuiet, Log: log})
+	if err != nil {
+		log.Warn("not watching for upgrades: restart the agent by hand after one", "err", err)
+		return
+	}
+	if w.Wait(ctx) == nil {
+		restart(errUpgraded)
+	}
 }
 
 // certTime formats a certificate's validity bound ("forever" for none).

@@ -92,10 +92,10 @@ func TestConfigErrors(t *testing.T) {
 		code int
 		want []string
 	}{
-		{"bad duration", []string{"LIFELINE_KEEPALIVE=soon"}, 2, []string{"LIFELINE_KEEPALIVE", "soon"}},
+		{"bad duration", []string{"LIFELINE_AGENT_QUIET=soon"}, 2, []string{"LIFELINE_AGENT_QUIET", "soon"}},
 		{"bad number", []string{"LIFELINE_MAX_PENDING=lots"}, 2, []string{"LIFELINE_MAX_PENDING"}},
-		{"every problem at once", []string{"LIFELINE_MAX_PENDING=0", "LIFELINE_LISTEN=nowhere", "LIFELINE_KEEPALIVE_MISSES=0"}, 2,
-			[]string{"LIFELINE_MAX_PENDING", "LIFELINE_LISTEN", "LIFELINE_KEEPALIVE_MISSES"}},
+		{"every problem at once", []string{"LIFELINE_MAX_PENDING=0", "LIFELINE_LISTEN=nowhere", "LIFELINE_AGENT_DEAD_AFTER=0s"}, 2,
+			[]string{"LIFELINE_MAX_PENDING", "LIFELINE_LISTEN", "LIFELINE_AGENT_DEAD_AFTER"}},
 		{"relative path", []string{"LIFELINE_AGENTS=agents"}, 2, []string{"LIFELINE_AGENTS", "absolute"}},
 		{"half-configured SMS", []string{"LIFELINE_SMS_TO=+15551234567"}, 2, []string{"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "LIFELINE_SMS_FROM"}},
 		{"bad phone number", []string{"TWILIO_ACCOUNT_SID=AC1", "TWILIO_AUTH_TOKEN=x", "LIFELINE_SMS_FROM=+15551234567", "LIFELINE_SMS_TO=555-1234"}, 2, []string{"LIFELINE_SMS_TO", "555-1234"}},
