@@ -188,18 +188,7 @@ func (t *twilioNotifier) forget(id string) {
 func (t *twilioNotifier) sendOne(ctx context.Context, to, body string) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
 	defer cancel()
-	rw := &rewriter{ctx: ctx, base: t.base, next: t.rt}
-	c := &twclient.Client{
-		Credentials: twclient.NewCredentials(t.cfg.AccountSID, t.cfg.AuthToken),
-		HTTPClient: &http.Client{
-			Transport:     rw,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-	}
-	c.SetAccountSid(t.cfg.AccountSID)
-	rh := twclient.NewRequestHandler(c)
-	rh.Edge, rh.Region = "", "" // BaseURL decides the host, not TWILIO_EDGE/TWILIO_REGION
-	api := twapi.NewApiService(rh)
+	api, rw := newAPI(ctx, t.cfg.AccountSID, t.cfg.AuthToken, t.base, t.rt)
 	params := (&twapi.CreateMessageParams{}).SetTo(to).SetFrom(t.cfg.From).SetBody(body)
 	_, err := api.CreateMessage(params)
 	if err == nil {
@@ -209,6 +198,23 @@ func (t *twilioNotifier) sendOne(ctx context.Context, to, body string) error {
 		return fmt.Errorf("twilio: %w (%w)", ctx.Err(), err)
 	}
 	return classify(err, rw.status())
+}
+
+// newAPI is twilio-go's API service for one call: its requests go to
+// base under ctx (see rewriter).
+func newAPI(ctx context.Context, sid, token string, base *url.URL, rt http.RoundTripper) (*twapi.ApiService, *rewriter) {
+	rw := &rewriter{ctx: ctx, base: base, next: rt}
+	c := &twclient.Client{
+		Credentials: twclient.NewCredentials(sid, token),
+		HTTPClient: &http.Client{
+			Transport:     rw,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+	c.SetAccountSid(sid)
+	rh := twclient.NewRequestHandler(c)
+	rh.Edge, rh.Region = "", "" // BaseURL decides the host, not TWILIO_EDGE/TWILIO_REGION
+	return twapi.NewApiService(rh), rw
 }
 
 // classify wraps ErrPermanent around errors retrying cannot fix.

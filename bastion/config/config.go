@@ -89,11 +89,29 @@ func Specs() []envconf.Spec {
 
 // Load reads and validates the environment.
 func Load() (Config, error) {
+	c, err := Decode()
+	if err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Decode reads the environment without validating it: a value that does
+// not decode is an error naming the variable (the first one found). The
+// caller must call Validate before using the result; `lifeline-bastion
+// doctor` does, and goes on with the other checks whatever it says.
+func Decode() (Config, error) {
 	var c Config
 	if err := envconf.ProcessPrefix("", &c.Twilio); err != nil {
 		return Config{}, err
 	}
-	if err := envconf.Process(&c); err != nil {
+	// decodeOnly has Config's fields and tags but not its Validate method,
+	// which envconf would call.
+	type decodeOnly Config
+	if err := envconf.Process((*decodeOnly)(&c)); err != nil {
 		return Config{}, err
 	}
 	return c, nil

@@ -280,19 +280,23 @@ func (ss *session) refuseGlobal(req *ssh.Request, reason string) {
 	ev.Reason = req.Type + ": " + reason
 	ss.s.cfg.Audit.Record(ev)
 	ss.s.cfg.Log.Debug("refused request", "type", req.Type, "key", ss.identity().Name, "remote", ss.remote, "reason", reason)
-	if req.WantReply {
-		req.Reply(false, nil)
+	if !req.WantReply {
+		return
 	}
+	if req.Type == wire.CheckForwardRequest {
+		// The doctor that asked shows why (a rate limit, too).
+		req.Reply(false, wire.CheckForwardReason{Reason: reason}.Marshal())
+		return
+	}
+	req.Reply(false, nil)
 }
 
 func (ss *session) handleGlobal(req *ssh.Request) {
 	switch req.Type {
 	case "tcpip-forward":
-		if !ss.isAgent() {
-			ss.refuseGlobal(req, "operators may not register names (remote forwarding is for agent keys)")
-			return
-		}
 		ss.register(req)
+	case wire.CheckForwardRequest:
+		ss.checkForward(req)
 	case "cancel-tcpip-forward":
 		if !ss.isAgent() {
 			ss.refuseGlobal(req, "operators hold no names")
@@ -314,31 +318,72 @@ func (ss *session) handleGlobal(req *ssh.Request) {
 	}
 }
 
-func (ss *session) register(req *ssh.Request) {
+// mayRegister decides a tcpip-forward payload for this connection: the
+// name and target it would register, or why it may not ("" = it may).
+// It changes nothing: register and checkForward both ask it.
+func (ss *session) mayRegister(payload []byte) (wire.Forward, authz.Target, string) {
 	s := ss.s
-	fw, err := wire.ParseForward(req.Payload)
+	id := ss.identity()
+	if id.Role != authz.RoleAgent {
+		return wire.Forward{}, authz.Target{}, "this key is an operator's, not an agent's: only keys of the agents file (LIFELINE_AGENTS) may register names"
+	}
+	fw, err := wire.ParseForward(payload)
 	if err != nil {
-		ss.refuseGlobal(req, err.Error())
-		return
+		return wire.Forward{}, authz.Target{}, err.Error()
 	}
 	// TargetFrom refuses what is not an ASCII DNS-style name, so no name
 	// can match a permit by Unicode case folding.
 	t, err := authz.TargetFrom(fw.BindAddr, fw.BindPort)
 	if err != nil {
-		ss.refuseGlobal(req, err.Error())
+		return fw, authz.Target{}, err.Error()
+	}
+	if !id.MayListen(t) {
+		names := make([]string, 0, len(id.Listen))
+		for _, l := range id.Listen {
+			names = append(names, l.String())
+		}
+		whose := "this key's permitlisten is"
+		if id.CA != "" {
+			whose = "this certificate's names (its principals within the CA line's permitlisten) are"
+		}
+		return fw, t, fmt.Sprintf("not permitted: %s %q", whose, strings.Join(names, ","))
+	}
+	if n := s.reg.Holds(ss); n >= s.cfg.Limits.MaxNamesPerConn && !s.reg.Registered(fw.BindAddr, fw.BindPort, ss) {
+		return fw, t, fmt.Sprintf("this connection already holds %d names (LIFELINE_MAX_NAMES_PER_CONN)", n)
+	}
+	return fw, t, ""
+}
+
+// checkForward answers wire.CheckForwardRequest: whether a tcpip-forward
+// with this payload would be accepted on this connection. Nothing is
+// registered and the name's holder is left alone; a refusal is logged, not
+// audited (nothing was attempted).
+func (ss *session) checkForward(req *ssh.Request) {
+	fw, _, why := ss.mayRegister(req.Payload)
+	id := ss.identity()
+	ss.s.cfg.Log.Info("registration checked (dry run)", "name", fw.BindAddr, "port", fw.BindPort, "key", id.Name, "remote", ss.remote,
+		"session", ss.id, "permitted", why == "", "why", why)
+	if !req.WantReply {
+		return
+	}
+	if why == "" {
+		req.Reply(true, nil)
+		return
+	}
+	req.Reply(false, wire.CheckForwardReason{Reason: why}.Marshal())
+}
+
+func (ss *session) register(req *ssh.Request) {
+	s := ss.s
+	fw, t, why := ss.mayRegister(req.Payload)
+	if why != "" {
+		if t.Host != "" {
+			why = "name " + t.String() + ": " + why
+		}
+		ss.refuseGlobal(req, why)
 		return
 	}
 	id := ss.identity()
-	if !id.MayListen(t) {
-		ss.refuseGlobal(req, fmt.Sprintf("name %s is not permitted for this key (add it to the key's permitlisten on the bastion)", t))
-		return
-	}
-	if n := s.reg.Holds(ss); n >= s.cfg.Limits.MaxNamesPerConn {
-		if !s.reg.Registered(fw.BindAddr, fw.BindPort, ss) {
-			ss.refuseGlobal(req, fmt.Sprintf("this connection already holds %d names (LIFELINE_MAX_NAMES_PER_CONN)", n))
-			return
-		}
-	}
 	now := s.cfg.Now()
 	prev, replaced := s.reg.Register(fw.BindAddr, fw.BindPort, ss, now)
 	s.mu.Lock()

@@ -3,6 +3,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,32 +13,40 @@ import (
 
 	"github.com/lifeline-dev/lifeline/bastion/config"
 	"github.com/lifeline-dev/lifeline/bastion/daemon"
+	"github.com/lifeline-dev/lifeline/bastion/doctor"
 	"github.com/lifeline-dev/lifeline/shared/envconf"
-	"github.com/lifeline-dev/lifeline/shared/keyfile"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/version"
 )
 
 const usage = `usage: lifeline-bastion [run]       serve (the default)
-       lifeline-bastion hostkey     print the host key as a known_hosts line and its fingerprint
+       lifeline-bastion hostkey --host NAME[:PORT][,...]
+                                    print the host key as the known_hosts line of each name or address
+                                    operators and agents dial (--host repeats; PORT defaults to the port
+                                    of LIFELINE_LISTEN; 22 is written bare, as ssh does), then its fingerprint
        lifeline-bastion check-keys  load LIFELINE_AGENTS, LIFELINE_OPERATORS and LIFELINE_REVOKED_KEYS
                                     as a start or reload would; exit 0 if they load, 1 with every
                                     problem (file:line) if not
+       lifeline-bastion doctor [--send-test] [--user NAME]
+                                    check the installed bastion, one line per check (✓ or ✗ with the fix):
+                                    configuration, host key, key files, state directory and disk space,
+                                    listen address, Twilio account (--send-test: text every LIFELINE_SMS_TO);
+                                    started as root, it checks as the service user (--user, default lifeline);
+                                    exit 0 if all pass, 1 if not
        lifeline-bastion --version
-Configuration comes from the environment (systemd: /etc/lifeline/bastion.env):
+Configuration comes from the environment (systemd: /etc/lifeline/bastion.env). hostkey and doctor also
+read LIFELINE_ENV_FILE (default: /etc/lifeline/bastion.env, then /etc/lifeline/secrets.env, each if present)
+for the variables the environment does not set:
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	cmd := "run"
+	cmd, rest := "run", []string(nil)
 	if len(args) > 0 {
-		cmd = args[0]
+		cmd, rest = args[0], args[1:]
 	}
-	if len(args) > 1 {
-		fmt.Fprintf(stderr, "lifeline-bastion: unexpected argument %q\n%s", args[1], usage)
-		return 2
-	}
+	var hosts hostList
 	switch cmd {
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -45,10 +55,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "--version", "version":
 		fmt.Fprintln(stdout, "lifeline-bastion", version.Version)
 		return 0
-	case "run", "hostkey", "check-keys":
+	case "doctor":
+		return doctorCmd(rest, stdout, stderr)
+	case "hostkey":
+		fs := flag.NewFlagSet("lifeline-bastion hostkey", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		fs.Var(&hosts, "host", "name or address[:port] operators and agents dial (repeatable, comma-separated)")
+		if err := fs.Parse(rest); err != nil {
+			return usageExit(err)
+		}
+		rest = fs.Args()
+	case "run", "check-keys":
 	default:
 		fmt.Fprintf(stderr, "lifeline-bastion: unknown command %q\n%s", cmd, usage)
 		return 2
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "lifeline-bastion: unexpected argument %q\n%s", rest[0], usage)
+		return 2
+	}
+	if cmd == "hostkey" {
+		// Run by hand, it must find the key the service uses, not make
+		// another where the defaults point.
+		if _, err := doctor.ApplyEnvFiles(os.Getenv("LIFELINE_ENV_FILE"), doctor.DefaultEnvFiles); err != nil {
+			fmt.Fprintf(stderr, "lifeline-bastion hostkey: %v\n", err)
+			return 2
+		}
 	}
 	cfg, err := config.Load()
 	if err != nil {
@@ -62,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "hostkey":
-		return hostKey(cfg, stdout, stderr)
+		return hostKey(cfg, hosts, stdout, stderr)
 	case "check-keys":
 		return checkKeys(cfg, stdout, stderr)
 	}
@@ -112,17 +144,10 @@ func checkKeys(cfg config.Config, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func hostKey(cfg config.Config, stdout, stderr io.Writer) int {
-	signer, created, err := keyfile.LoadOrCreate(cfg.HostKey, "lifeline-bastion")
-	if err != nil {
-		fmt.Fprintf(stderr, "lifeline-bastion: %v\n", err)
-		return 1
+// usageExit is the exit code of a flag error: 0 for -h, else 2.
+func usageExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	if created {
-		fmt.Fprintf(stderr, "created host key %s\n", cfg.HostKey)
-	}
-	host := cfg.Name
-	fmt.Fprintln(stdout, keyfile.KnownHostsLine([]string{hostPort(host, cfg.Listen)}, signer.PublicKey()))
-	fmt.Fprintln(stdout, "# fingerprint", keyfile.Fingerprint(signer.PublicKey()))
-	return 0
+	return 2
 }

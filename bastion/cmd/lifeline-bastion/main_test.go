@@ -57,6 +57,7 @@ func (f files) env(extra ...string) []string {
 		"LIFELINE_STATE_DIR=" + filepath.Join(f.dir, "state"), "LIFELINE_HOST_KEY=" + filepath.Join(f.dir, "state", "host_key"),
 		"LIFELINE_LISTEN=127.0.0.1:0", "LIFELINE_NAME=test",
 		"TWILIO_ACCOUNT_SID=", "TWILIO_AUTH_TOKEN=", "LIFELINE_SMS_FROM=", "LIFELINE_SMS_TO=",
+		"LIFELINE_ENV_FILE=/dev/null", // never this machine's /etc/lifeline/bastion.env
 	}, extra...)
 }
 
@@ -138,6 +139,23 @@ func TestHelpVersionHostkey(t *testing.T) {
 		if !strings.Contains(out, v) {
 			t.Errorf("--help lacks %s", v)
 		}
+	}
+	for _, w := range []string{"hostkey --host NAME[:PORT]", "doctor [--send-test]", "LIFELINE_ENV_FILE"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("--help lacks %q", w)
+		}
+	}
+	for _, args := range [][]string{{"doctor", "extra"}, {"doctor", "--nope"}, {"hostkey", "--nope"}, {"check-keys", "extra"}} {
+		if out, code := runBinary(t, f.env(), args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (usage):\n%s", args, code, out)
+		}
+	}
+	if out, code := runBinary(t, nil, "doctor", "-h"); code != 0 || !strings.Contains(out, "-send-test") {
+		t.Errorf("doctor -h: exit %d\n%s", code, out)
+	}
+	if out, code := runBinary(t, f.env("LIFELINE_ENV_FILE="+filepath.Join(f.dir, "missing.env")), "doctor"); code != 1 ||
+		!strings.HasPrefix(out, "✗ environment file "+filepath.Join(f.dir, "missing.env")) || !strings.Contains(out, "checks failed") {
+		t.Errorf("doctor with a missing LIFELINE_ENV_FILE: exit %d\n%s", code, out)
 	}
 	if out, code := runBinary(t, nil, "--version"); code != 0 || !strings.HasPrefix(out, "lifeline-bastion ") {
 		t.Errorf("--version: %d %q", code, out)

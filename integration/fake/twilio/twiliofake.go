@@ -1,6 +1,8 @@
 // Package twiliofake is a local HTTP server that speaks the part of Twilio's
 // REST API lifeline uses: creating a message
-// (POST /2010-04-01/Accounts/{AccountSid}/Messages.json). It checks basic
+// (POST /2010-04-01/Accounts/{AccountSid}/Messages.json) and fetching the
+// account (GET /2010-04-01/Accounts/{AccountSid}.json, what
+// `lifeline-bastion doctor` asks). It checks basic
 // auth and the form body as Twilio does, answers with Twilio's JSON (201 with
 // a Message resource; 4xx/5xx with Twilio's error document) and records every
 // message it accepted. Tests program faults: hang, fail the next N requests,
@@ -56,6 +58,11 @@ type Config struct {
 	OnMessage func(Message)
 	// Now tells the time; nil means time.Now.
 	Now func() time.Time
+	// AccountStatus is the status the account fetch answers: "active"
+	// (the default), "suspended" or "closed". SetAccountStatus changes it.
+	AccountStatus string
+	// AccountType is "Full" (the default) or "Trial".
+	AccountType string
 }
 
 // Server is the fake API. Create it with New; it is an http.Handler, or can
@@ -76,6 +83,8 @@ type Server struct {
 	rejectCreds bool
 	badNumbers  map[string]bool
 	failTo      map[string]int // number -> how many more requests to it fail with 500
+	fetches     int            // account fetches answered, refused ones included
+	status      string         // of the account
 
 	srv  *http.Server
 	ln   net.Listener
@@ -93,7 +102,13 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{cfg: cfg, release: make(chan struct{}), badNumbers: map[string]bool{}, failTo: map[string]int{}}
+	if cfg.AccountStatus == "" {
+		cfg.AccountStatus = "active"
+	}
+	if cfg.AccountType == "" {
+		cfg.AccountType = "Full"
+	}
+	return &Server{cfg: cfg, release: make(chan struct{}), badNumbers: map[string]bool{}, failTo: map[string]int{}, status: cfg.AccountStatus}
 }
 
 // Start listens on addr (e.g. "127.0.0.1:0") and serves until Close. The
@@ -150,15 +165,15 @@ func (s *Server) FailNext(n, status int) {
 	s.failNext, s.failStatus = n, status
 }
 
-// HangNext makes the next n message requests hang until Release, Close, or
-// the client gives up. Hung requests are not recorded.
+// HangNext makes the next n requests (messages, account fetches) hang until
+// Release, Close, or the client gives up. Hung requests are not recorded.
 func (s *Server) HangNext(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hangNext = n
 }
 
-// Hang makes every message request hang until Release (see HangNext).
+// Hang makes every request hang until Release (see HangNext).
 func (s *Server) Hang() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -237,8 +252,12 @@ var (
 	e164         = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
 )
 
-// ServeHTTP implements the Messages API.
+// ServeHTTP implements the Messages API and the account fetch.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a := accountPath.FindStringSubmatch(r.URL.Path); a != nil {
+		s.serveAccount(w, r, a[1])
+		return
+	}
 	m := messagesPath.FindStringSubmatch(r.URL.Path)
 	if m == nil {
 		writeError(w, http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
@@ -256,28 +275,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.requests++
-	hang := s.hangAll || s.hangNext > 0
-	if s.hangNext > 0 {
-		s.hangNext--
-	}
-	release := s.release
 	s.mu.Unlock()
-	if hang {
-		s.mu.Lock()
-		s.hung++
-		s.mu.Unlock()
-		var gone bool
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			gone = true
-		}
-		s.mu.Lock()
-		s.hung--
-		s.mu.Unlock()
-		if gone {
-			return
-		}
+	if s.hold(r) {
+		return
 	}
 
 	s.mu.Lock()
@@ -370,6 +370,33 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"uri":                   uri + ".json",
 	}
 	writeJSON(w, http.StatusCreated, resp)
+}
+
+// hold makes a request hang while Hang or HangNext say so, until Release
+// or Close; it reports whether the client hung up meanwhile.
+func (s *Server) hold(r *http.Request) (gone bool) {
+	s.mu.Lock()
+	hang := s.hangAll || s.hangNext > 0
+	if s.hangNext > 0 {
+		s.hangNext--
+	}
+	release := s.release
+	if hang {
+		s.hung++
+	}
+	s.mu.Unlock()
+	if !hang {
+		return false
+	}
+	select {
+	case <-release:
+	case <-r.Context().Done():
+		gone = true
+	}
+	s.mu.Lock()
+	s.hung--
+	s.mu.Unlock()
+	return gone
 }
 
 func writeError(w http.ResponseWriter, status, code int, message string) {
