@@ -136,12 +136,15 @@ func ParseBastions(s string) ([]string, error) {
 	return out, nil
 }
 
-// Pubkey is what `lifeline-agent pubkey` needs: the key and the forwards it
-// may register. The bastion address is not needed (the line is pasted on the
-// bastion before the agent ever connects).
+// Pubkey is what `lifeline-agent pair` (and pubkey) needs: the key and the
+// forwards it may register. The bastion address is not needed (the line is
+// pasted on the bastion before the agent ever connects): Bastion and
+// KnownHosts only make pair's next steps concrete, and are not validated.
 type Pubkey struct {
-	Key      string `envconfig:"KEY" default:"/var/lib/lifeline/agent_ed25519_key"`
-	Forwards string `envconfig:"FORWARDS" default:"pi:22=127.0.0.1:22"`
+	Key        string `envconfig:"KEY" default:"/var/lib/lifeline/agent_ed25519_key"`
+	Forwards   string `envconfig:"FORWARDS" default:"pi:22=127.0.0.1:22"`
+	Bastion    string `envconfig:"BASTION"`
+	KnownHosts string `envconfig:"KNOWN_HOSTS" default:"/etc/lifeline/known_hosts"`
 }
 
 // Validate reports every problem at once, each naming its variable.

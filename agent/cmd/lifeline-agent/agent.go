@@ -15,7 +15,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/lifeline-dev/lifeline/agent/config"
-	"github.com/lifeline-dev/lifeline/agent/forward"
 	"github.com/lifeline-dev/lifeline/agent/hostkeys"
 	"github.com/lifeline-dev/lifeline/agent/linkcheck"
 	"github.com/lifeline-dev/lifeline/agent/memstat"
@@ -34,7 +33,13 @@ const helpText = `lifeline-agent keeps reverse SSH tunnels from this site to its
 
 Usage:
   lifeline-agent            run the agent: tunnels and hourly link checks (configured by the environment below)
-  lifeline-agent pubkey     print the agent's key as a line for the bastion's agents file
+  lifeline-agent pair [--line]
+                            pair this site (run with sudo): make or read the key as the service's
+                            user (lifeline) and print its line for the bastion's agents file, with
+                            permitlisten for every forward, then the next steps (--line: the line only)
+  lifeline-agent pubkey     the same as pair --line, for scripts
+  lifeline-agent doctor     check the setup as the service sees it (run with sudo), one line per
+                            check: ✓, or ✗ with why and the fix; exit 0 all passed, 1 a ✗, 2 usage
   lifeline-agent check [--json] [--force]
                             run one link check now, recorded and counted against the monthly
                             budget (--force: even over it); exit 0 ok, 1 failed, 2 usage, 3 refused
@@ -42,6 +47,9 @@ Usage:
                             the Pi's router duties (needs CAP_NET_ADMIN)
   lifeline-agent --version  print the version
   lifeline-agent --help     this text
+
+pair, pubkey and doctor first read /etc/lifeline/agent.env (LIFELINE_ENV_FILE), as the unit
+does; a variable already in the environment wins.
 
 Environment:
 `
@@ -65,23 +73,10 @@ func keyComment() string {
 	return "lifeline-agent@" + h
 }
 
+// pubkeyMain is `lifeline-agent pubkey`: pair --line (pair.go), which as
+// root makes or reads the key as the service's user.
 func pubkeyMain(stdout, stderr io.Writer) int {
-	var cfg config.Pubkey
-	if err := envconf.Process(&cfg); err != nil {
-		fmt.Fprintf(stderr, "lifeline-agent: %v\n", err)
-		return exitUsage
-	}
-	signer, created, err := keyfile.LoadOrCreate(cfg.Key, keyComment())
-	if err != nil {
-		fmt.Fprintf(stderr, "lifeline-agent: %v\n", err)
-		return exitFailed
-	}
-	if created {
-		fmt.Fprintf(stderr, "lifeline-agent: created a new key in %s\n", cfg.Key)
-	}
-	fs, _ := forward.Parse(cfg.Forwards) // checked by Validate
-	fmt.Fprintln(stdout, forward.PermitListen(fs)+" "+keyfile.AuthorizedLine(signer.PublicKey(), keyComment()))
-	return exitOK
+	return pair(stdout, stderr, pairOptions{lineOnly: true, compat: true})
 }
 
 // The agent returns its heap's unneeded memory to the OS once there is
@@ -116,7 +111,7 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 		return exitFailed
 	}
 	if created {
-		log.Warn("created a new agent key: add `lifeline-agent pubkey` to the bastion's agents file", "key", cfg.Key, "fingerprint", keyfile.Fingerprint(signer.PublicKey()))
+		log.Warn("created a new agent key: put the line of `sudo lifeline-agent pair` in the bastion's agents file", "key", cfg.Key, "fingerprint", keyfile.Fingerprint(signer.PublicKey()))
 	}
 	// A site paired by certificate (ssh-keygen -s SITE_CA -n pi:22 KEY.pub)
 	// presents it; the bastion's agents file then needs no line of its own.

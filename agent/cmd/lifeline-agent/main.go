@@ -40,6 +40,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return agentMain(ctx, os.Getenv, stderr)
 	case "pubkey":
 		return pubkeyMain(stdout, stderr)
+	case "pair":
+		return pairMain(args[1:], stdout, stderr)
+	case "doctor":
+		return doctorMain(ctx, args[1:], stdout, stderr)
 	case "check":
 		return linkcheck.CheckMain(ctx, args[1:], stdout, stderr)
 	case "netsetup":
