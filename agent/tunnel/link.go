@@ -271,7 +271,7 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 		case errors.As(err, &ne) && ne.Timeout():
 			return 0, &failure{stage: "handshake", network: true, err: fmt.Errorf("no answer within %s: %w", cfg.ConnectTimeout, err)}
 		case strings.Contains(err.Error(), "unable to authenticate"):
-			err = fmt.Errorf("%w: the bastion refused this agent's key as user %q (LIFELINE_USER): on lifeline's bastion put the line of `lifeline-agent pubkey` in its agents file; on a stock sshd set LIFELINE_USER to the account whose authorized_keys holds the key", err, cfg.User)
+			err = fmt.Errorf("%w: the bastion refused this agent's key as user %q (LIFELINE_USER): on lifeline's bastion put the line of `sudo lifeline-agent pair` in its agents file; on a stock sshd set LIFELINE_USER to the account whose authorized_keys holds the key", err, cfg.User)
 		}
 		return 0, &failure{stage: "handshake", err: err}
 	}

@@ -63,7 +63,7 @@ func (s *session) register(ctx context.Context, f forward.Forward) {
 			// No reply: the keepalive loop will judge the link.
 			s.log.Warn("forward registration unanswered", "forward", f.Listen(), "err", err, "retry_in", wait.Round(time.Millisecond))
 		} else {
-			s.log.Error("forward refused by the bastion: is it in the agent key's permitlisten options (lifeline-agent pubkey), or still held by an old session?",
+			s.log.Error("forward refused by the bastion: is it in the agent key's permitlisten options (sudo lifeline-agent pair; lifeline-agent doctor checks it), or still held by an old session?",
 				"forward", f.Listen(), "retry_in", wait.Round(time.Millisecond))
 		}
 		tm := s.cfg.Clock.NewTimer(wait)

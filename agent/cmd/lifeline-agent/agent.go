@@ -48,7 +48,7 @@ Usage:
   lifeline-agent --version  print the version
   lifeline-agent --help     this text
 
-pair, pubkey and doctor first read /etc/lifeline/agent.env (LIFELINE_ENV_FILE), as the unit
+pair, pubkey, doctor and check first read /etc/lifeline/agent.env (LIFELINE_ENV_FILE), as the unit
 does; a variable already in the environment wins.
 
 Environment:

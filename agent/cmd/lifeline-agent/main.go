@@ -45,6 +45,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "doctor":
 		return doctorMain(ctx, args[1:], stdout, stderr)
 	case "check":
+		// Run by hand, it checks with the service's configuration.
+		if _, _, err := loadEnvFile(); err != nil {
+			fmt.Fprintf(stderr, "lifeline-agent check: %v\n", err)
+			return exitUsage
+		}
 		return linkcheck.CheckMain(ctx, args[1:], stdout, stderr)
 	case "netsetup":
 		return netsetup.Main(ctx, args[1:], stdout, stderr)
