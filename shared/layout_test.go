@@ -34,8 +34,10 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s imports %s: shared code depends on neither binary", rel, irel)
 			case imp == "github.com/google/nftables" && rel != "agent/netsetup":
 				t.Errorf("%s imports nftables: only agent/netsetup touches the firewall", rel)
-			case (imp == "testing" || strings.HasPrefix(irel, "integration/sshtest")) && !strings.HasPrefix(rel, "integration/"):
+			case (imp == "testing" || strings.HasPrefix(irel, "integration/sshtest")) && !strings.HasPrefix(rel, "integration/") && !strings.HasPrefix(rel, "internal/"):
 				t.Errorf("%s imports %s: test helpers are for tests only", rel, irel)
+			case strings.HasPrefix(irel, "internal/") && !strings.HasPrefix(rel, "integration/") && !strings.HasPrefix(rel, "internal/"):
+				t.Errorf("%s imports %s: internal/ holds test helpers, imported by tests only", rel, irel)
 			case strings.HasPrefix(irel, "integration/fake/") && !strings.HasPrefix(rel, "integration/"):
 				t.Errorf("%s imports %s: fakes are for tests and the demo only", rel, irel)
 			}
