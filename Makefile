@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/lifeline-dev/lifeline/shared/version.Version=$(VERSION)
 FUZZTIME ?= 3s
-BINS := bin/lifeline-bastion bin/lifeline-agent
+BINS := bin/lifeline-bastion bin/lifeline-agent bin/lifeline-linkcheck
 
 .PHONY: all build test unit integration fuzz vet fmt-check bench demo deps clean dist deb
 
@@ -15,6 +15,11 @@ build: $(BINS)
 bin/lifeline-%: FORCE
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./$(firstword $(subst -, ,$*))/cmd/lifeline-$*
+# The agent's link check program (speedtest-go), run by lifeline-agent for
+# each check and found next to it.
+bin/lifeline-linkcheck: FORCE
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./agent/cmd/lifeline-linkcheck
 FORCE:
 
 # Every test: static checks, unit tests (root-only ones run when root),
@@ -70,7 +75,9 @@ clean:
 # dist: static, version-stamped binaries for the jump host and the Pi, one
 # tarball per platform (binaries + systemd units + env templates), SHA256SUMS.
 # deb: lifeline-bastion and lifeline-agent .deb for amd64, arm64 and armhf,
-# built with dpkg-deb by systemd/packaging/mkdeb.sh; SHA256SUMS then covers
+# built with dpkg-deb by systemd/packaging/mkdeb.sh (the agent's package also
+# holds lifeline-linkcheck, taken from next to lifeline-agent, installed in
+# /usr/lib/lifeline); SHA256SUMS then covers
 # tarballs and packages. armhf is armv6 (GOARCH=arm GOARM=6), so the one
 # 32-bit package runs on the Pi Zero W and Pi 1 (ARM1176) through the Pi 4 on
 # 32-bit Raspberry Pi OS (GOARM=7 dies with SIGILL on ARMv6); 64-bit OS: arm64.
@@ -93,10 +100,11 @@ dist:
 	  case $$plat in armv*) goarch=arm; goarm=$${plat#armv};; esac; \
 	  name=lifeline_$(DIST_VERSION)_linux_$$plat; \
 	  mkdir -p '$(DIST)'/$$name/systemd; \
-	  for b in bastion agent; do \
-	    echo "build $$name/lifeline-$$b"; \
+	  for b in bastion agent agent/linkcheck; do \
+	    bin=lifeline-$${b#*/}; \
+	    echo "build $$name/$$bin"; \
 	    CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -ldflags '$(DIST_LDFLAGS)' \
-	      -o '$(DIST)'/$$name/lifeline-$$b ./$$b/cmd/lifeline-$$b; \
+	      -o '$(DIST)'/$$name/$$bin ./$${b%/*}/cmd/$$bin; \
 	  done; \
 	  cp systemd/*.service systemd/*.env systemd/README.md '$(DIST)'/$$name/systemd/; \
 	  tar -C '$(DIST)' --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \

@@ -39,10 +39,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
-	for _, b := range []string{"bastion", "agent"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "lifeline-"+b), "../"+b+"/cmd/lifeline-"+b).CombinedOutput()
+	// The agent runs lifeline-linkcheck from next to itself for link checks.
+	for _, b := range []string{"bastion/cmd/lifeline-bastion", "agent/cmd/lifeline-agent", "agent/cmd/lifeline-linkcheck"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(b)), "../"+b).CombinedOutput()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "build lifeline-%s: %v\n%s", b, err, out)
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", filepath.Base(b), err, out)
 			os.Exit(1)
 		}
 	}

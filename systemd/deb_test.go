@@ -48,13 +48,15 @@ func TestDebPackages(t *testing.T) {
 		t.Skipf("no Debian architecture for GOARCH=%s", runtime.GOARCH)
 	}
 	bin := binaries(t)
+	linkcheckProgram(t, bin)
 	const version = "1.2.3+test"
 	tests := []struct {
 		pkg, role string
 		units     []string
+		libexec   []string // programs in /usr/lib/lifeline, from next to the binary
 	}{
-		{"lifeline-bastion", "bastion", []string{"lifeline-bastion.service"}},
-		{"lifeline-agent", "agent", []string{"lifeline-agent.service", "lifeline-netsetup.service"}},
+		{"lifeline-bastion", "bastion", []string{"lifeline-bastion.service"}, nil},
+		{"lifeline-agent", "agent", []string{"lifeline-agent.service", "lifeline-netsetup.service"}, []string{"lifeline-linkcheck"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.pkg, func(t *testing.T) {
@@ -90,6 +92,9 @@ func TestDebPackages(t *testing.T) {
 			for _, u := range tt.units {
 				want["/usr/lib/systemd/system/"+u] = entry{"-rw-r--r--", "root/root"}
 			}
+			for _, p := range tt.libexec {
+				want["/usr/lib/lifeline/"+p] = entry{"-rwxr-xr-x", "root/root"}
+			}
 			assert.Equal(t, want, listDeb(t, deb))
 
 			// conffiles: the env template, so local edits survive upgrades.
@@ -108,6 +113,9 @@ func TestDebPackages(t *testing.T) {
 			for _, u := range tt.units {
 				same["usr/lib/systemd/system/"+u] = u
 			}
+			for _, p := range tt.libexec {
+				same["usr/lib/lifeline/"+p] = filepath.Join(bin, p)
+			}
 			for inDeb, src := range same {
 				a, err := os.ReadFile(filepath.Join(root, inDeb))
 				require.NoError(t, err)
@@ -118,6 +126,11 @@ func TestDebPackages(t *testing.T) {
 			ver, err := exec.Command(filepath.Join(root, "usr/bin", tt.pkg), "--version").CombinedOutput()
 			require.NoError(t, err, "%s --version: %s", tt.pkg, ver)
 			assert.Contains(t, string(ver), "0.0.0-test", "the packaged binary prints its stamped version")
+			for _, p := range tt.libexec {
+				ver, err := exec.Command(filepath.Join(root, "usr/lib/lifeline", p), "--version").CombinedOutput()
+				require.NoError(t, err, "%s --version: %s", p, ver)
+				assert.Equal(t, p+" 0.0.0-test\n", string(ver), "the packaged %s prints its stamped version", p)
+			}
 			sysusers, err := os.ReadFile(filepath.Join(root, "usr/lib/sysusers.d", tt.pkg+".conf"))
 			require.NoError(t, err)
 			assert.Regexp(t, `(?m)^u lifeline - `, string(sysusers), "the package declares the lifeline system user")
@@ -173,6 +186,7 @@ func TestMkdebRefusesBadArguments(t *testing.T) {
 		{"version with v", "lifeline-agent", "amd64", "v1.0", dummy},
 		{"git hash version", "lifeline-agent", "amd64", "abc1234-dirty", dummy},
 		{"missing binary", "lifeline-agent", "amd64", "1.0", dummy + ".missing"},
+		{"no lifeline-linkcheck next to the agent", "lifeline-agent", "amd64", "1.0", dummy},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,4 +219,18 @@ func TestShellcheckPackaging(t *testing.T) {
 			assert.NoError(t, err, "shellcheck %s:\n%s", s, out)
 		})
 	}
+}
+
+// linkcheckProgram builds lifeline-linkcheck (the agent's link check
+// program, packaged with it) into dir beside the binaries, as `make dist`
+// does.
+func linkcheckProgram(t *testing.T, dir string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-trimpath",
+		"-ldflags", "-s -w -X github.com/lifeline-dev/lifeline/shared/version.Version=0.0.0-test",
+		"-o", filepath.Join(dir, "lifeline-linkcheck"), "./agent/cmd/lifeline-linkcheck")
+	cmd.Dir = repoRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "build lifeline-linkcheck:\n%s", out)
 }

@@ -73,15 +73,20 @@ func TestArmPackagesRunOnPis(t *testing.T) {
 				assert.Equal(t, tt.arch, strings.TrimSpace(string(got)))
 				root := t.TempDir()
 				require.NoError(t, exec.Command("dpkg-deb", "-x", deb, root).Run(), "dpkg-deb -x %s", deb)
-				bin := filepath.Join(root, "usr/bin", pkg)
-				for _, cpu := range tt.cpus {
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					out, err := exec.CommandContext(ctx, tt.qemu, "-cpu", cpu, bin, "--version").CombinedOutput()
-					cancel()
-					// "signal: illegal instruction" (rc 132 in a shell): built
-					// for a newer CPU than this Pi's.
-					require.NoError(t, err, "%s -cpu %s %s --version:\n%s", tt.qemu, cpu, pkg, out)
-					assert.Contains(t, string(out), pkg+" "+version, "-cpu %s: the stamped version", cpu)
+				bins := map[string]string{pkg: filepath.Join(root, "usr/bin", pkg)}
+				if pkg == "lifeline-agent" { // and the link check program it runs
+					bins["lifeline-linkcheck"] = filepath.Join(root, "usr/lib/lifeline/lifeline-linkcheck")
+				}
+				for name, bin := range bins {
+					for _, cpu := range tt.cpus {
+						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+						out, err := exec.CommandContext(ctx, tt.qemu, "-cpu", cpu, bin, "--version").CombinedOutput()
+						cancel()
+						// "signal: illegal instruction" (rc 132 in a shell): built
+						// for a newer CPU than this Pi's.
+						require.NoError(t, err, "%s -cpu %s %s --version:\n%s", tt.qemu, cpu, name, out)
+						assert.Contains(t, string(out), name+" "+version, "-cpu %s: the stamped version of %s", cpu, name)
+					}
 				}
 			})
 		}

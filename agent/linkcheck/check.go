@@ -5,6 +5,13 @@
 // appends it to a rotated JSON-lines history and hands it to the caller to
 // report to the bastion.
 //
+// The measurement itself runs in a short-lived child process, the link
+// check program lifeline-linkcheck (see ProgramMain and FindProgram), so
+// that the agent, idle between two checks, never loads speedtest-go,
+// net/http or TLS: this package does not import them (agent/linkcheck/measure
+// does, and only the program links it). Scheduling, the history, the
+// monthly budget and the verdict's reporting stay in the calling process.
+//
 // A check never moves more than LIFELINE_CHECK_BUDGET bytes and never runs
 // much longer than its capture time after it is cancelled; a check that
 // cannot reach anything is a failed verdict with that reason, never an
@@ -39,22 +46,38 @@ import (
 type Checker struct {
 	cfg     Config
 	log     *slog.Logger
-	tester  SpeedTester
+	tester  SpeedTester // nil: measure in the link check program
+	program func() (string, error)
 	clock   clock.Clock
 	journal *journal
 	hist    *history
 	status  func(string)
+	// The program is told to stop (SIGTERM) stopGrace after the check's
+	// deadline, and killed killGrace plus its capture times after that.
+	stopGrace, killGrace time.Duration
 }
 
 // Option changes a Checker made by New.
 type Option func(*Checker)
 
-// WithSpeedTester replaces the speedtest-go measurement (tests use a fake).
-// A nil t keeps the default.
+// WithSpeedTester makes the Checker measure with t in the calling process
+// instead of running the link check program (tests use a fake; the
+// program itself gives it speedtest-go). A nil t keeps the program.
 func WithSpeedTester(t SpeedTester) Option {
 	return func(c *Checker) {
 		if t != nil {
 			c.tester = t
+		}
+	}
+}
+
+// WithProgram runs path as the link check program instead of the one
+// FindProgram finds (a development build, tests). An empty path keeps
+// FindProgram.
+func WithProgram(path string) Option {
+	return func(c *Checker) {
+		if path != "" {
+			c.program = func() (string, error) { return path, nil }
 		}
 	}
 }
@@ -88,7 +111,9 @@ const (
 )
 
 // New validates cfg and returns a Checker. A nil log discards log output.
-// The state directory is not touched until Run or CheckNow reads it.
+// The state directory is not touched until Run or CheckNow reads it, and
+// the link check program is looked for at each check (so installing it
+// mends the next check without a restart).
 func New(cfg Config, log *slog.Logger, opts ...Option) (*Checker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("link check configuration: %w", err)
@@ -97,21 +122,17 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Checker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Checker{
-		cfg:     cfg,
-		log:     log,
-		clock:   clock.Real{},
-		journal: &journal{path: filepath.Join(cfg.StateDir, JournalName), maxBytes: journalMax, keep: journalKeep},
+		cfg:       cfg,
+		log:       log,
+		program:   FindProgram,
+		clock:     clock.Real{},
+		journal:   &journal{path: filepath.Join(cfg.StateDir, JournalName), maxBytes: journalMax, keep: journalKeep},
+		stopGrace: programStopGrace,
+		killGrace: programKillGrace,
 	}
 	c.hist = newHistory(cfg.StateDir, c.journal)
 	for _, o := range opts {
 		o(c)
-	}
-	if c.tester == nil {
-		t, err := NewSpeedtestGo(SpeedtestGoConfig{APIURL: cfg.SpeedtestURL, Server: cfg.SpeedtestServer, Interface: cfg.Interface})
-		if err != nil {
-			return nil, fmt.Errorf("link check: %w", err)
-		}
-		c.tester = t
 	}
 	return c, nil
 }
@@ -126,19 +147,27 @@ func (c *Checker) limits(budget int64) Limits {
 // some slack. A cancelled measurement still takes up to one capture time to
 // end (speedtest-go ends its phases only then).
 func (c *Checker) MaxDuration() time.Duration {
-	phases := time.Duration(1)
+	return 3*ControlTimeout + c.phases()*c.cfg.CheckDuration + 30*time.Second
+}
+
+// phases is the number of measured phases (download, and upload).
+func (c *Checker) phases() time.Duration {
 	if c.cfg.Upload {
-		phases = 2
+		return 2
 	}
-	return 3*controlTimeout + phases*c.cfg.CheckDuration + 30*time.Second
+	return 1
 }
 
 // Check measures the link now, within LIFELINE_CHECK_BUDGET, and judges
 // the result. It never panics and never returns an error: whatever went
 // wrong is a failed verdict whose reasons name every problem (test errors,
-// wrong ISP, low speed, high latency). The result has no keepalive figures
-// (Run adds them) and passes report.Validate. It returns within
-// MaxDuration plus one capture time, sooner when ctx ends.
+// wrong ISP, low speed, high latency, a link check program that is
+// missing, crashed, wrote no result or had to be killed). The result has
+// no keepalive figures (Run adds them) and passes report.Validate. It
+// returns within MaxDuration plus one capture time (two with upload),
+// sooner when ctx ends: a link check program still running 5 s after the
+// check's deadline is told to stop (SIGTERM), and killed if it has not
+// ended its capture time(s) plus 10 s after that.
 //
 // Check neither reads nor writes the history, nor minds the monthly
 // budget: the agent uses Run, `lifeline-agent check` uses CheckNow.
@@ -146,23 +175,49 @@ func (c *Checker) Check(ctx context.Context) report.LinkReport {
 	return c.check(ctx, int64(c.cfg.Budget))
 }
 
+// check measures within budget, in the link check program or (with
+// WithSpeedTester) here, and gives the result its time, verdict and
+// duration by c.clock.
 func (c *Checker) check(ctx context.Context, budget int64) (r report.LinkReport) {
 	start := c.clock.Now()
-	r = report.LinkReport{Version: report.Version, Time: start.UTC()}
 	defer func() {
 		if p := recover(); p != nil {
 			r.Reasons = append(r.Reasons, fmt.Sprintf("check failed unexpectedly: %v", p))
 		}
-		if len(r.Reasons) > 0 {
-			r.Verdict = report.VerdictFailed
-		} else {
-			r.Verdict = report.VerdictOK
-		}
-		r.DurationSecs = nonNegative(c.clock.Now().Sub(start).Seconds())
-		sanitise(&r)
+		finish(&r, start, c.clock.Now())
 		c.logResult(r)
 	}()
-	ctx, cancel := context.WithTimeout(ctx, c.MaxDuration())
+	if c.tester == nil {
+		return c.measureInProgram(ctx, budget)
+	}
+	return c.measureHere(ctx, budget, c.MaxDuration())
+}
+
+// finish completes a measured r: version, time (start), verdict (failed
+// when there is a reason), duration, and every field within report's
+// limits.
+func finish(r *report.LinkReport, start, end time.Time) {
+	r.Version = report.Version
+	r.Time = start.UTC()
+	if len(r.Reasons) > 0 {
+		r.Verdict = report.VerdictFailed
+	} else {
+		r.Verdict = report.VerdictOK
+	}
+	r.DurationSecs = nonNegative(end.Sub(start).Seconds())
+	sanitise(r)
+}
+
+// measureHere measures with c.tester in this process, for at most timeout,
+// and judges the result (no time, verdict or duration yet: see finish). A
+// panic of the tester is a reason.
+func (c *Checker) measureHere(ctx context.Context, budget int64, timeout time.Duration) (r report.LinkReport) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.Reasons = append(r.Reasons, fmt.Sprintf("check failed unexpectedly: %v", p))
+		}
+	}()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	m := c.tester.Measure(ctx, c.limits(budget))
 	r.ISP, r.IP, r.Server, r.Bytes = m.ISP, m.IP, m.Server, max(m.Bytes, 0)

@@ -77,8 +77,15 @@ func (s *skips) add(t time.Time) {
 	s.last = t
 }
 
-// startup counts a check a dead process left behind and reads the history.
+// startup counts a check a dead process left behind, reads the history
+// and says so if the link check program is missing (every check would
+// fail, and say why).
 func (c *Checker) startup() {
+	if c.tester == nil {
+		if _, err := c.program(); err != nil {
+			c.log.Error("link checks will fail", "err", err)
+		}
+	}
 	l, err := c.hist.lock()
 	switch {
 	case errors.Is(err, ErrBusy):

@@ -7,12 +7,14 @@ package tunnel
 //
 // Each client holds the registration pi:22 while idle (link checks off:
 // the time between two checks), then /proc/PID/status is read (autossh:
-// autossh plus its ssh). The agent is measured twice (rssPhases): fresh,
-// and aged by fast keepalives. It is also asked for its Go runtime figures
-// (SIGUSR1 logs runtime/metrics).
+// autossh plus its ssh). The agent is measured three times (rssPhases):
+// fresh, aged by fast keepalives, and fresh after one link check (run by
+// the link check program, lifeline-linkcheck, against a local fake
+// speedtest server: the agent itself must not grow by it). It is also
+// asked for its Go runtime figures (SIGUSR1 logs runtime/metrics).
 //
-// Figures (b.ReportMetric, PHASE fresh or aged, and markdown rows for
-// README's table):
+// Figures (b.ReportMetric, PHASE fresh, aged or checked, and markdown rows
+// for README's table):
 //   PHASE_rss_kB, PHASE_anon_kB, PHASE_file_kB  VmRSS, RssAnon, RssFile
 //   PHASE_heap_live_KiB  Go heap live at the last GC (0: none yet; an idle
 //                        agent may go hours without one)
@@ -27,7 +29,7 @@ package tunnel
 // from tmpfs): it follows the binary's size more than what runs.
 //
 // Run: go test -run '^$' -bench IdleRSS -benchtime 1x ./agent/tunnel
-// (about ten minutes; autossh from Debian's autossh package, skipped if
+// (about thirteen minutes; autossh from Debian's autossh package, skipped if
 // missing).
 
 import (
@@ -45,6 +47,7 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/agent/memstat"
+	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
@@ -57,8 +60,9 @@ var (
 	releaseErr  error
 )
 
-// releaseBinaries builds both binaries as `make build` does (static,
-// stripped), once per test process; TestMain removes them.
+// releaseBinaries builds the binaries as `make build` does (static,
+// stripped; the link check program next to the agent), once per test
+// process; TestMain removes them.
 func releaseBinaries(b *testing.B) (agent, bastion string) {
 	b.Helper()
 	releaseOnce.Do(func() {
@@ -66,11 +70,12 @@ func releaseBinaries(b *testing.B) (agent, bastion string) {
 		if releaseErr != nil {
 			return
 		}
-		for _, p := range []string{"agent", "bastion"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(releaseDir, "lifeline-"+p), "../../"+p+"/cmd/lifeline-"+p)
+		for _, p := range []string{"agent/lifeline-agent", "bastion/lifeline-bastion", "agent/lifeline-linkcheck"} {
+			dir, bin, _ := strings.Cut(p, "/")
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(releaseDir, bin), "../../"+dir+"/cmd/"+bin)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
-				releaseErr = fmt.Errorf("go build lifeline-%s: %v: %s", p, err, out)
+				releaseErr = fmt.Errorf("go build %s: %v: %s", bin, err, out)
 				return
 			}
 		}
@@ -162,17 +167,21 @@ func startRSSBastion(b *testing.B, bin, dir string) *rssBastion {
 // registrations counts the bastion's "registered" log lines.
 func (bs *rssBastion) registrations() int { return strings.Count(bs.out.String(), "msg=registered") }
 
-// rssPhases are the agent's two measurements: as the issue measured it
-// (defaults, two minutes after start), and aged (keepalives every 100 ms
-// for five minutes: the allocations of about four hours of default idle,
-// so the heap has been collected and its pages reused, as in the field).
+// rssPhases are the agent's measurements: as the issue measured it
+// (defaults, two minutes after start), aged (keepalives every 100 ms for
+// five minutes: the allocations of hours of default idle, so the heap has
+// been collected and its pages reused, as in the field), and checked (as
+// fresh, with the first link check of the hour 30 s after the start).
 var rssPhases = []struct {
-	name string
-	env  []string
-	idle time.Duration
+	name  string
+	env   []string
+	idle  time.Duration
+	check bool // link checks on, against a local fake; one must be ok
 }{
-	{"fresh", nil, benchRSSIdle},
-	{"aged", []string{"LIFELINE_KEEPALIVE=100ms"}, 300 * time.Second},
+	{"fresh", nil, benchRSSIdle, false},
+	{"aged", []string{"LIFELINE_KEEPALIVE=100ms"}, 300 * time.Second, false},
+	{"checked", []string{"LIFELINE_CHECK_EVERY=1h", "LIFELINE_CHECK_DURATION=2s", "LIFELINE_CHECK_BUDGET=10MB", "LIFELINE_CHECK_MONTHLY_BUDGET=0",
+		"LIFELINE_MIN_DOWNLOAD=0", "LIFELINE_MAX_LATENCY=0"}, benchRSSIdle, true},
 }
 
 // rssFigures is one reading of the agent.
@@ -184,7 +193,8 @@ type rssFigures struct {
 var memAttr = regexp.MustCompile(`\b(heap_live|heap_objects|go_total)=(\d+)KiB|\b(gc_cycles)=(\d+)`)
 
 // measureAgent runs the agent against bs for idle and reads its memory.
-func measureAgent(b *testing.B, agentBin string, bs *rssBastion, dir string, env []string, idle time.Duration) rssFigures {
+// wantLog, when not empty, must be in the agent's output by then.
+func measureAgent(b *testing.B, agentBin string, bs *rssBastion, dir string, env []string, idle time.Duration, wantLog string) rssFigures {
 	sock, states := notifySocket(b, dir)
 	p := &agentProcess{cmd: exec.Command(agentBin), out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"),
@@ -212,6 +222,9 @@ func measureAgent(b *testing.B, agentBin string, bs *rssBastion, dir string, env
 		b.Fatalf("the agent never registered: %q", states())
 	}
 	pause(idle)
+	if wantLog != "" && !strings.Contains(p.out.String(), wantLog) {
+		b.Fatalf("no %q in the agent's output", wantLog)
+	}
 	pid := []int{p.cmd.Process.Pid}
 	f := rssFigures{rss: procStatusKB(b, pid, "VmRSS"), anon: procStatusKB(b, pid, "RssAnon"), file: procStatusKB(b, pid, "RssFile"), goFig: map[string]float64{}}
 	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
@@ -247,7 +260,16 @@ func BenchmarkIdleRSS(b *testing.B) {
 			if err := os.MkdirAll(pd, 0o700); err != nil {
 				b.Fatal(err)
 			}
-			f := measureAgent(b, agentBin, bs, pd, ph.env, ph.idle)
+			env, wantLog := ph.env, ""
+			if ph.check {
+				fake, err := speedtestfake.Start("127.0.0.1:0", speedtestfake.Config{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { fake.Close() })
+				env, wantLog = append(append([]string(nil), env...), "LIFELINE_SPEEDTEST_URL="+fake.URL()), `msg="link check ok"`
+			}
+			f := measureAgent(b, agentBin, bs, pd, env, ph.idle, wantLog)
 			figs[i] = f
 			b.ReportMetric(f.rss, ph.name+"_rss_kB")
 			b.ReportMetric(f.anon, ph.name+"_anon_kB")
@@ -272,7 +294,10 @@ func BenchmarkIdleRSS(b *testing.B) {
 		for i, ph := range rssPhases {
 			f := figs[i]
 			how := fmt.Sprintf("defaults, %s idle", ph.idle)
-			if ph.env != nil {
+			switch {
+			case ph.check:
+				how = fmt.Sprintf("one link check 30 s after the start, run by lifeline-linkcheck against a local fake speedtest server (2 s capture), %s idle, %.0f GCs", ph.idle, f.goFig["gc_cycles"])
+			case ph.env != nil:
 				how = fmt.Sprintf("%s for %s (the allocations of hours of default idle), %.0f GCs", strings.Join(ph.env, " "), ph.idle, f.goFig["gc_cycles"])
 			}
 			ratio := "—"

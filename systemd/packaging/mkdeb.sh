@@ -5,6 +5,9 @@
 # the static binary, the hardened unit(s), the env template under /etc/lifeline
 # as a conffile, a sysusers.d entry for the `lifeline` user and the maintainer
 # scripts. PACKAGE is lifeline-bastion or lifeline-agent. Used by `make deb`.
+# lifeline-agent also holds the link check program the agent runs for each
+# check, lifeline-linkcheck, taken from next to BINARY (as `make dist` and
+# `make build` leave it) and installed in /usr/lib/lifeline.
 # Nothing is enabled or started by the package: see the postinst scripts.
 set -euo pipefail
 
@@ -18,6 +21,7 @@ case "$pkg" in
 lifeline-bastion)
 	role=bastion
 	unit_files=(lifeline-bastion.service)
+	libexec=()
 	summary="lifeline jump host: SSH relay to sites behind carrier-grade NAT"
 	long=" lifeline-bastion runs on a cloud host with a static address. Site agents
  connect out to it and register names (pi:22); operators reach them with
@@ -28,6 +32,7 @@ lifeline-bastion)
 lifeline-agent)
 	role=agent
 	unit_files=(lifeline-agent.service lifeline-netsetup.service)
+	libexec=(lifeline-linkcheck)
 	summary="lifeline site agent: keeps a reverse SSH tunnel to the jump host"
 	long=" lifeline-agent runs at a site behind carrier-grade NAT (a Raspberry Pi
  on a cellular or satellite backup link). It keeps an outbound SSH tunnel to
@@ -44,6 +49,9 @@ if ! [[ "$version" =~ ^[0-9][A-Za-z0-9.+~]*$ ]]; then
 	exit 2
 fi
 [ -f "$binary" ] || { echo "$0: binary $binary not found" >&2; exit 2; }
+for p in "${libexec[@]}"; do
+	[ -f "$(dirname "$binary")/$p" ] || { echo "$0: $pkg needs $p next to $binary: $(dirname "$binary")/$p not found" >&2; exit 2; }
+done
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -52,6 +60,10 @@ root="$work/root"
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/usr/lib/systemd/system" \
 	"$root/usr/lib/sysusers.d" "$root/usr/share/doc/$pkg" "$root/etc/lifeline"
 install -m 0755 "$binary" "$root/usr/bin/$pkg"
+for p in "${libexec[@]}"; do
+	install -d -m 0755 "$root/usr/lib/lifeline"
+	install -m 0755 "$(dirname "$binary")/$p" "$root/usr/lib/lifeline/$p"
+done
 for u in "${unit_files[@]}"; do
 	install -m 0644 "$units/$u" "$root/usr/lib/systemd/system/$u"
 done

@@ -1,4 +1,4 @@
-package linkcheck
+package measure
 
 import (
 	"context"

@@ -1,4 +1,9 @@
-package linkcheck
+// Package measure is the link check's measurement: speedtest-go, held to
+// the check's data budget and capture time. Only the link check program
+// (agent/cmd/lifeline-linkcheck) links it: speedtest-go brings net/http,
+// TLS and their package state, which the long-running agent does without
+// (agent/linkcheck runs each check in that program).
+package measure
 
 import (
 	"context"
@@ -12,43 +17,10 @@ import (
 
 	"github.com/showwin/speedtest-go/speedtest"
 
+	"github.com/lifeline-dev/lifeline/agent/linkcheck"
 	"github.com/lifeline-dev/lifeline/shared/netbind"
 	"github.com/lifeline-dev/lifeline/shared/version"
 )
-
-// SpeedTester measures the link once. It is the seam between the verdict
-// logic and the outside world; the production one is NewSpeedtestGo.
-//
-// Measure must return within about lim.Duration (twice when lim.Upload)
-// plus the time its network requests take (each bounded) after ctx is done
-// at the latest, must not move more than lim.Budget bytes, and must report
-// every problem it met in Measurement.Errors rather than stopping at the
-// first: a partial measurement is normal.
-type SpeedTester interface {
-	Measure(ctx context.Context, lim Limits) Measurement
-}
-
-// Limits bound one measurement.
-type Limits struct {
-	Budget      int64         // most bytes moved, both directions, everything counted
-	Duration    time.Duration // capture time of the download, and of the upload
-	Connections int           // parallel connections
-	Upload      bool          // measure upload too
-}
-
-// Measurement is what one test found. A Have* flag is false when that part
-// could not be measured; Errors then says why.
-type Measurement struct {
-	ISP, IP, Server string
-	HaveLatency     bool
-	Latency, Jitter time.Duration
-	HaveDownload    bool
-	DownloadBps     float64
-	HaveUpload      bool
-	UploadBps       float64
-	Bytes           int64 // bytes moved, both directions
-	Errors          []error
-}
 
 // SpeedtestGoConfig configures NewSpeedtestGo.
 type SpeedtestGoConfig struct {
@@ -86,8 +58,15 @@ type speedtestGo struct {
 	base *url.URL
 }
 
+// New returns the production SpeedTester for cfg: its API URL
+// (LIFELINE_SPEEDTEST_URL), fixed test server (LIFELINE_SPEEDTEST_SERVER)
+// and interface (LIFELINE_INTERFACE). The limits come with each Measure.
+func New(cfg linkcheck.Config) (linkcheck.SpeedTester, error) {
+	return NewSpeedtestGo(SpeedtestGoConfig{APIURL: cfg.SpeedtestURL, Server: cfg.SpeedtestServer, Interface: cfg.Interface})
+}
+
 // NewSpeedtestGo returns the production SpeedTester.
-func NewSpeedtestGo(cfg SpeedtestGoConfig) (SpeedTester, error) {
+func NewSpeedtestGo(cfg SpeedtestGoConfig) (linkcheck.SpeedTester, error) {
 	t := &speedtestGo{cfg: cfg}
 	if cfg.APIURL != "" {
 		u, err := url.Parse(cfg.APIURL)
@@ -108,10 +87,10 @@ const (
 	dialTimeout   = 10 * time.Second
 	headerTimeout = 15 * time.Second
 	// controlTimeout bounds each of the steps before the measured phases.
-	controlTimeout = 30 * time.Second
+	controlTimeout = linkcheck.ControlTimeout
 )
 
-func (t *speedtestGo) Measure(ctx context.Context, lim Limits) (m Measurement) {
+func (t *speedtestGo) Measure(ctx context.Context, lim linkcheck.Limits) (m linkcheck.Measurement) {
 	meter := newMeter(lim.Budget, time.Now)
 	defer func() { m.Bytes = meter.Spent() }()
 	stop := context.AfterFunc(ctx, func() { meter.abort(fmt.Errorf("check stopped: %w", context.Cause(ctx))) })

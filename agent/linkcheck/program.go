@@ -1,0 +1,553 @@
+package linkcheck
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/lifeline-dev/lifeline/shared/report"
+	"github.com/lifeline-dev/lifeline/shared/version"
+)
+
+// The link check program (lifeline-linkcheck, agent/cmd/lifeline-linkcheck)
+// measures the link for the agent, one check per run:
+//
+//	agent                                   lifeline-linkcheck
+//	  lock, marker, allowance (history.go)
+//	  exec, stdin: programRequest (JSON) -->  Config.Validate, speedtest-go
+//	  stderr: log lines, forwarded       <--  slog JSON lines (text on a crash)
+//	  stdout: the result                 <--  one report.LinkReport JSON line, exit 0
+//	  time, keepalives, month, journal, publish
+//
+// The agent trusts only the measurement from the result (ISP, address,
+// server, latency, jitter, speeds, bytes, reasons); time, duration and
+// everything about the schedule and the budget are its own. Anything else
+// (no program, a start that fails, an exit status other than 0, output
+// that is not one valid report, a program still running at the deadline)
+// is a failed check whose reason says which; one that may have moved data
+// counts at its whole allowance, like a check whose process died.
+
+// ProgramName is the link check program's file name.
+const ProgramName = "lifeline-linkcheck"
+
+// ProgramDir is where the lifeline-agent package installs the program: it
+// is no command for people, so not on PATH.
+const ProgramDir = "/usr/lib/lifeline"
+
+// ProgramProtocol is the version of programRequest. A program refuses a
+// request of another version (exit ExitUsage), so an agent that has not
+// been restarted since a package upgrade gets a failed check naming the
+// mismatch, never a misread configuration.
+const ProgramProtocol = 1
+
+// programRequest is what the agent writes to the program's stdin.
+type programRequest struct {
+	V      int    `json:"v"`
+	Config Config `json:"config"`
+	// Budget is what this check may move (the allowance: at most
+	// Config.Budget, less when the month's budget is nearly used).
+	Budget int64 `json:"budget"`
+	// Timeout is the check's deadline, from the program's start: the
+	// agent's MaxDuration, or less when its context ends sooner.
+	Timeout time.Duration `json:"timeout_ns"`
+	// LogLevel is the lowest level the agent logs; the program logs
+	// nothing below it.
+	LogLevel slog.Level `json:"log_level"`
+}
+
+const (
+	// programStopGrace: the program ends its measurement at its deadline
+	// by itself; it is told to (SIGTERM) this long after.
+	programStopGrace = 5 * time.Second
+	// programKillGrace: a program told to stop gets its capture time(s)
+	// plus this long to end its phases and write its result; then it is
+	// killed (SIGKILL).
+	programKillGrace = 10 * time.Second
+	// programPipeWait: once the program has exited, its output is read
+	// for at most this long (a process it left behind may hold the pipes).
+	programPipeWait = 2 * time.Second
+	// maxRequest bounds the request the program reads.
+	maxRequest = 64 << 10
+	// maxLogLines and maxLogLine bound what one run may put in the
+	// agent's log.
+	maxLogLines = 64
+	maxLogLine  = 2 << 10
+)
+
+// programDirs are the directories FindProgram looks in, in order. Tests
+// replace it.
+var programDirs = func() []string {
+	var dirs []string
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Dir(exe))
+	}
+	return append(dirs, ProgramDir)
+}
+
+// FindProgram returns the link check program's path: ProgramName next to
+// this process's executable (bin/ of a build, an unpacked release
+// tarball, /usr/bin), else in ProgramDir (the package). The error names
+// every path it tried and why each would not do.
+func FindProgram() (string, error) { return findProgram(programDirs()) }
+
+func findProgram(dirs []string) (string, error) {
+	var tried []string
+	seen := map[string]bool{}
+	for _, dir := range dirs {
+		p := filepath.Join(dir, ProgramName)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		fi, err := os.Stat(p)
+		switch {
+		case err != nil:
+			tried = append(tried, fmt.Sprintf("%s (%v)", p, unwrapPath(err)))
+		case !fi.Mode().IsRegular():
+			tried = append(tried, p+" (not a file)")
+		case fi.Mode().Perm()&0o111 == 0:
+			tried = append(tried, p+" (not executable)")
+		default:
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("link check program %s not found: tried %s; it comes with the lifeline-agent package (%s), or goes next to lifeline-agent",
+		ProgramName, strings.Join(tried, ", "), filepath.Join(ProgramDir, ProgramName))
+}
+
+// unwrapPath drops the path a *fs.PathError repeats.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// measureInProgram runs one measurement within budget in the link check
+// program and returns its result, or a failed one that says what went
+// wrong with the program (no time, verdict or duration yet: see finish).
+func (c *Checker) measureInProgram(ctx context.Context, budget int64) report.LinkReport {
+	path, err := c.program()
+	if err != nil {
+		c.log.Error("link check not run", "err", err)
+		return report.LinkReport{Reasons: []string{err.Error()}} // nothing ran: nothing moved
+	}
+	timeout := c.MaxDuration()
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	req, err := json.Marshal(programRequest{V: ProgramProtocol, Config: c.cfg, Budget: budget, Timeout: timeout, LogLevel: lowestLevel(ctx, c.log)})
+	if err != nil {
+		return report.LinkReport{Reasons: []string{fmt.Sprintf("link check request: %v", err)}}
+	}
+	run := c.runProgram(ctx, path, req, timeout)
+	r, err := run.result()
+	if err != nil {
+		c.log.Error("link check program failed", "program", path, "err", err)
+		if !run.started {
+			return report.LinkReport{Reasons: []string{err.Error()}}
+		}
+		return report.LinkReport{Bytes: budget, Reasons: []string{fmt.Sprintf("%v; counted at its whole allowance of %s", err, mb(budget))}}
+	}
+	return r
+}
+
+// lowestLevel is the lowest level log logs.
+func lowestLevel(ctx context.Context, log *slog.Logger) slog.Level {
+	for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn} {
+		if log.Enabled(ctx, l) {
+			return l
+		}
+	}
+	return slog.LevelError
+}
+
+// programRun is one run of the program.
+type programRun struct {
+	path    string
+	timeout time.Duration
+	started bool
+	err     error // of the start, or of the wait
+	killed  bool  // by us, after the deadline
+	stdout  cappedBuffer
+	stderr  *logLines
+}
+
+// runProgram runs path with req on its stdin until it exits. It is told
+// to stop (SIGTERM) when ctx is cancelled, or stopGrace after timeout (the
+// program has the same deadline, so a deadline of ctx is left to it), and
+// killed when it has not ended its capture times plus killGrace after that.
+func (c *Checker) runProgram(ctx context.Context, path string, req []byte, timeout time.Duration) *programRun {
+	run := &programRun{path: path, timeout: timeout, stdout: cappedBuffer{max: report.MaxSize + 1},
+		stderr: &logLines{ctx: ctx, log: c.log}}
+	cmd := exec.Command(path)
+	cmd.Env = programEnv(os.Environ())
+	cmd.Stdin = bytes.NewReader(req)
+	cmd.Stdout = &run.stdout
+	cmd.Stderr = run.stderr
+	cmd.WaitDelay = programPipeWait
+	if err := cmd.Start(); err != nil {
+		run.err = err
+		return run
+	}
+	run.started = true
+	c.log.Debug("link check program started", "program", path, "pid", cmd.Process.Pid, "timeout", timeout.Round(time.Millisecond))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }() // always received below
+	stopAt := time.NewTimer(max(timeout, 0) + c.stopGrace)
+	defer stopAt.Stop()
+	killAt := time.NewTimer(time.Hour)
+	killAt.Stop() // armed by stop
+	defer killAt.Stop()
+	cancelled := ctx.Done()
+	stopping := false
+	stop := func(why string) {
+		if stopping {
+			return
+		}
+		stopping = true
+		stopAt.Stop()
+		c.log.Debug("link check program told to stop", "why", why, "pid", cmd.Process.Pid)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		killAt.Reset(c.phases()*c.cfg.CheckDuration + c.killGrace)
+	}
+	for {
+		select {
+		case err := <-done:
+			run.err = err
+			run.stderr.flush()
+			return run
+		case <-cancelled:
+			cancelled = nil
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				stop("check cancelled")
+			}
+		case <-stopAt.C:
+			stop("deadline passed")
+		case <-killAt.C:
+			run.killed = true
+			c.log.Warn("link check program killed: it did not end when told to stop", "pid", cmd.Process.Pid)
+			_ = cmd.Process.Kill()
+		}
+	}
+}
+
+// result is the measurement from the program's output, or an error that
+// says why there is none.
+func (run *programRun) result() (report.LinkReport, error) {
+	hint := ""
+	if h := run.stderr.problem(); h != "" {
+		hint = ": " + h
+	}
+	switch {
+	case !run.started:
+		return report.LinkReport{}, fmt.Errorf("link check program %s could not be started: %v", run.path, unwrapPath(run.err))
+	case run.killed:
+		return report.LinkReport{}, fmt.Errorf("link check program %s killed: no result in time (the check's deadline was %s after its start)%s", run.path, run.timeout.Round(100*time.Millisecond), hint)
+	case run.err != nil:
+		return report.LinkReport{}, fmt.Errorf("link check program %s failed (%v)%s", run.path, run.err, hint)
+	case run.stdout.over:
+		return report.LinkReport{}, fmt.Errorf("link check program %s wrote more than %d bytes: not a result%s", run.path, report.MaxSize, hint)
+	}
+	out := bytes.TrimSpace(run.stdout.buf.Bytes())
+	if len(out) == 0 {
+		return report.LinkReport{}, fmt.Errorf("link check program %s wrote no result%s", run.path, hint)
+	}
+	r, err := report.Decode(out)
+	if err != nil {
+		return report.LinkReport{}, fmt.Errorf("link check program %s wrote no valid result (%v)%s", run.path, err, hint)
+	}
+	// The measurement only: the rest is the agent's.
+	return report.LinkReport{ISP: r.ISP, IP: r.IP, Server: r.Server, LatencyMS: r.LatencyMS, JitterMS: r.JitterMS,
+		DownloadBps: r.DownloadBps, UploadBps: r.UploadBps, Bytes: r.Bytes, Reasons: r.Reasons}, nil
+}
+
+// programEnv is the agent's environment without what systemd meant for
+// the agent alone (its notify socket, watchdog, sockets).
+func programEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// cappedBuffer keeps the first max bytes written to it and drains the
+// rest, so a program that writes too much never blocks.
+type cappedBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	max  int
+	over bool
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.max - b.buf.Len(); len(p) > room {
+		b.buf.Write(p[:max(room, 0)])
+		b.over = true
+		return len(p), nil
+	}
+	b.buf.Write(p)
+	return len(p), nil
+}
+
+// logLines is the program's stderr: each line a record of its slog JSON
+// handler, logged again on log at its level with its attributes, or text
+// (a panic, a runtime error) logged as it is. At most maxLogLines lines of
+// at most maxLogLine bytes each are logged per run; flush says how many
+// more there were.
+type logLines struct {
+	ctx context.Context
+	log *slog.Logger
+
+	mu       sync.Mutex
+	partial  []byte
+	cut      bool // the partial line passed maxLogLine
+	lines    int
+	dropped  int
+	text     string // the first text line
+	errorMsg string // the last record at level error
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		chunk := p
+		if i >= 0 {
+			chunk = p[:i]
+		}
+		if room := maxLogLine - len(l.partial); len(chunk) > room {
+			chunk, l.cut = chunk[:max(room, 0)], true
+		}
+		l.partial = append(l.partial, chunk...)
+		if i < 0 {
+			break
+		}
+		l.line()
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+// flush logs a last line without a newline, and what was not logged.
+func (l *logLines) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.partial) > 0 {
+		l.line()
+	}
+	if l.dropped > 0 {
+		l.log.Warn("link check program: more output not logged", "lines", l.dropped)
+		l.dropped = 0
+	}
+}
+
+// line handles l.partial; l.mu is held.
+func (l *logLines) line() {
+	s := strings.TrimSpace(strings.ToValidUTF8(string(l.partial), "?"))
+	if l.cut {
+		s += " …"
+	}
+	l.partial, l.cut = l.partial[:0], false
+	if s == "" {
+		return
+	}
+	level, msg, attrs, ok := parseRecord(s)
+	switch {
+	case !ok && l.text == "":
+		l.text = s
+	case ok && level >= slog.LevelError:
+		l.errorMsg = msg
+		for i := 0; i+1 < len(attrs); i += 2 {
+			if attrs[i] == "err" {
+				l.errorMsg += ": " + fmt.Sprint(attrs[i+1])
+			}
+		}
+	}
+	if l.lines >= maxLogLines {
+		l.dropped++
+		return
+	}
+	l.lines++
+	if !ok {
+		l.log.Warn("link check program output", "line", s)
+		return
+	}
+	l.log.Log(l.ctx, level, msg, attrs...)
+}
+
+// problem is what the program said went wrong: its first text line (a
+// panic, a usage error), else its last error record.
+func (l *logLines) problem() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.text != "" {
+		return l.text
+	}
+	return l.errorMsg
+}
+
+// parseRecord reads one slog JSON record: its level, message and the
+// other attributes (sorted by key; the program's time is dropped, the
+// agent's log has its own).
+func parseRecord(s string) (level slog.Level, msg string, attrs []any, ok bool) {
+	if !strings.HasPrefix(s, "{") {
+		return 0, "", nil, false
+	}
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	var rec map[string]any
+	if err := d.Decode(&rec); err != nil {
+		return 0, "", nil, false
+	}
+	lv, _ := rec[slog.LevelKey].(string)
+	m, isString := rec[slog.MessageKey].(string)
+	if !isString || level.UnmarshalText([]byte(lv)) != nil {
+		return 0, "", nil, false
+	}
+	keys := make([]string, 0, len(rec))
+	for k := range rec {
+		if k != slog.TimeKey && k != slog.LevelKey && k != slog.MessageKey {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		attrs = append(attrs, k, rec[k])
+	}
+	return level, m, attrs, true
+}
+
+// Usage of the link check program.
+const programUsage = "usage: " + ProgramName + " [--version | --help]\n\n" +
+	ProgramName + " measures the backup link once (ISP, latency, download and upload speed, with\n" +
+	"speedtest-go) for lifeline-agent, which runs it for every link check, its own and those of\n" +
+	"`lifeline-agent check`, and keeps the schedule, the history and the monthly budget itself.\n" +
+	"It reads the check's configuration as one JSON request on stdin, writes the result as one\n" +
+	"JSON line (a line of checks.jsonl) on stdout and logs JSON lines on stderr; SIGTERM ends the\n" +
+	"measurement early. To check the link by hand, run `lifeline-agent check`.\n" +
+	"Exit status: 0 result written, 1 failed, 2 usage or request error.\n"
+
+// ProgramMain is the link check program (lifeline-linkcheck): it reads a
+// request from stdin, measures once with the SpeedTester newTester makes
+// for the request's configuration, within the request's budget and
+// deadline, judges the measurement and writes the result as one JSON line
+// on stdout; it logs JSON lines on stderr. args are the arguments after
+// the program's name (--version and --help only). When ctx ends (the
+// agent's SIGTERM), the measurement stops as a cancelled check does and
+// the result says so. It returns ExitOK when it wrote a result, whatever
+// the verdict; ExitUsage on a usage or request error; ExitFailed when it
+// could not measure at all.
+func ProgramMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, newTester func(Config) (SpeedTester, error)) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "-v", "--version", "version":
+			fmt.Fprintln(stdout, ProgramName, version.Version)
+			return ExitOK
+		case "-h", "--help", "help":
+			fmt.Fprint(stdout, programUsage)
+			return ExitOK
+		}
+		fmt.Fprintf(stderr, "%s: unexpected argument %q: it is run by lifeline-agent (try --help)\n", ProgramName, args[0])
+		return ExitUsage
+	}
+	start := time.Now()
+	req, err := readRequest(stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", ProgramName, err)
+		return ExitUsage
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: req.LogLevel}))
+	tester, err := newTester(req.Config)
+	if err != nil {
+		log.Error("cannot measure", "err", err)
+		return ExitFailed
+	}
+	c, err := New(req.Config, log, WithSpeedTester(tester))
+	if err != nil {
+		log.Error("cannot measure", "err", err)
+		return ExitFailed
+	}
+	// Stopped by the agent, the check is cancelled as it would be in the
+	// agent's own process (the reasons say "context canceled").
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	unhook := context.AfterFunc(ctx, cancel)
+	defer unhook()
+	if ctx.Err() != nil {
+		cancel() // at once, not when AfterFunc's goroutine gets to it
+	}
+	log.Debug("measuring", "budget", req.Budget, "timeout", req.Timeout.Round(time.Millisecond))
+	r := c.measureHere(mctx, req.Budget, min(req.Timeout, c.MaxDuration()))
+	finish(&r, start, time.Now())
+	b, err := report.Encode(r)
+	if err != nil {
+		log.Error("cannot write the result", "err", err)
+		return ExitFailed
+	}
+	if _, err := stdout.Write(append(b, '\n')); err != nil {
+		log.Error("cannot write the result", "err", err)
+		return ExitFailed
+	}
+	return ExitOK
+}
+
+// readRequest decodes and checks the agent's request, strictly.
+func readRequest(r io.Reader) (programRequest, error) {
+	var req programRequest
+	b, err := io.ReadAll(io.LimitReader(r, maxRequest+1))
+	if err != nil {
+		return req, fmt.Errorf("read the request on stdin: %w", err)
+	}
+	if len(b) > maxRequest {
+		return req, fmt.Errorf("request on stdin longer than %d bytes", maxRequest)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return req, errors.New("no request on stdin: this program is run by lifeline-agent (run `lifeline-agent check` to check the link by hand)")
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&req); err != nil {
+		return req, fmt.Errorf("request on stdin: %w", err)
+	}
+	if d.More() {
+		return req, errors.New("request on stdin: more than one JSON document")
+	}
+	if req.V != ProgramProtocol {
+		return req, fmt.Errorf("request version %d, this %s (%s) reads version %d: restart lifeline-agent after an upgrade", req.V, ProgramName, version.Version, ProgramProtocol)
+	}
+	var errs []error
+	if err := req.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if req.Budget <= 0 {
+		errs = append(errs, fmt.Errorf("budget %d: must be positive", req.Budget))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return req, fmt.Errorf("request on stdin: %w", err)
+	}
+	return req, nil
+}
