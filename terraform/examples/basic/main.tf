@@ -1,6 +1,7 @@
 # Example root: one lifeline jump host in the default VPC.
 #   terraform init && terraform apply
-# then follow ../../README.md ("Pair an agent").
+# then pair the Pi: ../../README.md ("Pairing a site"), and step by step,
+# Pi and operators included: ../../../README.md ("Deploy").
 
 terraform {
   required_version = ">= 1.5.0"
