@@ -1,10 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
 
 	"github.com/lifeline-dev/lifeline/bastion/config"
+	"github.com/lifeline-dev/lifeline/bastion/doctor"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
@@ -21,6 +28,9 @@ func hostKey(cfg config.Config, hosts hostList, stdout, stderr io.Writer) int {
 			return 2
 		}
 		addrs = append(addrs, a)
+	}
+	if msg := becomeServiceUser(cfg.HostKey); msg != "" {
+		fmt.Fprintln(stderr, "lifeline-bastion hostkey:", msg)
 	}
 	signer, created, err := keyfile.LoadOrCreate(cfg.HostKey, "lifeline-bastion")
 	if err != nil {
@@ -51,4 +61,40 @@ is exactly what operators and agents dial. Give the public name or address they 
 `, cfg.Name, port)
 	}
 	return 0
+}
+
+// becomeServiceUser makes a hostkey run as root read or create the key as
+// the service user, so a key it creates is one the service can read: run
+// as root between the service's first start and its first key, it would
+// otherwise leave a root-owned key the bastion cannot open. The key's
+// directory, when missing, is made for that user first (as systemd's
+// StateDirectory= would). Without such a user (a bastion not installed
+// by the package) or not as root, nothing changes. It returns what to
+// tell the admin when the switch failed.
+func becomeServiceUser(keyPath string) string {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	u, err := user.Lookup(doctor.ServiceUser)
+	if err != nil {
+		return ""
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	dir := filepath.Dir(keyPath)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Sprintf("cannot make %s for the service user %s: %v", dir, doctor.ServiceUser, err)
+		}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return fmt.Sprintf("cannot give %s to the service user %s: %v", dir, doctor.ServiceUser, err)
+		}
+	}
+	if c, _ := doctor.BecomeUser(doctor.ServiceUser); !c.OK {
+		return c.String() + " (a key made now belongs to root: chown " + doctor.ServiceUser + ": " + keyPath + " before starting the bastion)"
+	}
+	return ""
 }
