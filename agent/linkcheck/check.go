@@ -21,8 +21,11 @@
 // the process's start: every check (the agent's and `lifeline-agent
 // check`'s) is in checks.jsonl with its time and bytes, the next is due
 // LIFELINE_CHECK_EVERY after the latest, and all of a calendar month's
-// (UTC) together stay within LIFELINE_CHECK_MONTHLY_BUDGET. A restart, a
-// crash or a power cut therefore never causes an extra check; a check
+// (UTC) together stay within LIFELINE_CHECK_MONTHLY_BUDGET. Under that
+// budget every check proves ISP and latency (a light check, tens of kB)
+// and the speed measurement is paced so that the month's light checks
+// all fit and speed is still measured regularly (see pace.go). A restart,
+// a crash or a power cut therefore never causes an extra check; a check
 // whose process died is counted at its whole allowance (see LockName).
 package linkcheck
 
@@ -33,6 +36,7 @@ import (
 	"math"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -55,6 +59,10 @@ type Checker struct {
 	// The program is told to stop (SIGTERM) stopGrace after the check's
 	// deadline, and killed killGrace plus its capture times after that.
 	stopGrace, killGrace time.Duration
+
+	paceMu        sync.Mutex
+	loggedEvery   time.Duration // the spacing notePacing last logged
+	loggedNoSpeed bool          // notePacing said speed is not measured this month
 }
 
 // Option changes a Checker made by New.
@@ -92,10 +100,11 @@ func WithClock(clk clock.Clock) Option {
 	}
 }
 
-// WithStatus makes Run describe its schedule and the month's data in one
-// short line (e.g. "link checks: next May 31 19:00 UTC, 48 MB of 300 MB
-// used in 2026-05"), passed to f at start and after every check or skip;
-// the agent shows it in systemd's STATUS=. f must return promptly.
+// WithStatus makes Run describe its schedule, the pacing of its speed
+// measurements and the month's data in one short line (e.g. "link checks:
+// next May 31 19:00 UTC, speed about Jun 1 09:00 UTC, 48 MB of 300 MB used
+// in 2026-05"), passed to f at start and after every check or skip; the
+// agent shows it in systemd's STATUS=. f must return promptly.
 func WithStatus(f func(string)) Option {
 	return func(c *Checker) { c.status = f }
 }
@@ -137,9 +146,14 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Checker, error) {
 	return c, nil
 }
 
-// limits are the bounds a measurement with this data allowance gets.
-func (c *Checker) limits(budget int64) Limits {
-	return Limits{Budget: budget, Duration: c.cfg.CheckDuration, Connections: c.cfg.CheckConnections, Upload: c.cfg.Upload}
+// limits are the bounds a measurement with this data allowance gets; a
+// light one measures no speed.
+func (c *Checker) limits(budget int64, light bool) Limits {
+	lim := Limits{Budget: budget, Duration: c.cfg.CheckDuration, Connections: c.cfg.CheckConnections, Upload: c.cfg.Upload, Light: light}
+	if light {
+		lim.Upload = false
+	}
+	return lim
 }
 
 // MaxDuration is the longest a check may take before it is cancelled: the
@@ -170,27 +184,29 @@ func (c *Checker) phases() time.Duration {
 // ended its capture time(s) plus 10 s after that.
 //
 // Check neither reads nor writes the history, nor minds the monthly
-// budget: the agent uses Run, `lifeline-agent check` uses CheckNow.
+// budget (it always measures speed): the agent uses Run, `lifeline-agent
+// check` uses CheckNow.
 func (c *Checker) Check(ctx context.Context) report.LinkReport {
-	return c.check(ctx, int64(c.cfg.Budget))
+	return c.check(ctx, c.limits(int64(c.cfg.Budget), false))
 }
 
-// check measures within budget, in the link check program or (with
-// WithSpeedTester) here, and gives the result its time, verdict and
-// duration by c.clock.
-func (c *Checker) check(ctx context.Context, budget int64) (r report.LinkReport) {
+// check measures within lim, in the link check program or (with
+// WithSpeedTester) here, and gives the result its time, verdict, duration
+// by c.clock and its light mark.
+func (c *Checker) check(ctx context.Context, lim Limits) (r report.LinkReport) {
 	start := c.clock.Now()
 	defer func() {
 		if p := recover(); p != nil {
 			r.Reasons = append(r.Reasons, fmt.Sprintf("check failed unexpectedly: %v", p))
 		}
+		r.Light = lim.Light
 		finish(&r, start, c.clock.Now())
 		c.logResult(r)
 	}()
 	if c.tester == nil {
-		return c.measureInProgram(ctx, budget)
+		return c.measureInProgram(ctx, lim)
 	}
-	return c.measureHere(ctx, budget, c.MaxDuration())
+	return c.measureHere(ctx, lim, c.MaxDuration())
 }
 
 // finish completes a measured r: version, time (start), verdict (failed
@@ -199,6 +215,9 @@ func (c *Checker) check(ctx context.Context, budget int64) (r report.LinkReport)
 func finish(r *report.LinkReport, start, end time.Time) {
 	r.Version = report.Version
 	r.Time = start.UTC()
+	if r.Light {
+		r.DownloadBps, r.UploadBps = 0, 0
+	}
 	if len(r.Reasons) > 0 {
 		r.Verdict = report.VerdictFailed
 	} else {
@@ -208,10 +227,10 @@ func finish(r *report.LinkReport, start, end time.Time) {
 	sanitise(r)
 }
 
-// measureHere measures with c.tester in this process, for at most timeout,
-// and judges the result (no time, verdict or duration yet: see finish). A
-// panic of the tester is a reason.
-func (c *Checker) measureHere(ctx context.Context, budget int64, timeout time.Duration) (r report.LinkReport) {
+// measureHere measures within lim with c.tester in this process, for at
+// most timeout, and judges the result (no time, verdict or duration yet:
+// see finish). A panic of the tester is a reason.
+func (c *Checker) measureHere(ctx context.Context, lim Limits, timeout time.Duration) (r report.LinkReport) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.Reasons = append(r.Reasons, fmt.Sprintf("check failed unexpectedly: %v", p))
@@ -219,7 +238,10 @@ func (c *Checker) measureHere(ctx context.Context, budget int64, timeout time.Du
 	}()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	m := c.tester.Measure(ctx, c.limits(budget))
+	m := c.tester.Measure(ctx, lim)
+	if lim.Light { // whatever the tester did, a light check judges no speed
+		m.HaveDownload, m.HaveUpload = false, false
+	}
 	r.ISP, r.IP, r.Server, r.Bytes = m.ISP, m.IP, m.Server, max(m.Bytes, 0)
 	if m.HaveLatency {
 		r.LatencyMS = nonNegative(float64(m.Latency) / float64(time.Millisecond))
@@ -231,16 +253,30 @@ func (c *Checker) measureHere(ctx context.Context, budget int64, timeout time.Du
 	if m.HaveUpload {
 		r.UploadBps = nonNegative(m.UploadBps)
 	}
-	r.Reasons = Judge(c.cfg, m)
+	r.Reasons, r.SpeedNote = assess(c.cfg, m)
 	return r
 }
+
+// minJudgeTime is how long a download must have moved data to be called
+// slow when its data allowance cut it short: a fast link reaches a steady
+// rate within a second or two (TCP's slow start, the test server's
+// connections), so a shorter measurement below LIFELINE_MIN_DOWNLOAD says
+// little about the link.
+const minJudgeTime = 2 * time.Second
 
 // Judge lists every reason the measurement m fails cfg's thresholds; an
 // empty list is an ok verdict. Thresholds apply only to what was measured;
 // whatever could not be measured is explained by m.Errors, each of which is
-// a reason.
+// a reason. A download below LIFELINE_MIN_DOWNLOAD that its data allowance
+// cut short in less than minJudgeTime is no reason: it is too small to
+// judge (the check's speed note says so).
 func Judge(cfg Config, m Measurement) []string {
-	var reasons []string
+	reasons, _ := assess(cfg, m)
+	return reasons
+}
+
+// assess is Judge, and the speed note of a download too small to judge.
+func assess(cfg Config, m Measurement) (reasons []string, speedNote string) {
 	for _, err := range m.Errors {
 		if err != nil {
 			reasons = append(reasons, "speed test: "+err.Error())
@@ -258,9 +294,14 @@ func Judge(cfg Config, m Measurement) []string {
 		reasons = append(reasons, fmt.Sprintf("high latency %s, maximum %s", m.Latency.Round(time.Millisecond), cfg.MaxLatency))
 	}
 	if m.HaveDownload && cfg.MinDownload > 0 && m.DownloadBps < cfg.MinDownload.BitsPerSecond() {
-		reasons = append(reasons, fmt.Sprintf("low download speed %s, minimum %s", mbit(m.DownloadBps), mbit(cfg.MinDownload.BitsPerSecond())))
+		if m.DownloadCut && m.DownloadTime < minJudgeTime {
+			speedNote = fmt.Sprintf("download %s over only %s, cut short by the check's data allowance: too small a measurement to judge against the minimum of %s",
+				mbit(m.DownloadBps), m.DownloadTime.Round(10*time.Millisecond), mbit(cfg.MinDownload.BitsPerSecond()))
+		} else {
+			reasons = append(reasons, fmt.Sprintf("low download speed %s, minimum %s", mbit(m.DownloadBps), mbit(cfg.MinDownload.BitsPerSecond())))
+		}
 	}
-	return reasons
+	return reasons, speedNote
 }
 
 func mbit(bps float64) string {
@@ -271,8 +312,15 @@ func mbit(bps float64) string {
 }
 
 func (c *Checker) logResult(r report.LinkReport) {
+	download := mbit(r.DownloadBps)
+	if r.Light {
+		download = "not measured (light check)"
+	}
 	attrs := []any{"isp", r.ISP, "ip", r.IP, "server", r.Server, "latency_ms", math.Round(r.LatencyMS*10) / 10,
-		"download", mbit(r.DownloadBps), "bytes", r.Bytes, "took", time.Duration(r.DurationSecs * float64(time.Second)).Round(time.Millisecond)}
+		"download", download, "bytes", r.Bytes, "took", time.Duration(r.DurationSecs * float64(time.Second)).Round(time.Millisecond)}
+	if r.SpeedNote != "" {
+		attrs = append(attrs, "speed_note", r.SpeedNote)
+	}
 	if r.OK() {
 		c.log.Info("link check ok", attrs...)
 		return
@@ -301,6 +349,7 @@ func sanitise(r *report.LinkReport) {
 	r.ISP = clean(r.ISP, maxField)
 	r.IP = clean(r.IP, maxField)
 	r.Server = clean(r.Server, maxField)
+	r.SpeedNote = clean(r.SpeedNote, maxReason)
 	if len(r.Reasons) > maxReasons {
 		extra := len(r.Reasons) - (maxReasons - 1)
 		r.Reasons = append(r.Reasons[:maxReasons-1], fmt.Sprintf("and %d more", extra))

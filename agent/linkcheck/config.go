@@ -16,14 +16,14 @@ import (
 // LIFELINE_ names. The zero value is not valid: decode it with
 // envconf.Process (which applies the defaults) and call Validate.
 type Config struct {
-	CheckEvery       time.Duration  `envconfig:"CHECK_EVERY" default:"1h" desc:"time between link checks, from the latest one in the history (a fresh install checks shortly after start); 0 disables them"`
+	CheckEvery       time.Duration  `envconfig:"CHECK_EVERY" default:"1h" desc:"time between link checks, from the latest one in the history (a fresh install checks shortly after start); every check proves ISP and latency, speed is measured as LIFELINE_CHECK_MONTHLY_BUDGET allows; 0 disables them"`
 	ExpectISP        string         `envconfig:"EXPECT_ISP" desc:"the ISP the check must report (case-insensitive substring, e.g. Starlink); empty: any"`
-	MinDownload      units.BitRate  `envconfig:"MIN_DOWNLOAD" default:"10Mbps" desc:"slowest acceptable download (bps, kbps, Mbps, Gbps); 0: no minimum"`
+	MinDownload      units.BitRate  `envconfig:"MIN_DOWNLOAD" default:"10Mbps" desc:"slowest acceptable download (bps, kbps, Mbps, Gbps); a measurement its data allowance cut short in under 2 s is too small to judge (the check says so, it does not fail); 0: no minimum"`
 	MaxLatency       time.Duration  `envconfig:"MAX_LATENCY" default:"100ms" desc:"highest acceptable latency to the test server; 0: no maximum"`
-	Budget           units.ByteSize `envconfig:"CHECK_BUDGET" default:"50MB" desc:"most data one check may use, both directions (e.g. 50MB, 512MiB): the link may be metered"`
-	MonthlyBudget    units.ByteSize `envconfig:"CHECK_MONTHLY_BUDGET" default:"300MB" desc:"most data all link checks may use in a calendar month (UTC), manual ones included, across restarts; over it checks are skipped (30% of a 1 GB plan); 0: no cap"`
-	Upload           bool           `envconfig:"CHECK_UPLOAD" default:"false" desc:"also measure upload speed (download and upload then get half of the budget each)"`
-	CheckDuration    time.Duration  `envconfig:"CHECK_DURATION" default:"10s" desc:"how long the download (and upload) measurement runs, 1s to 60s"`
+	Budget           units.ByteSize `envconfig:"CHECK_BUDGET" default:"10MB" desc:"most data one speed measurement may use, both directions (e.g. 10MB, 512MiB; 10MB is 2 s at 40 Mbit/s); under LIFELINE_CHECK_MONTHLY_BUDGET a measurement may get less, paced to last the month"`
+	MonthlyBudget    units.ByteSize `envconfig:"CHECK_MONTHLY_BUDGET" default:"300MB" desc:"most data all link checks may use in a calendar month (UTC), manual ones included, across restarts (300MB: 30% of a 1 GB plan); every check proves ISP and latency (a light check, about 50 kB), speed is measured as often as what is left after reserving the month's light checks allows, at least daily when it can (hourly checks and 300MB: daily, about 8.7 MB, on a fast link); a budget too small for a light check every LIFELINE_CHECK_EVERY spaces the checks out; over it checks are skipped; 0: no cap, speed at every check"`
+	Upload           bool           `envconfig:"CHECK_UPLOAD" default:"false" desc:"also measure upload speed (download and upload then get half of each speed measurement's allowance)"`
+	CheckDuration    time.Duration  `envconfig:"CHECK_DURATION" default:"10s" desc:"longest the download (and upload) measurement runs, 1s to 60s; it ends sooner at its data allowance"`
 	CheckConnections int            `envconfig:"CHECK_CONNECTIONS" default:"4" desc:"parallel connections of the speed measurement, 1 to 16"`
 	SpeedtestURL     string         `envconfig:"SPEEDTEST_URL" default:"https://www.speedtest.net" desc:"base URL of the speedtest.net API (client info and server list): a private server, or a test fake"`
 	SpeedtestServer  string         `envconfig:"SPEEDTEST_SERVER" desc:"fixed test server URL (e.g. http://host:8080) instead of the nearest one"`

@@ -30,6 +30,7 @@ type marker struct {
 	Start  time.Time `json:"start"`
 	Budget int64     `json:"budget"`
 	Manual bool      `json:"manual,omitempty"`
+	Light  bool      `json:"light,omitempty"`
 }
 
 // history is what the schedule and the monthly budget know of past
@@ -45,7 +46,26 @@ type history struct {
 	seen   stamp
 	last   time.Time        // latest check start
 	months map[string]int64 // "2006-01" (UTC) -> bytes
+	speed  speedCheck       // the latest check that was not light
+	lights lightStats       // every light check known
 	bad    int              // unreadable lines at the last read
+}
+
+// speedCheck is a check that measured speed, or tried to.
+type speedCheck struct {
+	at    time.Time
+	bytes int64
+}
+
+// lightStats sums the light checks, for what one is taken to use.
+type lightStats struct {
+	n     int
+	bytes int64
+}
+
+func (l *lightStats) add(b int64) {
+	l.n++
+	l.bytes += max(b, 0)
 }
 
 func newHistory(dir string, j *journal) *history {
@@ -66,13 +86,22 @@ func (h *history) refresh() error {
 	if h.loaded && st == h.seen {
 		return nil
 	}
-	var last time.Time
+	var (
+		last   time.Time
+		speed  speedCheck
+		lights lightStats
+	)
 	months := map[string]int64{}
 	bad, err := h.journal.scan(func(e entry) {
 		if e.Time.After(last) {
 			last = e.Time
 		}
 		months[monthOf(e.Time)] += max(e.Bytes, 0)
+		if e.Light {
+			lights.add(e.Bytes)
+		} else if !e.Time.Before(speed.at) {
+			speed = speedCheck{at: e.Time, bytes: max(e.Bytes, 0)}
+		}
 	})
 	if err != nil {
 		return err
@@ -85,6 +114,12 @@ func (h *history) refresh() error {
 	}
 	for m, b := range months {
 		h.months[m] = max(h.months[m], b)
+	}
+	if !speed.at.Before(h.speed.at) {
+		h.speed = speed
+	}
+	if lights.n >= h.lights.n {
+		h.lights = lights
 	}
 	return nil
 }
@@ -100,6 +135,11 @@ func (h *history) add(r report.LinkReport) error {
 		h.last = r.Time
 	}
 	h.months[monthOf(r.Time)] += max(r.Bytes, 0)
+	if r.Light {
+		h.lights.add(r.Bytes)
+	} else if !r.Time.Before(h.speed.at) {
+		h.speed = speedCheck{at: r.Time, bytes: max(r.Bytes, 0)}
+	}
 	if err == nil && serr == nil {
 		h.seen = st
 	}
@@ -118,6 +158,24 @@ func (h *history) monthBytes(t time.Time) int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.months[monthOf(t)]
+}
+
+// usage is what pacing a check at now needs of the history.
+func (h *history) usage(now time.Time) usage {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := usage{last: h.last, lastSpeed: h.speed.at, speedBytes: h.speed.bytes, light: int64(lightEstimate)}
+	month := now
+	if h.last.After(now) {
+		month = h.last
+	}
+	for i, t := range []time.Time{month, nextMonth(month)} {
+		u.months[i] = monthUse{key: monthKey(t), bytes: h.months[monthOf(t)]}
+	}
+	if h.lights.n > 0 {
+		u.light = min(max(h.lights.bytes/int64(h.lights.n), u.light), int64(lightAllowance))
+	}
+	return u
 }
 
 // unreadable is how many lines the last read skipped.
@@ -222,13 +280,17 @@ func interrupted(m marker) report.LinkReport {
 		Bytes:   max(m.Budget, 0),
 		Verdict: report.VerdictFailed,
 		Manual:  m.Manual,
+		Light:   m.Light,
 		Reasons: []string{fmt.Sprintf("check interrupted: its process ended during it (crash, kill or power cut); counted at its whole allowance of %s", mb(m.Budget))},
 	}
 }
 
 // mb prints a byte count for people, in decimal megabytes as the budgets
-// are written.
+// are written (kilobytes below one megabyte).
 func mb(b int64) string {
+	if b > 0 && b < int64(units.MB) {
+		return fmt.Sprintf("%d kB", (b+500)/1000)
+	}
 	if b%int64(units.MB) == 0 {
 		return fmt.Sprintf("%d MB", b/int64(units.MB))
 	}

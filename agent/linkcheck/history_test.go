@@ -24,7 +24,8 @@ import (
 )
 
 // meteredTester uses 12 MB per check, or its allowance when that is less,
-// as the real one does.
+// as the real one does; a light check uses testLightBytes and downloads
+// nothing.
 type meteredTester struct {
 	mu    sync.Mutex
 	lims  []Limits
@@ -43,9 +44,16 @@ func (f *meteredTester) Measure(ctx context.Context, lim Limits) Measurement {
 		}
 	}
 	m := good()
+	if lim.Light {
+		m.HaveDownload, m.DownloadBps, m.Bytes = false, 0, testLightBytes
+	}
 	m.Bytes = min(m.Bytes, lim.Budget)
 	return m
 }
+
+// testLightBytes is what a light check of the test testers uses: about
+// what one costs against speedtest.net (see lightEstimate).
+const testLightBytes = 40_000
 
 func (f *meteredTester) calls() []Limits {
 	f.mu.Lock()
@@ -56,13 +64,14 @@ func (f *meteredTester) calls() []Limits {
 // world is one state directory, one clock and one tester that several
 // Checkers (one per "process start") share.
 type world struct {
-	t      *testing.T
-	cfg    Config
-	clk    *clock.Fake
-	tester *meteredTester
-	logs   *lockedBuffer
-	rec    recorder
-	run    *runner
+	t       *testing.T
+	cfg     Config
+	clk     *clock.Fake
+	tester  *meteredTester
+	measure SpeedTester // instead of tester, when set
+	logs    *lockedBuffer
+	rec     recorder
+	run     *runner
 }
 
 type lockedBuffer struct {
@@ -96,7 +105,11 @@ func (w *world) checker(opts ...Option) *Checker {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	c, err := New(w.cfg, log, append([]Option{WithSpeedTester(w.tester), WithClock(w.clk)}, opts...)...)
+	var tester SpeedTester = w.tester
+	if w.measure != nil {
+		tester = w.measure
+	}
+	c, err := New(w.cfg, log, append([]Option{WithSpeedTester(tester), WithClock(w.clk)}, opts...)...)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -105,9 +118,9 @@ func (w *world) checker(opts ...Option) *Checker {
 
 // start starts the agent (a new Run on a new Checker, as after a restart)
 // and waits until it is parked on its timer.
-func (w *world) start() {
+func (w *world) start(opts ...Option) {
 	w.t.Helper()
-	w.run = startRun(w.t, w.checker(), nil, w.rec.publish)
+	w.run = startRun(w.t, w.checker(opts...), nil, w.rec.publish)
 	w.parked()
 }
 
@@ -205,62 +218,53 @@ func TestFirstDue(t *testing.T) {
 	}
 }
 
-// TestMonthlyBudgetAcrossRestarts: 30 MB a month, 12 MB a check: each
-// check may use what is left (never more than the month's budget), the
-// third only 6 MB; then checks are skipped (logged, counted in the next
-// report) whatever the restarts, until the month changes.
+// TestMonthlyBudgetAcrossRestarts: a month whose budget is used up (a
+// forced manual check took nearly all of it) skips its checks, whatever
+// the restarts, with a log line, until the month changes; the first
+// report of the next month says how many were skipped.
 func TestMonthlyBudgetAcrossRestarts(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 5, 31, 19, 0, 0, 0, time.UTC)
-	w := newWorld(t, t0, func(c *Config) { c.MonthlyBudget = 30 * units.MB })
+	w := newWorld(t, t0, func(c *Config) { c.MonthlyBudget = 300 * units.MB })
+	// 60 kB left: less than two light checks' worth.
+	if err := w.checker().hist.add(report.LinkReport{Time: t0.Add(-9 * time.Hour), Bytes: 299_940_000, Verdict: report.VerdictOK, Manual: true}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
 	var notes []string
-	w.run = startRun(w.t, w.checker(WithStatus(func(s string) { notes = append(notes, s) })), nil, w.rec.publish)
-	w.parked()
-	w.advance(time.Hour, 30*time.Second) // the first check, 30 s in
-	w.stop()
-	for range 2 { // two more checks, each in a new process
-		w.start()
-		w.advance(time.Hour, 30*time.Second)
-		w.stop()
-	}
-	lims := w.tester.calls()
-	if len(lims) != 3 || lims[0].Budget != int64(30*units.MB) || lims[1].Budget != int64(18*units.MB) || lims[2].Budget != int64(6*units.MB) {
-		t.Fatalf("allowances %+v, want what is left of the 30 MB: 30, 18, 6", lims)
-	}
-	// Over the cap: skipped, logged, across a restart too.
-	w.start()
-	w.advance(time.Hour, 30*time.Second) // 22:00:30 skipped
+	w.start(WithStatus(func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }))
+	w.advance(2*time.Hour, 30*time.Second) // 19:00:30 and 20:00:30 skipped
 	w.stop()
 	w.start()
-	w.advance(59*time.Minute, 30*time.Second) // 23:00:30 skipped
-	if n := len(w.tester.calls()); n != 3 {
-		t.Fatalf("%d checks over the monthly budget", n)
+	w.advance(3*time.Hour, 30*time.Second) // 21:00:30 to 23:00:30 skipped
+	if n := len(w.tester.calls()); n != 0 {
+		t.Fatalf("%d checks over the monthly budget:\n%s", n, w.logs.String())
 	}
-	if n := strings.Count(w.logs.String(), "link check skipped: the monthly check budget is used up"); n != 2 {
-		t.Errorf("%d log lines for 2 skipped checks:\n%s", n, w.logs.String())
+	if n := strings.Count(w.logs.String(), "link check skipped: the monthly check budget is used up"); n != 5 {
+		t.Errorf("%d log lines for 5 skipped checks:\n%s", n, w.logs.String())
+	}
+	if n := strings.Count(w.logs.String(), "level=WARN msg=\"link check skipped"); n != 2 {
+		t.Errorf("%d warnings, want one per start:\n%s", n, w.logs.String())
 	}
 	// June: checks resume; the first report says what was skipped.
 	w.advance(2*time.Hour, 30*time.Second) // 00:00:30 and 01:00:30
 	w.stop()
-	if n := len(w.tester.calls()); n != 5 {
-		t.Fatalf("%d checks, want 3 in May and 2 in June", n)
-	}
 	reps := w.rec.get()
-	if len(reps) != 5 {
-		t.Fatalf("%d reports", len(reps))
+	if len(reps) != 2 || len(w.tester.calls()) != 2 {
+		t.Fatalf("%d reports, %d checks, want 2 in June", len(reps), len(w.tester.calls()))
 	}
-	june := reps[3]
-	if june.Time.Month() != time.June || june.Skipped != 1 || len(june.Notes) != 1 || !strings.Contains(june.Notes[0], "1 scheduled link check skipped") ||
-		june.MonthBytes != 12_000_000 || june.MonthBudget != int64(30*units.MB) {
+	june := reps[0]
+	if june.Time.Month() != time.June || june.Skipped != 3 || len(june.Notes) != 1 || !strings.Contains(june.Notes[0], "3 scheduled link checks skipped from 2026-05-31T21:00:30Z to 2026-05-31T23:00:30Z") ||
+		june.MonthBytes != june.Bytes || june.MonthBudget != int64(300*units.MB) {
 		t.Errorf("first report of June %+v", june)
 	}
-	if may := reps[2]; may.MonthBytes != 30_000_000 || may.Skipped != 0 {
-		t.Errorf("last report of May %+v", may)
+	if reps[1].Skipped != 0 || len(reps[1].Notes) != 0 {
+		t.Errorf("skips reported twice: %+v", reps[1])
 	}
-	if reps[4].Skipped != 0 || len(reps[4].Notes) != 0 {
-		t.Errorf("skips reported twice: %+v", reps[4])
-	}
-	if got := strings.Join(notes, "\n"); !strings.Contains(got, "link checks: next May 31 19:00 UTC, 0 MB of 30 MB used in 2026-05") {
+	mu.Lock()
+	got := strings.Join(notes, "\n")
+	mu.Unlock()
+	if !strings.Contains(got, "link checks paused until 2026-06-01: monthly budget used up (299.9 MB of 300 MB in 2026-05), 2 skipped") {
 		t.Errorf("status lines %q", got)
 	}
 }
@@ -339,7 +343,7 @@ func TestHelperProcess(t *testing.T) {
 		}
 	case "check":
 		cfg := baseConfig(t)
-		cfg.StateDir, cfg.MonthlyBudget = dir, 300*units.MB
+		cfg.StateDir, cfg.MonthlyBudget = dir, 0 // no cap: its allowance is LIFELINE_CHECK_BUDGET
 		tester := &meteredTester{block: make(chan struct{})}
 		c, err := New(cfg, logging.Discard(), WithSpeedTester(announce{tester}))
 		if err != nil {
@@ -474,8 +478,10 @@ func TestKilledDuringCheck(t *testing.T) {
 	if n := len(w.tester.calls()); n != 1 {
 		t.Fatalf("%d checks an hour after the interrupted one, want 1", n)
 	}
-	if r := w.rec.get()[0]; r.MonthBytes != int64(62*units.MB) && r.Time.Month() == hist[0].Time.Month() {
-		t.Errorf("month bytes %d, want the interrupted 50 MB + 12 MB", r.MonthBytes)
+	// It counts as the month's latest speed measurement: the next check is
+	// light, paced from it.
+	if r := w.rec.get()[0]; !r.Light || (r.MonthBytes != int64(50*units.MB)+r.Bytes && r.Time.Month() == hist[0].Time.Month()) {
+		t.Errorf("check after the interrupted one %+v, want a light check and the interrupted 50 MB in the month", r)
 	}
 }
 
@@ -486,21 +492,24 @@ func TestParseEntry(t *testing.T) {
 		line  string
 		ok    bool
 		bytes int64
+		light bool
 	}{
-		{`{"v":1,"time":"2026-05-10T12:00:00Z","isp":"x","bytes":12000000,"verdict":"ok","month_bytes":99}`, true, 12000000},
-		{`{"v":1,"isp":"a\"time\":\"2020-01-01T00:00:00Z\" \"bytes\":7","time":"2026-05-10T12:00:00Z","bytes":3}`, true, 3},
-		{`{"v":1,"time":"2026-05-10T12:00:00Z","verdict":"ok"}`, true, 0},
-		{`{"v":1,"time":"2026-05-10T12:00:00Z","bytes":-5}`, true, 0},
-		{`{"v":1,"time":"2026-05-10T12:00:00Z","bytes":12`, false, 0}, // torn
-		{`{"v":1,"bytes":12}`, false, 0},
-		{`{"v":1,"time":"yesterday","bytes":12}`, false, 0},
-		{`{"v":1,"time":"2026-05-10T12:00:00Z","bytes":99999999999999999999999}`, false, 0},
-		{`not json`, false, 0},
-		{``, false, 0},
+		{`{"v":1,"time":"2026-05-10T12:00:00Z","isp":"x","bytes":12000000,"verdict":"ok","month_bytes":99}`, true, 12000000, false},
+		{`{"v":1,"time":"2026-05-10T12:00:00Z","isp":"x","bytes":41000,"verdict":"ok","month_bytes":99,"light":true,"speed_note":"paced"}`, true, 41000, true},
+		{`{"v":1,"time":"2026-05-10T12:00:00Z","isp":"a\"light\":true","bytes":41000,"verdict":"ok"}`, true, 41000, false},
+		{`{"v":1,"isp":"a\"time\":\"2020-01-01T00:00:00Z\" \"bytes\":7","time":"2026-05-10T12:00:00Z","bytes":3}`, true, 3, false},
+		{`{"v":1,"time":"2026-05-10T12:00:00Z","verdict":"ok"}`, true, 0, false},
+		{`{"v":1,"time":"2026-05-10T12:00:00Z","bytes":-5}`, true, 0, false},
+		{`{"v":1,"time":"2026-05-10T12:00:00Z","bytes":12`, false, 0, false}, // torn
+		{`{"v":1,"bytes":12}`, false, 0, false},
+		{`{"v":1,"time":"yesterday","bytes":12}`, false, 0, false},
+		{`{"v":1,"time":"2026-05-10T12:00:00Z","bytes":99999999999999999999999}`, false, 0, false},
+		{`not json`, false, 0, false},
+		{``, false, 0, false},
 	}
 	for _, tt := range tests {
 		e, ok := parseEntry([]byte(tt.line))
-		if ok != tt.ok || (ok && (!e.Time.Equal(t0) || e.Bytes != tt.bytes)) {
+		if ok != tt.ok || (ok && (!e.Time.Equal(t0) || e.Bytes != tt.bytes || e.Light != tt.light)) {
 			t.Errorf("parseEntry(%s) = %+v, %v; want bytes %d, %v", tt.line, e, ok, tt.bytes, tt.ok)
 		}
 	}
@@ -510,15 +519,17 @@ func TestParseEntry(t *testing.T) {
 // journal line reads back with its time and bytes.
 func FuzzParseEntry(f *testing.F) {
 	f.Add("Starlink", "wrong ISP \"time\":\"2020-01-01T00:00:00Z\"", int64(12e6), int64(1e6))
+	f.Add("\"light\":true", "\"light\":true", int64(40e3), int64(1e6+1))
 	f.Add("\"bytes\":1", "", int64(0), int64(0))
 	f.Fuzz(func(t *testing.T, isp, reason string, b, ns int64) {
-		r := report.LinkReport{Time: time.Unix(0, ns).UTC(), ISP: isp, Reasons: []string{reason}, Bytes: max(b, 0), Verdict: report.VerdictFailed, MonthBytes: b}
+		r := report.LinkReport{Time: time.Unix(0, ns).UTC(), ISP: isp, Reasons: []string{reason}, Bytes: max(b, 0), Verdict: report.VerdictFailed, MonthBytes: b,
+			Light: ns%2 == 0, SpeedNote: reason}
 		line, err := json.Marshal(r)
 		if err != nil {
 			return
 		}
 		e, ok := parseEntry(line)
-		if !ok || !e.Time.Equal(r.Time) || e.Bytes != r.Bytes {
+		if !ok || !e.Time.Equal(r.Time) || e.Bytes != r.Bytes || e.Light != r.Light {
 			t.Fatalf("line %s read as %+v, %v", line, e, ok)
 		}
 	})

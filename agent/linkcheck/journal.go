@@ -159,6 +159,7 @@ func (j *journal) files() []string {
 type entry struct {
 	Time  time.Time
 	Bytes int64
+	Light bool // a check that measured no speed (report.LinkReport.Light)
 }
 
 // scan calls f for every readable line of every file, oldest first. Lines
@@ -199,11 +200,13 @@ func (j *journal) scan(f func(entry)) (bad int, err error) {
 	return bad, nil
 }
 
-// parseEntry reads the time and bytes of a journal line. It allocates
-// next to nothing (the agent reads up to three MiB of history at start,
-// and garbage would stay in its small heap): the line is checked to be
-// JSON, then the two top-level keys json.Marshal wrote are found by their
-// text (a key's quotes inside a string value would be escaped).
+// parseEntry reads the time, bytes and light mark of a journal line. It
+// allocates next to nothing (the agent reads up to three MiB of history at
+// start, and garbage would stay in its small heap): the line is checked to
+// be JSON, then the top-level keys json.Marshal wrote are found by their
+// text (a key's quotes inside a string value would be escaped). A line
+// without "light" (every line of an older agent) is a check that measured
+// speed.
 func parseEntry(line []byte) (entry, bool) {
 	if len(line) == 0 || line[0] != '{' || !json.Valid(line) {
 		return entry{}, false
@@ -234,6 +237,7 @@ func parseEntry(line []byte) (entry, bool) {
 			e.Bytes = e.Bytes*10 + int64(c-'0')
 		}
 	}
+	e.Light = bytes.Contains(line, []byte(`"light":true`))
 	return e, true
 }
 

@@ -37,13 +37,15 @@ func CheckMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	jsonOut := fs.Bool("json", false, "print the result as one JSON line")
-	force := fs.Bool("force", false, "check even when the monthly budget is used up or the history cannot be recorded")
+	force := fs.Bool("force", false, "check and measure speed even when the monthly budget is used up or the history cannot be recorded")
 	fs.Usage = func() {
 		fmt.Fprint(stdout, checkUsage+"\n\n"+
 			"Checks the backup link now (ISP, latency, download speed) and prints the result.\n"+
 			"The check is recorded in LIFELINE_STATE_DIR and counts against LIFELINE_CHECK_MONTHLY_BUDGET\n"+
-			"like the agent's own, so the agent's next check moves to LIFELINE_CHECK_EVERY after it.\n"+
-			"Run it as root or as the agent's user. --force checks over the monthly budget.\n"+
+			"like the agent's own, so the agent's next check moves to LIFELINE_CHECK_EVERY after it, and\n"+
+			"its next speed measurement is paced from this one. Speed is measured unless what is left of\n"+
+			"the month is held for the agent's light checks (then the result says so).\n"+
+			"Run it as root or as the agent's user. --force measures over the monthly budget.\n"+
 			"Exit status: 0 ok, 1 failed, 2 usage or configuration error, 3 refused (budget used up,\n"+
 			"another check running, history not usable).\n\nEnvironment:\n")
 		_ = envconf.Usage(stdout, &Config{})

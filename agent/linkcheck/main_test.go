@@ -40,7 +40,7 @@ func TestCheckMain(t *testing.T) {
 			wantStderr: []string{"LIFELINE_CHECK_BUDGET=1MB"}},
 		{name: "unknown flag", args: []string{"--bogus"}, wantCode: ExitUsage, wantStderr: []string{"bogus"}},
 		{name: "extra argument", args: []string{"now"}, wantCode: ExitUsage, wantStderr: []string{`unexpected argument "now"`}},
-		{name: "help", args: []string{"--help"}, wantCode: ExitOK, wantStdout: []string{"usage: lifeline-agent check", "LIFELINE_CHECK_BUDGET", "50MB"}},
+		{name: "help", args: []string{"--help"}, wantCode: ExitOK, wantStdout: []string{"usage: lifeline-agent check", "LIFELINE_CHECK_BUDGET", "10MB"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,6 +98,13 @@ func TestCheckMainHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	nearlyFull := func(t *testing.T, dir string) {
+		// 1 MB left: held for the agent's light checks.
+		j := &journal{path: filepath.Join(dir, JournalName), maxBytes: journalMax, keep: journalKeep}
+		if err := j.append(report.LinkReport{Time: thisMonth, Bytes: 299e6, Verdict: report.VerdictOK}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tests := []struct {
 		name       string
 		setup      func(t *testing.T, dir string)
@@ -106,13 +113,18 @@ func TestCheckMainHistory(t *testing.T) {
 		wantCode   int
 		wantStdout []string
 		wantStderr []string
-		recorded   int // manual checks in the history afterwards
+		recorded   int  // manual checks in the history afterwards
+		light      bool // measured no speed (the fake served no download)
 	}{
 		{name: "recorded", wantCode: ExitOK, recorded: 1,
 			wantStdout: []string{"link checks in " + thisMonth.Format("2006-01") + " (UTC): ", " of 300 MB (LIFELINE_CHECK_MONTHLY_BUDGET) used, this one included"}},
 		{name: "over the monthly budget", setup: full, wantCode: ExitRefused,
 			wantStderr: []string{"not checked: the monthly link check budget is used up: link checks used 300 MB of LIFELINE_CHECK_MONTHLY_BUDGET=300 MB", "--force checks anyway"}},
 		{name: "over the monthly budget, forced", setup: full, args: []string{"--force"}, wantCode: ExitOK, recorded: 1},
+		{name: "what is left is held for the light checks", setup: nearlyFull, wantCode: ExitOK, recorded: 1, light: true,
+			wantStdout: []string{`isp "Starlink", download not measured (speed not measured: what is left of LIFELINE_CHECK_MONTHLY_BUDGET in ` + thisMonth.Format("2006-01") + " (1 MB of 300 MB) is held for the agent's ",
+				"light checks still due; --force measures anyway), latency "}},
+		{name: "what is left is held, forced", setup: nearlyFull, args: []string{"--force"}, wantCode: ExitOK, recorded: 1},
 		{name: "another check running", setup: func(t *testing.T, dir string) {
 			l, err := newHistory(dir, nil).lock()
 			if err != nil {
@@ -143,6 +155,7 @@ func TestCheckMainHistory(t *testing.T) {
 				os.Unsetenv(k)
 			}
 			var stdout, stderr bytes.Buffer
+			downloads := fake.Stats().DownloadRequests
 			code := CheckMain(context.Background(), tt.args, &stdout, &stderr)
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, &stdout, &stderr)
@@ -157,6 +170,9 @@ func TestCheckMainHistory(t *testing.T) {
 					t.Errorf("stderr %q lacks %q", &stderr, w)
 				}
 			}
+			if measured := fake.Stats().DownloadRequests > downloads; code != ExitRefused && measured == tt.light {
+				t.Errorf("downloads before %d, after %d: want light %v", downloads, fake.Stats().DownloadRequests, tt.light)
+			}
 			manual := 0
 			if _, err := os.Stat(filepath.Join(dir, JournalName)); err == nil {
 				for _, l := range readLines(t, filepath.Join(dir, JournalName)) {
@@ -166,7 +182,7 @@ func TestCheckMainHistory(t *testing.T) {
 					}
 					if r.Manual {
 						manual++
-						if r.Bytes <= 0 || r.MonthBudget != 300e6 || r.MonthBytes < r.Bytes {
+						if r.Bytes <= 0 || r.MonthBudget != 300e6 || r.MonthBytes < r.Bytes || r.Light != tt.light || (r.Light && r.Bytes > 50_000) {
 							t.Errorf("manual check recorded as %+v", r)
 						}
 					}

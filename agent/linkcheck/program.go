@@ -32,7 +32,7 @@ import (
 //	  time, keepalives, month, journal, publish
 //
 // The agent trusts only the measurement from the result (ISP, address,
-// server, latency, jitter, speeds, bytes, reasons); time, duration and
+// server, latency, jitter, speeds, bytes, reasons, speed note); time, duration and
 // everything about the schedule and the budget are its own. Anything else
 // (no program, a start that fails, an exit status other than 0, output
 // that is not one valid report, a program still running at the deadline)
@@ -49,7 +49,10 @@ const ProgramDir = "/usr/lib/lifeline"
 // ProgramProtocol is the version of programRequest. A program refuses a
 // request of another version (exit ExitUsage), so an agent that has not
 // been restarted since a package upgrade gets a failed check naming the
-// mismatch, never a misread configuration.
+// mismatch, never a misread configuration. Fields added within a version
+// are omitted when zero and mean what their absence meant (Light: false,
+// measure speed), so a newer program reads an older agent's request as
+// that agent meant it.
 const ProgramProtocol = 1
 
 // programRequest is what the agent writes to the program's stdin.
@@ -57,8 +60,11 @@ type programRequest struct {
 	V      int    `json:"v"`
 	Config Config `json:"config"`
 	// Budget is what this check may move (the allowance: at most
-	// Config.Budget, less when the month's budget is nearly used).
+	// Config.Budget, less when the month's budget paces it).
 	Budget int64 `json:"budget"`
+	// Light asks for a light check: client info, server and latency,
+	// no download or upload.
+	Light bool `json:"light,omitempty"`
 	// Timeout is the check's deadline, from the program's start: the
 	// agent's MaxDuration, or less when its context ends sooner.
 	Timeout time.Duration `json:"timeout_ns"`
@@ -136,10 +142,11 @@ func unwrapPath(err error) error {
 	return err
 }
 
-// measureInProgram runs one measurement within budget in the link check
+// measureInProgram runs one measurement within lim in the link check
 // program and returns its result, or a failed one that says what went
 // wrong with the program (no time, verdict or duration yet: see finish).
-func (c *Checker) measureInProgram(ctx context.Context, budget int64) report.LinkReport {
+func (c *Checker) measureInProgram(ctx context.Context, lim Limits) report.LinkReport {
+	budget := lim.Budget
 	path, err := c.program()
 	if err != nil {
 		c.log.Error("link check not run", "err", err)
@@ -149,7 +156,7 @@ func (c *Checker) measureInProgram(ctx context.Context, budget int64) report.Lin
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
-	req, err := json.Marshal(programRequest{V: ProgramProtocol, Config: c.cfg, Budget: budget, Timeout: timeout, LogLevel: lowestLevel(ctx, c.log)})
+	req, err := json.Marshal(programRequest{V: ProgramProtocol, Config: c.cfg, Budget: budget, Light: lim.Light, Timeout: timeout, LogLevel: lowestLevel(ctx, c.log)})
 	if err != nil {
 		return report.LinkReport{Reasons: []string{fmt.Sprintf("link check request: %v", err)}}
 	}
@@ -272,7 +279,7 @@ func (run *programRun) result() (report.LinkReport, error) {
 	}
 	// The measurement only: the rest is the agent's.
 	return report.LinkReport{ISP: r.ISP, IP: r.IP, Server: r.Server, LatencyMS: r.LatencyMS, JitterMS: r.JitterMS,
-		DownloadBps: r.DownloadBps, UploadBps: r.UploadBps, Bytes: r.Bytes, Reasons: r.Reasons}, nil
+		DownloadBps: r.DownloadBps, UploadBps: r.UploadBps, Bytes: r.Bytes, Reasons: r.Reasons, SpeedNote: r.SpeedNote}, nil
 }
 
 // programEnv is the agent's environment without what systemd meant for
@@ -443,9 +450,10 @@ func parseRecord(s string) (level slog.Level, msg string, attrs []any, ok bool) 
 
 // Usage of the link check program.
 const programUsage = "usage: " + ProgramName + " [--version | --help]\n\n" +
-	ProgramName + " measures the backup link once (ISP, latency, download and upload speed, with\n" +
-	"speedtest-go) for lifeline-agent, which runs it for every link check, its own and those of\n" +
-	"`lifeline-agent check`, and keeps the schedule, the history and the monthly budget itself.\n" +
+	ProgramName + " measures the backup link once (ISP, latency and, unless the check is light,\n" +
+	"download and upload speed, with speedtest-go) for lifeline-agent, which runs it for every\n" +
+	"link check, its own and those of `lifeline-agent check`, and keeps the schedule, the\n" +
+	"history, the monthly budget and the pacing of speed measurements itself.\n" +
 	"It reads the check's configuration as one JSON request on stdin, writes the result as one\n" +
 	"JSON line (a line of checks.jsonl) on stdout and logs JSON lines on stderr; SIGTERM ends the\n" +
 	"measurement early. To check the link by hand, run `lifeline-agent check`.\n" +
@@ -500,8 +508,9 @@ func ProgramMain(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if ctx.Err() != nil {
 		cancel() // at once, not when AfterFunc's goroutine gets to it
 	}
-	log.Debug("measuring", "budget", req.Budget, "timeout", req.Timeout.Round(time.Millisecond))
-	r := c.measureHere(mctx, req.Budget, min(req.Timeout, c.MaxDuration()))
+	log.Debug("measuring", "budget", req.Budget, "light", req.Light, "timeout", req.Timeout.Round(time.Millisecond))
+	r := c.measureHere(mctx, c.limits(req.Budget, req.Light), min(req.Timeout, c.MaxDuration()))
+	r.Light = req.Light
 	finish(&r, start, time.Now())
 	b, err := report.Encode(r)
 	if err != nil {

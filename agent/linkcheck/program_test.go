@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
 	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
@@ -37,7 +38,8 @@ var (
 var programReport = report.LinkReport{Version: report.Version, Time: time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC),
 	ISP: "Fake Carrier", IP: "203.0.113.44", Server: "fake server", LatencyMS: 21.5, JitterMS: 1.5,
 	DownloadBps: 55e6, UploadBps: 7e6, Bytes: 7_654_321, Verdict: report.VerdictOK, DurationSecs: 999,
-	KeepaliveMS: &report.RTT{Samples: 9}, Manual: true, MonthBytes: 1, MonthBudget: 2, Skipped: 3, Notes: []string{"from the program"}}
+	KeepaliveMS: &report.RTT{Samples: 9}, Manual: true, MonthBytes: 1, MonthBudget: 2, Skipped: 3, Notes: []string{"from the program"},
+	SpeedNote: "a note on the speed from the measurement", Light: true, NextSpeed: time.Date(1999, 1, 2, 0, 0, 0, 0, time.UTC)}
 
 // fakes are the stand-ins for the program, by mode. Each reads nothing
 // unless it says so (the agent's request is small enough for the pipe).
@@ -169,7 +171,7 @@ func programWorld(t *testing.T, program string, opts ...Option) (*Checker, *cloc
 // counts against the month.
 func TestProgramFailures(t *testing.T) {
 	t.Parallel()
-	const budget = int64(50 * units.MB)
+	const budget = -1 // the check's allowance, paced to the monthly budget
 	tests := []struct {
 		name     string
 		program  string
@@ -184,7 +186,7 @@ func TestProgramFailures(t *testing.T) {
 		{name: "good result", program: fake("good"), wantOK: true, bytes: programReport.Bytes,
 			logs: []string{`level=INFO msg=measuring part=test budget=123`}},
 		{name: "crash", program: fake("crash"), bytes: budget,
-			reasons: []string{"link check program " + fake("crash") + " failed (exit status 2): panic: runtime error: index out of range", "counted at its whole allowance of 50 MB"},
+			reasons: []string{"link check program " + fake("crash") + " failed (exit status 2): panic: runtime error: index out of range", "counted at its whole allowance of "},
 			logs:    []string{`msg="link check program output" part=test line="panic: runtime error`, `line="goroutine 1 [running]:"`}},
 		{name: "killed by a signal", program: fake("segv"), bytes: budget, reasons: []string{"failed (signal: segmentation fault)", "whole allowance"}},
 		{name: "error exit", program: fake("error"), bytes: budget, reasons: []string{"failed (exit status 1): cannot measure: no test server"}},
@@ -217,6 +219,12 @@ func TestProgramFailures(t *testing.T) {
 				ctx, cancel = context.WithTimeout(ctx, tt.timeout)
 				defer cancel()
 			}
+			if tt.bytes == budget {
+				tt.bytes = c.pace(clk.Now()).speedAllowance
+				if tt.bytes <= 0 || tt.bytes >= int64(c.cfg.Budget) {
+					t.Fatalf("allowance %d: not paced", tt.bytes)
+				}
+			}
 			start := time.Now()
 			r, err := c.CheckNow(ctx, false)
 			taken := time.Since(start)
@@ -244,7 +252,7 @@ func TestProgramFailures(t *testing.T) {
 			}
 			// The agent's own: its clock, the month, manual.
 			if !r.Time.Equal(clk.Now()) || !r.Manual || r.MonthBytes != tt.bytes || r.MonthBudget != int64(300*units.MB) ||
-				r.KeepaliveMS != nil || r.Skipped != 0 || len(r.Notes) != 0 {
+				r.KeepaliveMS != nil || r.Skipped != 0 || len(r.Notes) != 0 || r.Light || r.NextSpeed.IsZero() {
 				t.Errorf("agent fields of the result: %+v", r)
 			}
 			// Once in the history, marker cleared, counted in the month.
@@ -275,18 +283,32 @@ func TestProgramResultMeasurementOnly(t *testing.T) {
 	c, clk, _ := programWorld(t, fake("good"))
 	c.cfg.ExpectISP = "Fake"
 	c.cfg.Upload = true
-	// 260 MB of the month's 300 used: this check gets 40 MB.
-	if err := c.journal.append(report.LinkReport{Time: clk.Now().Add(-time.Hour), Bytes: 260e6, Verdict: report.VerdictOK}); err != nil {
+	// 160 MB of the month's 300 used: this check gets its share of what
+	// is left for speed measurements.
+	if err := c.journal.append(report.LinkReport{Time: clk.Now().Add(-time.Hour), Bytes: 160e6, Verdict: report.VerdictOK}); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(2 * time.Hour)
+	if err := c.hist.refresh(); err != nil {
+		t.Fatal(err)
+	}
+	allowance := c.pace(clk.Now()).speedAllowance
+	if allowance <= 0 || allowance >= int64(c.cfg.Budget) {
+		t.Fatalf("allowance %d: not paced", allowance)
+	}
 	r, err := c.CheckNow(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if r.NextSpeed.Before(clk.Now().Add(time.Hour)) {
+		t.Errorf("next speed measurement %v, not paced from this one", r.NextSpeed)
+	}
+	// The speed note is the measurement's; light and the next speed
+	// measurement are the agent's.
 	want := report.LinkReport{Version: report.Version, Time: clk.Now(), ISP: programReport.ISP, IP: programReport.IP, Server: programReport.Server,
 		LatencyMS: programReport.LatencyMS, JitterMS: programReport.JitterMS, DownloadBps: programReport.DownloadBps, UploadBps: programReport.UploadBps,
-		Bytes: programReport.Bytes, Verdict: report.VerdictOK, Manual: true, MonthBytes: 260e6 + programReport.Bytes, MonthBudget: 300e6}
+		Bytes: programReport.Bytes, Verdict: report.VerdictOK, Manual: true, MonthBytes: 160e6 + programReport.Bytes, MonthBudget: 300e6,
+		SpeedNote: programReport.SpeedNote, NextSpeed: r.NextSpeed}
 	if !reflect.DeepEqual(r, want) {
 		t.Fatalf("result\n%+v\nwant\n%+v", r, want)
 	}
@@ -298,7 +320,7 @@ func TestProgramResultMeasurementOnly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("request %s: %v", b, err)
 	}
-	if !reflect.DeepEqual(req.Config, c.cfg) || req.Budget != 40e6 || req.V != ProgramProtocol || req.LogLevel != slog.LevelDebug ||
+	if !reflect.DeepEqual(req.Config, c.cfg) || req.Budget != allowance || req.Light || req.V != ProgramProtocol || req.LogLevel != slog.LevelDebug ||
 		req.Timeout <= c.MaxDuration()-time.Minute || req.Timeout > c.MaxDuration() {
 		t.Fatalf("request %+v\nconfig %+v", req, c.cfg)
 	}
@@ -333,6 +355,7 @@ func TestProgramScheduled(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			c, clk, _ := programWorld(t, fake(mode))
+			c.cfg.MonthlyBudget = 0 // every check measures speed within LIFELINE_CHECK_BUDGET
 			var rec recorder
 			run := startRun(t, c, func() *report.RTT { return &report.RTT{Samples: 2, Median: 30, Worst: 40} }, rec.publish)
 			eventually(t, "Run to wait", func() bool { return clk.Pending() == 1 })
@@ -351,7 +374,7 @@ func TestProgramScheduled(t *testing.T) {
 				want = int64(c.cfg.Budget)
 			}
 			for i, r := range pub {
-				if r.OK() != (mode == "good") || r.Bytes != want || r.KeepaliveMS == nil || r.Manual || r.MonthBytes != int64(i+1)*want {
+				if r.OK() != (mode == "good") || r.Bytes != want || r.KeepaliveMS == nil || r.Manual || r.MonthBytes != int64(i+1)*want || r.Light {
 					t.Errorf("report %d: %+v", i, r)
 				}
 			}
@@ -582,7 +605,7 @@ func TestProgramRequestRoundTrip(t *testing.T) {
 	cfg.ExpectISP, cfg.MinDownload, cfg.MaxLatency = `Star "link" ü`, 2_500_001*units.BitRate(1), 123456789*time.Nanosecond
 	cfg.Budget, cfg.MonthlyBudget, cfg.Upload = 12_345_678, 300*units.MB+1, true
 	cfg.SpeedtestServer, cfg.Interface, cfg.CheckConnections = "http://127.0.0.1:1", "wwan0", 16
-	in := programRequest{V: ProgramProtocol, Config: cfg, Budget: 7_777_777, Timeout: 90 * time.Second, LogLevel: slog.LevelWarn}
+	in := programRequest{V: ProgramProtocol, Config: cfg, Budget: 7_777_777, Light: true, Timeout: 90 * time.Second, LogLevel: slog.LevelWarn}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
@@ -605,4 +628,39 @@ func TestRunSaysProgramMissing(t *testing.T) {
 	if !strings.Contains(logs.String(), `level=ERROR msg="link checks will fail" err="link check program lifeline-linkcheck not found`) {
 		t.Errorf("log:\n%s", logs.String())
 	}
+}
+
+// TestProgramLightCheck: a paced light check through the real program
+// against the fake: client info, server and latency, no download; the
+// report says speed was not measured, and when it will be.
+func TestProgramLightCheck(t *testing.T) {
+	t.Parallel()
+	fake := startFake(t, speedtestfake.Config{ISP: "Starlink"})
+	cfg := baseConfig(t)
+	cfg.SpeedtestURL, cfg.MonthlyBudget, cfg.ExpectISP = fake.URL(), 300*units.MB, "starlink"
+	clk := clock.NewFake(time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC))
+	c, err := New(cfg, logging.Discard(), WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A speed measurement half an hour ago: the next check is light.
+	if err := c.hist.add(report.LinkReport{Time: clk.Now().Add(-30 * time.Minute), Bytes: 8e6, DownloadBps: 40e6, Verdict: report.VerdictOK}); err != nil {
+		t.Fatal(err)
+	}
+	var rec recorder
+	run := startRun(t, c, nil, rec.publish)
+	eventually(t, "Run to wait", func() bool { return clk.Pending() == 1 })
+	clk.Advance(30 * time.Minute)
+	eventually(t, "the report", func() bool { return len(rec.get()) == 1 })
+	run.stop()
+	r := rec.get()[0]
+	st := fake.Stats()
+	if !r.OK() || !r.Light || r.ISP != "Starlink" || r.LatencyMS <= 0 || r.DownloadBps != 0 || r.Bytes <= 0 || r.Bytes > 50_000 ||
+		!strings.Contains(r.SpeedNote, "speed not measured this hour: paced to the monthly budget") || r.NextSpeed.Sub(r.Time) < 10*time.Hour {
+		t.Fatalf("light check %+v", r)
+	}
+	if st.DownloadRequests != 0 || st.UploadRequests != 0 || st.LatencyRequests < 10 || st.ConfigRequests != 1 {
+		t.Errorf("the fake saw %+v", st)
+	}
+	t.Logf("light check through the program: %d bytes; %s", r.Bytes, r.Summary())
 }

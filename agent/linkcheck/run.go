@@ -18,7 +18,8 @@ const firstCheckDelay = 30 * time.Second
 const busyRetry = time.Minute
 
 // ErrOverBudget is returned by CheckNow when the month's checks have used
-// LIFELINE_CHECK_MONTHLY_BUDGET.
+// LIFELINE_CHECK_MONTHLY_BUDGET (what is left cannot pay for a light
+// check).
 var ErrOverBudget = errors.New("the monthly link check budget is used up")
 
 // Run checks the link on the schedule its history sets, until ctx is done;
@@ -29,9 +30,15 @@ var ErrOverBudget = errors.New("the monthly link check budget is used up")
 // or a manual one), so a restart, a crash or a reboot never causes an extra
 // check; the first check of a fresh install, or an overdue one, comes
 // shortly after Run starts. Checks never overlap, also not with a manual
-// check in another process. A check that would pass the monthly budget is
-// skipped with a log line, and the next report says how many were; a check
-// gets at most what is left of the monthly budget.
+// check in another process.
+//
+// Under a monthly budget every check proves ISP and latency, and speed is
+// measured as the pacing allows (see pace.go): a check without a speed
+// measurement is light, and its report says so and when the next
+// measurement is due. When the month cannot pay for a light check every
+// CheckEvery, checks are spaced out (logged); when it cannot pay for one
+// more, a check is skipped with a log line, and the next report says how
+// many were.
 //
 // Each result gets the keepalive figures of rtt (called once per check,
 // after it; rtt may be nil, and may return nil when it has nothing), the
@@ -104,14 +111,19 @@ func (c *Checker) startup() {
 		c.log.Warn("link check history: unreadable lines skipped (a write cut short by a power cut or kill)", "lines", n)
 	}
 	now := c.clock.Now()
-	attrs := []any{"every", c.cfg.CheckEvery, "month_used", mb(c.hist.monthBytes(now))}
-	if c.cfg.MonthlyBudget > 0 {
-		attrs = append(attrs, "monthly_budget", mb(int64(c.cfg.MonthlyBudget)))
+	p := c.pace(now)
+	attrs := []any{"every", c.cfg.CheckEvery, "month_used", mb(c.hist.monthBytes(c.monthTime(now)))}
+	if p.capped {
+		attrs = append(attrs, "monthly_budget", mb(int64(c.cfg.MonthlyBudget)), "light_check", mb(p.light))
+		if p.speedAllowance > 0 && !p.spaced(c.cfg.CheckEvery) {
+			attrs = append(attrs, "speed_every", p.speedEvery.Round(time.Minute), "speed_allowance", mb(p.speedAllowance))
+		}
 	}
 	if last := c.hist.lastCheck(); !last.IsZero() {
 		attrs = append(attrs, "last", last.UTC().Format(time.RFC3339))
 	}
 	c.log.Info("link check history read", attrs...)
+	c.notePacing(p)
 }
 
 // recoverLeftover records the check of a process that died during it, at
@@ -137,9 +149,10 @@ func (c *Checker) recoverLeftover(l *checkLock) {
 		"started", m.Start.UTC().Format(time.RFC3339), "counted", mb(m.Budget), "manual", m.Manual)
 }
 
-// firstDue is when Run's first check is due, from the history.
+// firstDue is when Run's first check is due, from the history (and the
+// spacing the monthly budget may impose).
 func (c *Checker) firstDue(start time.Time) time.Time {
-	every := c.cfg.CheckEvery
+	every := c.pace(start).every
 	first := start.Add(min(firstCheckDelay, every))
 	last := c.hist.lastCheck()
 	if last.IsZero() {
@@ -204,12 +217,11 @@ func (c *Checker) scheduled(ctx context.Context, rtt func() *report.RTT, publish
 		c.log.Info("link check not due: another check ran since (lifeline-agent check)", "last", last.UTC().Format(time.RFC3339), "next", next.UTC().Format(time.RFC3339))
 		return next
 	}
-	allow, ok := c.allowance(now, false)
-	if !ok {
+	p := c.pace(now)
+	if p.over {
 		sk.add(now)
-		month := c.monthTime(now)
-		args := []any{"used", mb(c.hist.monthBytes(month)), "monthly_budget", mb(int64(c.cfg.MonthlyBudget)), "month", monthOf(month),
-			"resume", nextMonth(month).Format("2006-01-02"), "skipped", sk.n}
+		args := []any{"used", mb(p.used), "monthly_budget", mb(int64(c.cfg.MonthlyBudget)), "month", monthOf(p.month),
+			"resume", p.end.Format("2006-01-02"), "skipped", sk.n}
 		if sk.n == 1 {
 			c.log.Warn("link check skipped: the monthly check budget is used up (LIFELINE_CHECK_MONTHLY_BUDGET); the next report says how many were skipped", args...)
 		} else {
@@ -217,18 +229,34 @@ func (c *Checker) scheduled(ctx context.Context, rtt func() *report.RTT, publish
 		}
 		return now.Add(every)
 	}
-	if allow < int64(c.cfg.Budget) {
-		c.log.Info("link check limited to what is left of the monthly budget", "allowance", mb(allow))
+	c.notePacing(p)
+	if last := c.hist.lastCheck(); p.spaced(every) && !last.IsZero() && now.Before(last.Add(p.every-every/2)) {
+		next := last.Add(p.every)
+		if lim := now.Add(p.every); next.After(lim) {
+			next = lim // the latest check is in the future: the clock went back
+		}
+		c.log.Info("link check not due: checks are spaced out to the monthly budget", "every", p.every, "last", last.UTC().Format(time.RFC3339), "next", next.UTC().Format(time.RFC3339))
+		return next
 	}
-	if err := l.begin(marker{Start: now, Budget: allow}); err != nil {
+	light := !p.speed
+	if p.speed && p.allowance < int64(c.cfg.Budget) {
+		c.log.Info("speed measurement paced to the monthly budget", "allowance", mb(p.allowance), "speed_every", p.speedEvery.Round(time.Minute))
+	}
+	if err := l.begin(marker{Start: now, Budget: p.allowance, Light: light}); err != nil {
 		c.log.Warn("link check marker not written", "err", err)
 	}
-	r := c.check(ctx, allow)
+	r := c.check(ctx, c.limits(p.allowance, light))
 	cancelled := ctx.Err() != nil
 	if rtt != nil && !cancelled {
 		r.KeepaliveMS = rtt()
 	}
 	c.annotate(&r, sk)
+	if p.capped {
+		r.NextSpeed = c.nextSpeedAfter(r, p.every)
+		if light {
+			r.SpeedNote = clean(c.speedNote(p, r.NextSpeed, r.Time), maxReason)
+		}
+	}
 	if err := c.hist.add(r); err != nil {
 		c.log.Warn("link check result not recorded", "err", err)
 	}
@@ -242,23 +270,7 @@ func (c *Checker) scheduled(ctx context.Context, rtt func() *report.RTT, publish
 		publish(ctx, r)
 	}
 	*sk = skips{}
-	return r.Time.Add(every)
-}
-
-// allowance is what a check starting at now may use: LIFELINE_CHECK_BUDGET,
-// or what is left of the monthly budget when that is less. ok is false
-// when what is left is too little to measure anything (force ignores the
-// monthly budget).
-func (c *Checker) allowance(now time.Time, force bool) (bytes int64, ok bool) {
-	per := int64(c.cfg.Budget)
-	if c.cfg.MonthlyBudget <= 0 || force {
-		return per, true
-	}
-	left := int64(c.cfg.MonthlyBudget) - c.hist.monthBytes(c.monthTime(now))
-	if left < int64(minBudget) {
-		return max(left, 0), false
-	}
-	return min(per, left), true
+	return r.Time.Add(c.pace(c.clock.Now()).every)
 }
 
 // monthTime is the time whose month is budgeted: now, or the latest check
@@ -296,32 +308,55 @@ func (c *Checker) setStatus(s string) {
 	}
 }
 
-// showSchedule tells WithStatus's function when the next check is due and
-// what the month's checks used.
+// showSchedule tells WithStatus's function when the next check is due,
+// when speed is measured next, and what the month's checks used.
 func (c *Checker) showSchedule(due time.Time, sk *skips) {
 	if c.status == nil {
 		return
 	}
 	month := c.monthTime(c.clock.Now())
 	used := mb(c.hist.monthBytes(month))
-	switch {
-	case sk.n > 0:
+	next := due.UTC().Format("Jan 2 15:04 UTC")
+	if sk.n > 0 {
 		c.setStatus(fmt.Sprintf("link checks paused until %s: monthly budget used up (%s of %s in %s), %d skipped",
 			nextMonth(month).Format("2006-01-02"), used, mb(int64(c.cfg.MonthlyBudget)), monthOf(month), sk.n))
-	case c.cfg.MonthlyBudget > 0:
-		c.setStatus(fmt.Sprintf("link checks: next %s, %s of %s used in %s", due.UTC().Format("Jan 2 15:04 UTC"), used, mb(int64(c.cfg.MonthlyBudget)), monthOf(month)))
-	default:
-		c.setStatus(fmt.Sprintf("link checks: next %s, %s used in %s", due.UTC().Format("Jan 2 15:04 UTC"), used, monthOf(month)))
+		return
 	}
+	if c.cfg.MonthlyBudget <= 0 {
+		c.setStatus(fmt.Sprintf("link checks: next %s, %s used in %s", next, used, monthOf(month)))
+		return
+	}
+	u := c.hist.usage(due)
+	p := pace(c.cfg, due, u)
+	var speed string
+	switch next := forecast(c.cfg, due, u); {
+	case p.over:
+		speed = "monthly budget used up"
+	case p.speed:
+		speed = "with speed"
+	case !next.IsZero():
+		speed = "speed about " + clockTime(next, due)
+	default:
+		speed = "no speed until " + monthOf(p.end)
+	}
+	every := ""
+	if p.spaced(c.cfg.CheckEvery) {
+		every = fmt.Sprintf(" every %s (paced)", p.every)
+	}
+	c.setStatus(fmt.Sprintf("link checks%s: next %s, %s, %s of %s used in %s", every, next, speed, used, mb(int64(c.cfg.MonthlyBudget)), monthOf(month)))
 }
 
 // CheckNow is a manual check (`lifeline-agent check`): like a scheduled
 // one it waits for no other check (ErrBusy when one runs), counts against
 // the monthly budget (an error wrapping ErrOverBudget when it is used up,
 // unless force) and is recorded in the history, so the agent's next check
-// is due CheckEvery after it. When the history cannot be used (a user
-// without access to the state directory) it refuses unless force, and
-// then checks without recording.
+// is due CheckEvery after it, and its next speed measurement is paced from
+// it. It measures speed whenever the month's pool for speed measurements
+// has room for one, with the allowance a scheduled one would get now;
+// else it is a light check whose speed note says why. force measures
+// speed within LIFELINE_CHECK_BUDGET whatever the monthly budget. When the
+// history cannot be used (a user without access to the state directory)
+// it refuses unless force, and then checks without recording.
 func (c *Checker) CheckNow(ctx context.Context, force bool) (report.LinkReport, error) {
 	l, err := c.hist.lock()
 	switch {
@@ -344,18 +379,32 @@ func (c *Checker) CheckNow(ctx context.Context, force bool) (report.LinkReport, 
 		}
 	}
 	now := c.clock.Now()
-	allow, ok := c.allowance(now, force)
-	if !ok {
-		month := c.monthTime(now)
+	p := c.pace(now)
+	allow, light, note := int64(c.cfg.Budget), false, ""
+	switch {
+	case !p.capped || force:
+	case p.over:
 		return report.LinkReport{}, fmt.Errorf("%w: link checks used %s of LIFELINE_CHECK_MONTHLY_BUDGET=%s in %s (UTC), so the agent skips its checks until %s; --force checks anyway (up to LIFELINE_CHECK_BUDGET=%s more)",
-			ErrOverBudget, mb(c.hist.monthBytes(month)), mb(int64(c.cfg.MonthlyBudget)), monthOf(month), nextMonth(month).Format("2006-01-02"), mb(int64(c.cfg.Budget)))
+			ErrOverBudget, mb(p.used), mb(int64(c.cfg.MonthlyBudget)), monthOf(p.month), p.end.Format("2006-01-02"), mb(int64(c.cfg.Budget)))
+	case p.speedAllowance > 0 && !p.spaced(c.cfg.CheckEvery):
+		allow = p.speedAllowance
+	default:
+		allow, light = p.allowance, true
+		note = fmt.Sprintf("speed not measured: what is left of LIFELINE_CHECK_MONTHLY_BUDGET in %s (%s of %s) is held for the agent's %s still due; --force measures anyway",
+			monthOf(p.month), mb(p.left), mb(int64(c.cfg.MonthlyBudget)), lightChecks(p.checks))
 	}
-	if err := l.begin(marker{Start: now, Budget: allow, Manual: true}); err != nil {
+	if err := l.begin(marker{Start: now, Budget: allow, Manual: true, Light: light}); err != nil {
 		c.log.Warn("check marker not written", "err", err)
 	}
-	r := c.check(ctx, allow)
+	r := c.check(ctx, c.limits(allow, light))
 	r.Manual = true
 	c.annotate(&r, nil)
+	if p.capped {
+		r.NextSpeed = c.nextSpeedAfter(r, c.cfg.CheckEvery)
+		if light {
+			r.SpeedNote = clean(note, maxReason)
+		}
+	}
 	if l != nil {
 		if err := c.hist.add(r); err != nil {
 			c.log.Warn("check result not recorded", "err", err)

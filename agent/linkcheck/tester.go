@@ -16,7 +16,9 @@ import (
 // plus the time its network requests take (each bounded by ControlTimeout)
 // after ctx is done at the latest, must not move more than lim.Budget
 // bytes, and must report every problem it met in Measurement.Errors rather
-// than stopping at the first: a partial measurement is normal.
+// than stopping at the first: a partial measurement is normal. With
+// lim.Light it stops after the latency: no download, no upload, and no
+// error for their absence.
 type SpeedTester interface {
 	Measure(ctx context.Context, lim Limits) Measurement
 }
@@ -27,6 +29,7 @@ type Limits struct {
 	Duration    time.Duration // capture time of the download, and of the upload
 	Connections int           // parallel connections
 	Upload      bool          // measure upload too
+	Light       bool          // client info, server and latency only: no download or upload
 }
 
 // Measurement is what one test found. A Have* flag is false when that part
@@ -37,10 +40,17 @@ type Measurement struct {
 	Latency, Jitter time.Duration
 	HaveDownload    bool
 	DownloadBps     float64
-	HaveUpload      bool
-	UploadBps       float64
-	Bytes           int64 // bytes moved, both directions
-	Errors          []error
+	// DownloadCut is set when the download stopped at its share of
+	// lim.Budget before its capture time ended, after DownloadTime of
+	// moving data: Judge does not call a download slow that the budget
+	// cut short before minJudgeTime (a link has not reached its rate
+	// yet), it says it was too small to judge.
+	DownloadCut  bool
+	DownloadTime time.Duration
+	HaveUpload   bool
+	UploadBps    float64
+	Bytes        int64 // bytes moved, both directions
+	Errors       []error
 }
 
 // ControlTimeout bounds each of a measurement's steps before the measured

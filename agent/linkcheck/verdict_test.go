@@ -76,6 +76,15 @@ func TestJudge(t *testing.T) {
 		{name: "unmeasured values are not judged", m: func(m *Measurement) {
 			m.HaveDownload, m.DownloadBps, m.HaveLatency, m.Latency = false, 0, false, 0
 		}},
+		{name: "slow but cut short by the allowance: too small to judge", m: func(m *Measurement) {
+			m.DownloadBps, m.DownloadCut, m.DownloadTime = 6e6, true, 1500*time.Millisecond
+		}},
+		{name: "slow, cut short by the allowance after long enough", m: func(m *Measurement) {
+			m.DownloadBps, m.DownloadCut, m.DownloadTime = 6e6, true, 2*time.Second
+		}, wantIn: []string{"low download speed 6.00 Mbit/s"}},
+		{name: "slow over a short capture time, not cut short", m: func(m *Measurement) {
+			m.DownloadBps, m.DownloadTime = 6e6, 500*time.Millisecond
+		}, wantIn: []string{"low download speed 6.00 Mbit/s"}},
 		{name: "every reason", m: func(m *Measurement) {
 			m.ISP, m.DownloadBps, m.Latency = "Other", 1e6, time.Second
 			m.Errors = []error{errors.New("upload to x: boom")}
@@ -99,6 +108,40 @@ func TestJudge(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTooSmallToJudge: a download below the minimum that its allowance
+// cut short says so in the speed note, and the check is ok.
+func TestTooSmallToJudge(t *testing.T) {
+	t.Parallel()
+	m := good()
+	m.DownloadBps, m.DownloadCut, m.DownloadTime = 7.5e6, true, 420*time.Millisecond
+	c, err := New(baseConfig(t), logging.Discard(), WithSpeedTester(&fakeTester{m: m}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Check(context.Background())
+	want := "download 7.50 Mbit/s over only 420ms, cut short by the check's data allowance: too small a measurement to judge against the minimum of 10.0 Mbit/s"
+	if !r.OK() || r.SpeedNote != want || r.DownloadBps != 7.5e6 || !strings.Contains(r.Summary(), "download 7.5 Mbit/s ("+want+")") {
+		t.Fatalf("report %+v\nsummary %s", r, r.Summary())
+	}
+}
+
+// TestLightCheckJudgesNoSpeed: a light check reports no speed and judges
+// none, whatever the tester says.
+func TestLightCheckJudgesNoSpeed(t *testing.T) {
+	t.Parallel()
+	m := good()
+	m.DownloadBps = 1e6 // slow, if it were judged
+	tester := &fakeTester{m: m}
+	c, err := New(baseConfig(t), logging.Discard(), WithSpeedTester(tester))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.check(context.Background(), c.limits(int64(lightAllowance), true))
+	if !r.OK() || !r.Light || r.DownloadBps != 0 || r.UploadBps != 0 || len(tester.lims) != 1 || !tester.lims[0].Light || tester.lims[0].Upload {
+		t.Fatalf("light check %+v, limits %+v", r, tester.lims)
 	}
 }
 
@@ -251,7 +294,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err := envconf.Process(&c); err != nil {
 		t.Fatal(err)
 	}
-	want := Config{CheckEvery: time.Hour, MinDownload: 10 * units.Mbps, MaxLatency: 100 * time.Millisecond, Budget: 50 * units.MB,
+	want := Config{CheckEvery: time.Hour, MinDownload: 10 * units.Mbps, MaxLatency: 100 * time.Millisecond, Budget: 10 * units.MB,
 		MonthlyBudget: 300 * units.MB, CheckDuration: 10 * time.Second, CheckConnections: 4, SpeedtestURL: "https://www.speedtest.net", StateDir: "/var/lib/lifeline"}
 	if c != want {
 		t.Fatalf("defaults %+v\nwant %+v", c, want)

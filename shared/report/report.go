@@ -68,6 +68,19 @@ type LinkReport struct {
 	// link (checks skipped, a check interrupted): at most MaxNotes, each
 	// like a reason.
 	Notes []string `json:"notes,omitempty"`
+	// Light marks a check that proved the link (ISP, latency) without
+	// measuring its speed, because the agent paces its speed measurements
+	// to the monthly budget: DownloadBps and UploadBps are then 0 for
+	// "not measured", not for a dead link, and no speed was judged.
+	Light bool `json:"light,omitempty"`
+	// SpeedNote says, for people, what to know of the speed figures that
+	// is not a failure: why a light check measured none and when the next
+	// measurement is due, or that a measurement was too small to judge
+	// against the minimum. Like a reason (at most 512 bytes).
+	SpeedNote string `json:"speed_note,omitempty"`
+	// NextSpeed is about when the agent expects to measure speed next
+	// (zero: not known, or not before the month's budget renews).
+	NextSpeed time.Time `json:"next_speed,omitzero"`
 }
 
 // MaxNotes bounds LinkReport.Notes.
@@ -172,6 +185,9 @@ func (r *LinkReport) Validate() error {
 			break
 		}
 	}
+	if len(r.SpeedNote) > 512 || strings.ContainsFunc(r.SpeedNote, isControl) {
+		errs = append(errs, errors.New("speed_note is longer than 512 bytes or holds control characters"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid link report: %w", err)
 	}
@@ -180,10 +196,20 @@ func (r *LinkReport) Validate() error {
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
-// Summary is a one-line human description, used in status and alerts.
+// Summary is a one-line human description, used in status and alerts. A
+// light check says "download not measured" rather than 0 Mbit/s.
 func (r *LinkReport) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s at %s: isp %q, download %.1f Mbit/s, latency %.0f ms", r.Verdict, r.Time.UTC().Format(time.RFC3339), r.ISP, r.DownloadBps/1e6, r.LatencyMS)
+	fmt.Fprintf(&b, "%s at %s: isp %q, ", r.Verdict, r.Time.UTC().Format(time.RFC3339), r.ISP)
+	if r.Light {
+		b.WriteString("download not measured")
+	} else {
+		fmt.Fprintf(&b, "download %.1f Mbit/s", r.DownloadBps/1e6)
+	}
+	if r.SpeedNote != "" {
+		fmt.Fprintf(&b, " (%s)", r.SpeedNote)
+	}
+	fmt.Fprintf(&b, ", latency %.0f ms", r.LatencyMS)
 	if len(r.Reasons) > 0 {
 		fmt.Fprintf(&b, " (%s)", strings.Join(r.Reasons, "; "))
 	}

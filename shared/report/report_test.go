@@ -1,6 +1,7 @@
 package report
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -159,7 +160,75 @@ func TestLargestReportFits(t *testing.T) {
 		r.Notes = append(r.Notes, strings.Repeat("n", 512))
 	}
 	r.Manual, r.MonthBytes, r.MonthBudget, r.Skipped = true, 1<<62, 1<<62, 1<<30
+	r.Light, r.SpeedNote, r.NextSpeed = true, strings.Repeat("s", 512), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
 	if _, err := Encode(r); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPacingFields: the fields added for paced speed measurements travel,
+// are checked and show in the summary; an older report has none (and
+// reads as a speed measurement), and a report that has them still decodes
+// where only the older fields are known (an older bastion ignores the
+// others).
+func TestPacingFields(t *testing.T) {
+	t.Parallel()
+	next := time.Date(2026, 11, 23, 9, 0, 30, 0, time.UTC)
+	r := valid()
+	r.DownloadBps, r.Bytes = 0, 41_000
+	r.Light, r.NextSpeed = true, next
+	r.SpeedNote = "speed not measured this hour: paced to the monthly budget (120.3 MB of 300 MB used in 2026-11), next measurement about Nov 23 09:00 UTC"
+	b, err := Encode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lightJSON := b
+	for _, want := range []string{`"light":true`, `"speed_note":"speed not measured this hour`, `"next_speed":"2026-11-23T09:00:30Z"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s lacks %s", b, want)
+		}
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Light || got.SpeedNote != r.SpeedNote || !got.NextSpeed.Equal(next) {
+		t.Errorf("round trip %+v", got)
+	}
+	want := `ok at 2026-11-22T10:00:00Z: isp "T-Mobile", download not measured (` + r.SpeedNote + `), latency 42 ms`
+	if s := got.Summary(); s != want {
+		t.Errorf("summary %q\nwant %q", s, want)
+	}
+	// A speed measurement with a note (too small to judge) keeps its figure.
+	r = valid()
+	r.SpeedNote = "download 8.00 Mbit/s over only 0.50s, cut short by the check's data allowance: too small a measurement to judge"
+	if s := r.Summary(); !strings.Contains(s, "download 25.0 Mbit/s (download 8.00 Mbit/s over only 0.50s") {
+		t.Errorf("summary %q", s)
+	}
+	// Without them nothing is written.
+	if b, _ := Encode(valid()); strings.Contains(string(b), "light") || strings.Contains(string(b), "speed_") || strings.Contains(string(b), "next_") {
+		t.Errorf("zero pacing fields are written: %s", b)
+	}
+	// An older bastion's LinkReport knew only the fields before these.
+	var old struct {
+		Version     int       `json:"v"`
+		Time        time.Time `json:"time"`
+		ISP         string    `json:"isp"`
+		DownloadBps float64   `json:"download_bps"`
+		Verdict     string    `json:"verdict"`
+		MonthBytes  int64     `json:"month_bytes,omitempty"`
+	}
+	if err := json.Unmarshal(lightJSON, &old); err != nil || old.Version != Version || old.Verdict != VerdictOK || old.ISP != "T-Mobile" {
+		t.Errorf("an older reader: %+v, %v", old, err)
+	}
+	for name, edit := range map[string]func(*LinkReport){
+		"speed_note":  func(r *LinkReport) { r.SpeedNote = "a\nb" },
+		"speed_note ": func(r *LinkReport) { r.SpeedNote = strings.Repeat("x", 513) },
+	} {
+		r := valid()
+		edit(&r)
+		if _, err := Encode(r); err == nil || !strings.Contains(err.Error(), strings.TrimSpace(name)) {
+			t.Errorf("%s: err %v", name, err)
+		}
 	}
 }

@@ -94,3 +94,64 @@ func TestNoGoroutineLeft(t *testing.T) {
 	})
 	eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// TestLightCheck: a light check asks for the client info, the server list
+// and the latency, and downloads nothing; it costs a few kB against the
+// fake (speedtest.net's answers are bigger: see linkcheck's lightEstimate).
+func TestLightCheck(t *testing.T) {
+	t.Parallel()
+	f, err := speedtestfake.Start("127.0.0.1:0", speedtestfake.Config{ISP: "Starlink"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	tester, err := NewSpeedtestGo(SpeedtestGoConfig{APIURL: f.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := tester.Measure(context.Background(), linkcheck.Limits{Budget: 500_000, Duration: time.Second, Connections: 4, Light: true})
+	st := f.Stats()
+	if len(m.Errors) != 0 || m.ISP != "Starlink" || !m.HaveLatency || m.HaveDownload || m.HaveUpload {
+		t.Fatalf("light measurement %+v", m)
+	}
+	if st.ConfigRequests != 1 || st.ServerListLookup != 1 || st.LatencyRequests < 10 || st.DownloadRequests != 0 || st.UploadRequests != 0 {
+		t.Fatalf("the fake saw %+v", st)
+	}
+	if m.Bytes <= 0 || m.Bytes > 10_000 {
+		t.Errorf("a light check moved %d bytes", m.Bytes)
+	}
+	t.Logf("light check: %d bytes counted by the meter (request and response bytes, headers included); the fake served %d body bytes in %d latency, 1 config and 1 list requests",
+		m.Bytes, st.BytesServed, st.LatencyRequests)
+}
+
+// TestDownloadCut: a download stopped by its budget says so (and for how
+// long it moved data), one that ran its capture time does not.
+func TestDownloadCut(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		rate   int64
+		budget int64
+		cut    bool
+	}{
+		{"fast link, small budget", 0, 5_000_000, true},
+		{"slow link, large budget", 8e6, 50_000_000, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, err := speedtestfake.Start("127.0.0.1:0", speedtestfake.Config{RateBps: tt.rate})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = f.Close() })
+			tester, err := NewSpeedtestGo(SpeedtestGoConfig{APIURL: f.URL()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := tester.Measure(context.Background(), linkcheck.Limits{Budget: tt.budget, Duration: time.Second, Connections: 4})
+			if !m.HaveDownload || m.DownloadCut != tt.cut || m.DownloadTime <= 0 || m.DownloadTime > 2*time.Second {
+				t.Fatalf("measurement %+v", m)
+			}
+		})
+	}
+}

@@ -60,6 +60,7 @@ type meter struct {
 
 	mu        sync.Mutex
 	spent     int64
+	inflight  int64 // of spent: reserved by reads and writes under way
 	pending   int64
 	abandoned int64
 	conns     map[*meteredConn]struct{}
@@ -85,11 +86,13 @@ func newMeter(budget int64, now func() time.Time) *meter {
 	return &meter{budget: budget, now: now, conns: map[*meteredConn]struct{}{}, estimate: firstEstimate, phaseCap: budget, changed: make(chan struct{})}
 }
 
-// Spent is every byte moved so far.
+// Spent is every byte moved so far. A read still waiting on a connection
+// (an idle keep-alive connection's, until it is closed) holds its
+// reservation against the budget but is not counted here.
 func (m *meter) Spent() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.spent
+	return m.spent - m.inflight
 }
 
 // abort stops all traffic: open connections are closed, new ones refused,
@@ -252,7 +255,7 @@ func (m *meter) requestOK() {
 }
 
 // allow takes up to n bytes of the hard budget for a connection read or
-// write; the caller gives back what it did not use with refund.
+// write; the caller settles it with what it used.
 func (m *meter) allow(n int) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -265,15 +268,15 @@ func (m *meter) allow(n int) int {
 		k = left
 	}
 	m.spent += k
+	m.inflight += k
 	return int(k)
 }
 
-func (m *meter) refund(n int) {
-	if n == 0 {
-		return
-	}
+// settle ends a reservation of k bytes of which n were used.
+func (m *meter) settle(k, n int) {
 	m.mu.Lock()
-	m.spent -= int64(n)
+	m.spent -= int64(k - n)
+	m.inflight -= int64(k)
 	m.mu.Unlock()
 }
 
@@ -339,7 +342,7 @@ func (c *meteredConn) Read(p []byte) (int, error) {
 		return 0, errBudget
 	}
 	n, err := c.Conn.Read(p[:k])
-	c.m.refund(k - n)
+	c.m.settle(k, n)
 	return n, err
 }
 
@@ -351,7 +354,7 @@ func (c *meteredConn) Write(p []byte) (int, error) {
 			return total, errBudget
 		}
 		n, err := c.Conn.Write(p[:k])
-		c.m.refund(k - n)
+		c.m.settle(k, n)
 		total += n
 		p = p[n:]
 		if err != nil {

@@ -102,11 +102,20 @@ func TestMeterHardCap(t *testing.T) {
 	if k := m.allow(600); k != 400 {
 		t.Fatalf("allow 600 more = %d, want the 400 left", k)
 	}
-	m.refund(100)
-	if k := m.allow(1000); k != 100 || m.Spent() != 1000 {
-		t.Fatalf("allow after refund = %d, spent %d", k, m.Spent())
+	// Reserved, not yet moved: held against the budget, not spent.
+	if s := m.Spent(); s != 0 {
+		t.Fatalf("spent %d with nothing moved", s)
+	}
+	m.settle(600, 600)
+	m.settle(400, 300)
+	if k := m.allow(1000); k != 100 || m.Spent() != 900 {
+		t.Fatalf("allow after settling = %d, spent %d", k, m.Spent())
 	}
 	if k := m.allow(1); k != 0 {
 		t.Fatalf("allowed %d past the budget", k)
+	}
+	m.settle(100, 100)
+	if s := m.Spent(); s != 1000 {
+		t.Fatalf("spent %d, want 1000", s)
 	}
 }

@@ -156,6 +156,9 @@ func (t *speedtestGo) Measure(ctx context.Context, lim linkcheck.Limits) (m link
 		return m
 	}
 	m.HaveLatency, m.Latency, m.Jitter = true, server.Latency, server.Jitter
+	if lim.Light {
+		return m // a light check: the link is proven, its speed not measured
+	}
 
 	// The measured phases get a context that speedtest-go's own loop ends
 	// at its capture time; cancellation reaches them through the meter.
@@ -167,6 +170,7 @@ func (t *speedtestGo) Measure(ctx context.Context, lim linkcheck.Limits) (m link
 	dlErr := server.DownloadTestContext(context.WithoutCancel(ctx))
 	res := meter.endPhase()
 	m.HaveDownload, m.DownloadBps, err = rate(ctx, res, dlErr)
+	m.DownloadCut, m.DownloadTime = res.budgetHit, res.active
 	if err != nil {
 		m.Errors = append(m.Errors, fmt.Errorf("download from %s: %w", m.Server, err))
 	}
