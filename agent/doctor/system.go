@@ -150,7 +150,13 @@ func (d *Doctor) checkLastLinkCheck(context.Context) Result {
 		return Failed(what, fmt.Sprintf("%s (%s)", r.Summary(), ago),
 			"the reasons say what was off: the link itself, or the thresholds LIFELINE_EXPECT_ISP, LIFELINE_MIN_DOWNLOAD, LIFELINE_MAX_LATENCY; run one now: "+d.manualCheck())
 	}
-	stale := 2*c.CheckEvery + 10*time.Minute
+	// A cap too small for a light check every LIFELINE_CHECK_EVERY spaces
+	// the checks out (linkcheck's pacing): allow for that.
+	every := c.CheckEvery
+	if b := int64(c.MonthlyBudget); b > 0 {
+		every = max(every, time.Duration(float64(30*24*time.Hour)*float64(lightCheckBytes)/float64(b)))
+	}
+	stale := 2*every + 10*time.Minute
 	if now.Sub(r.Time) > stale && !d.budgetUsedUp(h) {
 		return Failed(what, fmt.Sprintf("%s, %s, and LIFELINE_CHECK_EVERY is %s: the agent has not checked since", r.Summary(), ago, c.CheckEvery),
 			"is the agent running (systemctl status lifeline-agent)? journalctl -u lifeline-agent says why its checks stopped")
@@ -158,9 +164,13 @@ func (d *Doctor) checkLastLinkCheck(context.Context) Result {
 	return Passed(fmt.Sprintf("%s: %s (%s)", what, r.Summary(), ago))
 }
 
-// minCheckBytes is the least a link check needs: with less left of the
-// monthly budget the agent skips its checks (linkcheck's minBudget).
-const minCheckBytes = 5_000_000
+// lightCheckBytes is what linkcheck's pacing reserves for one light check
+// (ISP and latency); with less than two of them left of the monthly
+// budget, the agent skips its checks (agent/linkcheck/pace.go).
+const (
+	lightCheckBytes = 50_000
+	minCheckBytes   = 2 * lightCheckBytes
+)
 
 func (d *Doctor) budgetUsedUp(h history) bool {
 	b := int64(d.cfg.Checks.MonthlyBudget)
@@ -191,7 +201,7 @@ func (d *Doctor) checkLinkBudget(context.Context) Result {
 		t := now.UTC()
 		next := time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC).Format("2006-01-02")
 		return Failed(what, fmt.Sprintf("%s of LIFELINE_CHECK_MONTHLY_BUDGET=%s used: the agent skips its checks until %s", used, budget, next),
-			fmt.Sprintf("nothing, if that is meant; otherwise raise LIFELINE_CHECK_MONTHLY_BUDGET or lengthen LIFELINE_CHECK_EVERY in %s, then sudo systemctl restart lifeline-agent", d.envWhere()))
+			fmt.Sprintf("nothing, if that is meant; otherwise raise LIFELINE_CHECK_MONTHLY_BUDGET in %s (the speed measurements are paced to it; light checks need about 50 kB each), then sudo systemctl restart lifeline-agent", d.envWhere()))
 	}
 	return Passed(fmt.Sprintf("%s: %s of %s used (LIFELINE_CHECK_MONTHLY_BUDGET)", what, used, budget))
 }

@@ -166,13 +166,23 @@ func TestLinkChecks(t *testing.T) {
 	out, _ = s.run(t)
 	want(t, out, "last link check", "✗", "5 hours ago", "LIFELINE_CHECK_EVERY is 1h0m0s: the agent has not checked since", "systemctl status lifeline-agent")
 
-	// Over the monthly budget, a stale check is what the agent does.
+	// 298 of 300 MB used: light checks still run (about 50 kB each), so
+	// a stale check is still a fault.
+	nearly := stale
+	nearly.MonthBytes = 298e6
+	journal(t, s.dir, nearly)
+	out, _ = s.run(t)
+	want(t, out, "last link check", "✗", "has not checked since")
+	want(t, out, "link check data in 2026-05 (UTC)", "✓", "298 MB of 300 MB used")
+
+	// Over the monthly budget (less than two light checks left), a stale
+	// check is what the agent does.
 	full := stale
-	full.MonthBytes = 298e6
+	full.MonthBytes = 299.95e6
 	journal(t, s.dir, full)
 	out, _ = s.run(t)
 	want(t, out, "last link check", "✓")
-	want(t, out, "link check data in 2026-05 (UTC)", "✗", "298 MB of LIFELINE_CHECK_MONTHLY_BUDGET=300 MB used", "skips its checks until 2026-06-01", "raise LIFELINE_CHECK_MONTHLY_BUDGET")
+	want(t, out, "link check data in 2026-05 (UTC)", "✗", "299.9 MB of LIFELINE_CHECK_MONTHLY_BUDGET=300 MB used", "skips its checks until 2026-06-01", "raise LIFELINE_CHECK_MONTHLY_BUDGET")
 
 	s.cfg.Checks.MonthlyBudget = 0
 	out, _ = s.run(t)
