@@ -124,12 +124,12 @@ func linkFailedText(bastion string, a Agent, r report.LinkReport) string {
 	// short if need be, before the figures are added when they still fit.
 	room := max(smsLimit-len(core)-3, 40) // " " and the ".." of a cut
 	text := core + " " + clean(strings.Join(r.Reasons, "; "), room)
-	return fit(text, fmt.Sprintf(" (isp %s, %.1f Mbit/s, %.0f ms)", clean(r.ISP, 24), r.DownloadBps/1e6, r.LatencyMS))
+	return fit(text, fmt.Sprintf(" (isp %s, %s, %.0f ms)", clean(r.ISP, 24), r.Download(), r.LatencyMS))
 }
 
 func linkOKText(bastion string, a Agent, r report.LinkReport) string {
 	return fit(fmt.Sprintf("%s: link ok again at %s", clean(bastion, 24), agentLabel(a)),
-		fmt.Sprintf(": isp %s, %.1f Mbit/s, %.0f ms", clean(r.ISP, 24), r.DownloadBps/1e6, r.LatencyMS))
+		fmt.Sprintf(": isp %s, %s, %.0f ms", clean(r.ISP, 24), r.Download(), r.LatencyMS))
 }
 
 func failedLoginsText(bastion string, total int, every time.Duration, bySource map[netip.Addr]int, others int) string {

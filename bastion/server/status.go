@@ -226,7 +226,7 @@ func linkLine(r *report.LinkReport, now time.Time) string {
 	if len(r.Reasons) > 0 { // what failed matters more than the figures
 		line += " (" + strings.Join(r.Reasons, "; ") + ")"
 	}
-	return line + fmt.Sprintf(": isp %q, %.1f Mbit/s, %.0f ms", r.ISP, r.DownloadBps/1e6, r.LatencyMS)
+	return line + fmt.Sprintf(": isp %q, %s, %.0f ms", r.ISP, r.Download(), r.LatencyMS)
 }
 
 // shortFingerprint is the start of a SHA256 fingerprint, enough to tell

@@ -221,3 +221,12 @@ func (r *LinkReport) Summary() string {
 	}
 	return b.String()
 }
+
+// Download is the download speed for people: "24.1 Mbit/s", or "speed not
+// measured" for a light check (ISP and latency only).
+func (r *LinkReport) Download() string {
+	if r.Light {
+		return "speed not measured"
+	}
+	return fmt.Sprintf("%.1f Mbit/s", r.DownloadBps/1e6)
+}

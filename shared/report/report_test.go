@@ -232,3 +232,14 @@ func TestPacingFields(t *testing.T) {
 		}
 	}
 }
+
+func TestDownloadText(t *testing.T) {
+	r := LinkReport{DownloadBps: 24.1e6}
+	if got := r.Download(); got != "24.1 Mbit/s" {
+		t.Errorf("Download() = %q", got)
+	}
+	r.Light = true
+	if got := r.Download(); got != "speed not measured" {
+		t.Errorf("a light check's Download() = %q, want speed not measured", got)
+	}
+}
