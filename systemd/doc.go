@@ -1,5 +1,7 @@
 // Package systemd holds no code: this directory carries lifeline's systemd
-// units, env templates and Debian packaging (packaging/mkdeb.sh, used by
-// `make deb`). Its tests verify the units with systemd-analyze, measure their
-// sandbox exposure, and build and inspect a package with dpkg-deb.
+// units, env templates and Debian packaging (packaging/*.yaml for nfpm, used
+// by `make deb` and `make release`). Its tests verify the units with
+// systemd-analyze, measure their sandbox exposure, build and inspect the
+// packages with dpkg-deb and lintian, and check that releases are
+// reproducible and verifiable.
 package systemd

@@ -76,11 +76,14 @@ func binaries(t testing.TB) string {
 	return built.dir
 }
 
-// TestMain removes the shared build directory after every test has run.
+// TestMain removes the shared build directories after every test has run.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)
+	}
+	if debBuilt.dir != "" {
+		os.RemoveAll(filepath.Dir(debBuilt.dir))
 	}
 	os.Exit(code)
 }

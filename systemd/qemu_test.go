@@ -32,7 +32,7 @@ func TestArmPackagesRunOnPis(t *testing.T) {
 	need(t, "make")
 	need(t, "go")
 	need(t, "dpkg-deb")
-	need(t, "bash")
+	need(t, "help2man")
 	t.Parallel()
 
 	const version = "0.0.0-test" // Debian version 0.0.0+test

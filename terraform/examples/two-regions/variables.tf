@@ -10,13 +10,15 @@ variable "regions" {
 }
 
 variable "bastion_package_url" {
-  description = "HTTPS URL of lifeline-bastion_<version>_arm64.deb."
+  description = "HTTPS URL of lifeline-bastion_<version>_arm64.deb; default: that of release 0.1.0."
   type        = string
+  default     = "https://github.com/lifeline-dev/lifeline/releases/download/v0.1.0/lifeline-bastion_0.1.0_arm64.deb"
 }
 
 variable "bastion_package_sha256" {
-  description = "Its SHA-256, from SHA256SUMS."
+  description = "Its SHA-256, from the release's signed SHA256SUMS."
   type        = string
+  default     = "e0212d3d72afd1d633ba77e1b146e4e8a25b7a91dee82e686e1d8cd44e439fc1"
 }
 
 variable "operators" {
