@@ -519,8 +519,15 @@ func (s *Server) track(sess *session) bool {
 		s.mu.Unlock()
 		return false
 	}
-	s.sessions[sess] = struct{}{}
 	fp := sess.identity().Fingerprint
+	// A connection that authenticated just before its key was penalised
+	// for flooding, but was not tracked yet, is not spared.
+	if until, ok := s.penalty[fp]; ok && s.cfg.Now().Before(until) {
+		s.mu.Unlock()
+		s.cfg.Log.Info("closed a new connection of a flooding key", "key", sess.identity().Name, "remote", sess.remote)
+		return false
+	}
+	s.sessions[sess] = struct{}{}
 	b := s.buckets[fp]
 	if b == nil {
 		b = newBucket(s.cfg.Limits.RequestsPerSecond, s.cfg.Now())
