@@ -145,26 +145,22 @@ func TestAgentUnitDeadBastion(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	var first unitState
-	if !unitPoll(30*time.Second, func() bool {
+	sshtest.Eventually(t, 30*time.Second, func() bool {
 		first = show()
 		if first.active == "failed" {
 			t.Fatalf("lifeline-agent failed to start: %s", first)
 		}
 		return first.active == "active"
-	}) {
-		t.Fatalf("lifeline-agent not active within 30 s of its start (READY=1 must not wait for a tunnel): %s", first)
-	}
+	}, "lifeline-agent not active within 30 s of its start (READY=1 must not wait for a tunnel): %s", func() string { return first.String() })
 	t.Logf("active after %s: %s", time.Since(start).Round(10*time.Millisecond), first)
 	mainPID := first.mainPID
 	if mainPID == "" || mainPID == "0" {
 		t.Fatalf("active without a main PID: %s", first)
 	}
-	if !unitPoll(30*time.Second, func() bool {
+	sshtest.Eventually(t, 30*time.Second, func() bool {
 		first = show()
 		return strings.Contains(first.status, unitBastion+" unreachable")
-	}) {
-		t.Fatalf("StatusText does not say the bastion is unreachable: %s", first)
-	}
+	}, "StatusText does not say the bastion is unreachable: %s", func() string { return first.String() })
 	t.Logf("status: %s", first.status)
 
 	// Watch the unit while the rest of the suite runs.
@@ -287,20 +283,6 @@ func TestAgentUnitDeadBastion(t *testing.T) {
 		t.Errorf("StatusText after the restart: %q", end.status)
 	}
 	t.Logf("after the restart: %s", end)
-}
-
-// unitPoll calls cond every 200 ms until it is true (true) or timeout
-// passed (false).
-func unitPoll(timeout time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(timeout); ; {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // unitHost runs a command on the host, on namespaces this test owns.

@@ -1,6 +1,8 @@
 package doctor
 
 import (
+	"github.com/lifeline-dev/lifeline/shared/wire"
+
 	"bytes"
 	"context"
 	"errors"
@@ -24,18 +26,9 @@ import (
 	"github.com/lifeline-dev/lifeline/shared/version"
 )
 
-// CheckForwardRequest is the global request that asks lifeline's bastion
-// whether this connection's key may register a forward, without
-// registering it. Its payload is tcpip-forward's (string name, uint32
-// port). The bastion replies true when the key may, or false with the
-// reason as an SSH string in the reply payload. A bastion that does not
-// know the request (older versions, OpenSSH) replies false with an empty
-// payload.
-//
-// A real tcpip-forward is never sent: on lifeline's bastion the newest
-// registration of a name wins, so it would take the name from the
-// running agent.
-const CheckForwardRequest = "lifeline-check-forward@lifeline"
+// CheckForwardRequest is the bastion's dry-run registration (shared/wire):
+// a real tcpip-forward would take the name from the running agent.
+const CheckForwardRequest = wire.CheckForwardRequest
 
 // lifelineServer is how lifeline's bastion begins its version line.
 const lifelineServer = "SSH-2.0-lifeline"

@@ -7,6 +7,8 @@
 package wire
 
 import (
+	sharedwire "github.com/lifeline-dev/lifeline/shared/wire"
+
 	"errors"
 	"fmt"
 	"strings"
@@ -102,18 +104,8 @@ func checkPort(what string, p uint32) error {
 	return nil
 }
 
-// CheckForwardRequest is the global request an agent's doctor sends to ask,
-// without registering anything, whether its key may register a name. The
-// payload is exactly that of tcpip-forward (Forward: string name, uint32
-// port). The bastion replies success with an empty payload when a
-// tcpip-forward for it would be accepted on this connection, else failure
-// whose payload is one SSH string saying why (CheckForwardReason).
-const CheckForwardRequest = "lifeline-check-forward@lifeline"
+// CheckForwardRequest and CheckForwardReason: the agent doctor's dry-run
+// registration (shared/wire, where both sides read it).
+const CheckForwardRequest = sharedwire.CheckForwardRequest
 
-// CheckForwardReason is the payload of a failed CheckForwardRequest reply.
-type CheckForwardReason struct {
-	Reason string
-}
-
-// Marshal encodes the reason as one SSH string.
-func (r CheckForwardReason) Marshal() []byte { return ssh.Marshal(&r) }
+type CheckForwardReason = sharedwire.CheckForwardReason

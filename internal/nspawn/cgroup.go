@@ -91,14 +91,14 @@ func makeCgroups(name string) ([]string, error) {
 // machine killed a moment ago may still have dying processes in them: it
 // tries for a few seconds.
 func removeCgroups(dirs []string) error {
-	var err error
-	for range 50 {
-		if err = removeCgroupsOnce(dirs); !errors.Is(err, unix.EBUSY) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(5 * time.Second); ; <-tick.C {
+		err := removeCgroupsOnce(dirs)
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	return err
 }
 
 func removeCgroupsOnce(dirs []string) error {

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -184,7 +185,7 @@ func TestEnsureTreeBuildsOnce(t *testing.T) {
 	for i := range outs {
 		wg.Go(func() {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperEnsureTree$", "-test.v")
-			cmd.Env = append(os.Environ(), "LIFELINE_NSPAWN_HELPER_DIR="+dir)
+			cmd.Env = append(os.Environ(), "LIFELINE_NSPAWN_HELPER_DIR="+dir, fmt.Sprintf("LIFELINE_NSPAWN_HELPERS=%d", len(outs)))
 			out, err := cmd.CombinedOutput()
 			outs[i], errs[i] = string(out), err
 		})
@@ -220,7 +221,16 @@ func TestHelperEnsureTree(t *testing.T) {
 		}
 		f.WriteString("x")
 		f.Close()
-		time.Sleep(500 * time.Millisecond) // the others are waiting for the lock
+		// Build only once every helper asks for the tree: the others then
+		// wait for the lock this build holds.
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for deadline := time.Now().Add(20 * time.Second); ; <-tick.C {
+			started, _ := os.ReadFile(filepath.Join(dir, "started"))
+			if strconv.Itoa(len(started)) == os.Getenv("LIFELINE_NSPAWN_HELPERS") || time.Now().After(deadline) {
+				break
+			}
+		}
 		for _, d := range []string{"usr/lib/systemd", "etc/systemd/system", "etc/ssh", "var/lib/dbus"} {
 			if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 				return err
@@ -229,6 +239,10 @@ func TestHelperEnsureTree(t *testing.T) {
 		os.WriteFile(filepath.Join(root, "etc/machine-id"), []byte("fbbbbbc06c454714b1526a05add57b54\n"), 0o444)
 		os.WriteFile(filepath.Join(root, "etc/ssh/ssh_host_ed25519_key"), []byte("secret"), 0o600)
 		return os.WriteFile(filepath.Join(root, "usr/lib/systemd/systemd"), []byte("#!/bin/false\n"), 0o755)
+	}
+	if f, err := os.OpenFile(filepath.Join(dir, "started"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+		f.WriteString("x")
+		f.Close()
 	}
 	path, _, err := ensureTree(dir, t.Logf)
 	require.NoError(t, err)
