@@ -25,6 +25,7 @@ import (
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/sshalgo"
+	"github.com/lifeline-dev/lifeline/shared/wire"
 )
 
 // fakeBastion registers names and opens forwarded-tcpip channels to the
@@ -125,12 +126,12 @@ func (b *fakeBastion) serve(c net.Conn, cfg *ssh.ServerConfig) {
 		b.mu.Unlock()
 		switch r.Type {
 		case "tcpip-forward":
-			var m channelForwardMsg
-			if err := ssh.Unmarshal(r.Payload, &m); err != nil {
+			m, err := wire.ParseForward(r.Payload)
+			if err != nil {
 				r.Reply(false, nil)
 				continue
 			}
-			name := net.JoinHostPort(m.Addr, strconv.Itoa(int(m.Port)))
+			name := net.JoinHostPort(m.BindAddr, strconv.Itoa(int(m.BindPort)))
 			if b.refuse[name] {
 				r.Reply(false, nil)
 				continue
@@ -164,7 +165,7 @@ func (b *fakeBastion) Open(name string, port int, origin string, originPort int)
 	if sc == nil {
 		return nil, errors.New("not registered")
 	}
-	ch, reqs, err := sc.OpenChannel("forwarded-tcpip", ssh.Marshal(&forwardedTCPPayload{Addr: name, Port: uint32(port), OriginAddr: origin, OriginPort: uint32(originPort)}))
+	ch, reqs, err := sc.OpenChannel("forwarded-tcpip", wire.ForwardedTCPIP{Addr: name, Port: uint32(port), OriginAddr: origin, OriginPort: uint32(originPort)}.Marshal())
 	if err != nil {
 		return nil, err
 	}

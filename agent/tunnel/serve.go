@@ -14,23 +14,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/shared/wire"
 )
-
-// channelForwardMsg is the payload of tcpip-forward (RFC 4254 7.1).
-type channelForwardMsg struct {
-	Addr string
-	Port uint32
-}
-
-// forwardedTCPPayload is the payload of a forwarded-tcpip channel open
-// (RFC 4254 7.2): the address and port that were connected (the forward's
-// NAME and PORT) and the originator's address and port (the operator).
-type forwardedTCPPayload struct {
-	Addr       string
-	Port       uint32
-	OriginAddr string
-	OriginPort uint32
-}
 
 // registerAll registers every forward concurrently; a refused forward is
 // retried slowly without touching the others or the connection.
@@ -42,7 +27,7 @@ func (s *session) registerAll(ctx context.Context) {
 
 func (s *session) register(ctx context.Context, f forward.Forward) {
 	b := &backoff.Backoff{Min: max(s.cfg.BackoffMax/6, 100*time.Millisecond), Max: s.cfg.BackoffMax, Factor: 2, Jitter: true}
-	payload := ssh.Marshal(&channelForwardMsg{Addr: f.Name, Port: uint32(f.Port)})
+	payload := wire.Forward{BindAddr: f.Name, BindPort: uint32(f.Port)}.Marshal()
 	for {
 		ok, err := s.request(ctx, "tcpip-forward", payload)
 		if ctx.Err() != nil {
@@ -110,7 +95,7 @@ func (s *session) serveChannels(ctx context.Context, chans <-chan ssh.NewChannel
 	}
 }
 
-func (s *session) reject(nc ssh.NewChannel, why ssh.RejectionReason, msg, fwd string, p *forwardedTCPPayload) {
+func (s *session) reject(nc ssh.NewChannel, why ssh.RejectionReason, msg, fwd string, p *wire.ForwardedTCPIP) {
 	s.l.update(func(st *Status) { st.Rejected++ })
 	args := []any{"reason", msg}
 	if fwd != "" {
@@ -127,9 +112,9 @@ func (s *session) reject(nc ssh.NewChannel, why ssh.RejectionReason, msg, fwd st
 
 // serve dials the forward's target and copies both ways with half-close.
 func (s *session) serve(ctx context.Context, nc ssh.NewChannel) {
-	var p forwardedTCPPayload
-	if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil {
-		s.reject(nc, ssh.Prohibited, "malformed forwarded-tcpip request", "", nil)
+	p, err := wire.ParseForwardedTCPIP(nc.ExtraData())
+	if err != nil {
+		s.reject(nc, ssh.Prohibited, err.Error(), "", nil)
 		return
 	}
 	f, ok := matchForward(s.cfg.Forwards, p.Addr, p.Port)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 	"github.com/lifeline-dev/lifeline/bastion/authz"
-	"github.com/lifeline-dev/lifeline/bastion/wire"
+	"github.com/lifeline-dev/lifeline/shared/wire"
 )
 
 // jumpHelp is what a shell, a PTY or a command other than `status` gets:

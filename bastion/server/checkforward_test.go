@@ -8,8 +8,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/lifeline-dev/lifeline/bastion/audit"
-	"github.com/lifeline-dev/lifeline/bastion/wire"
 	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/shared/wire"
 )
 
 // checkForward sends the agent doctor's dry-run registration request and

@@ -19,9 +19,9 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 	"github.com/lifeline-dev/lifeline/bastion/authz"
 	"github.com/lifeline-dev/lifeline/bastion/registry"
-	"github.com/lifeline-dev/lifeline/bastion/wire"
 	"github.com/lifeline-dev/lifeline/shared/netbind"
 	"github.com/lifeline-dev/lifeline/shared/report"
+	"github.com/lifeline-dev/lifeline/shared/wire"
 )
 
 // session is one authenticated connection, agent or operator.

@@ -1,5 +1,6 @@
-// Package wire holds what the agent and the bastion say to each other
-// beyond stock SSH, so that both sides name it once.
+// Package wire holds what the agent and the bastion say to each other, so
+// that both sides name it once: the port-forwarding payloads of RFC 4254
+// (payload.go) and lifeline's own requests beyond stock SSH.
 package wire
 
 import "golang.org/x/crypto/ssh"

@@ -1,14 +1,12 @@
-// Package wire decodes and encodes the SSH payloads the bastion receives from
-// and sends to the outside world (RFC 4254 sections 7.1 and 7.2): the
-// tcpip-forward global request of agents, the direct-tcpip channel-open of
-// operators, and the forwarded-tcpip channel-open towards agents. Every
-// decoder is strict: trailing bytes, empty or oversized names, control
-// characters and port 0 are errors that say what was wrong.
 package wire
 
-import (
-	sharedwire "github.com/lifeline-dev/lifeline/shared/wire"
+// The SSH payloads of port forwarding (RFC 4254 sections 7.1 and 7.2): the
+// tcpip-forward global request agents send, the direct-tcpip channel-open
+// of operators, and the forwarded-tcpip channel-open the bastion sends to
+// agents. Every decoder is strict: trailing bytes, empty or oversized
+// names, control characters and port 0 are errors that say what was wrong.
 
+import (
 	"errors"
 	"fmt"
 	"strings"
@@ -76,6 +74,26 @@ func ParseDirectTCPIP(payload []byte) (DirectTCPIP, error) {
 	return d, nil
 }
 
+// ParseForwardedTCPIP decodes a forwarded-tcpip channel-open payload: the
+// name and port that were connected (the agent's registration) and the
+// operator's address, which is informational and only checked for length.
+func ParseForwardedTCPIP(payload []byte) (ForwardedTCPIP, error) {
+	var f ForwardedTCPIP
+	if err := ssh.Unmarshal(payload, &f); err != nil {
+		return ForwardedTCPIP{}, fmt.Errorf("malformed forwarded-tcpip request: %w", err)
+	}
+	if err := checkHost("forwarded name", f.Addr); err != nil {
+		return ForwardedTCPIP{}, err
+	}
+	if err := checkPort("forwarded port", f.Port); err != nil {
+		return ForwardedTCPIP{}, err
+	}
+	if len(f.OriginAddr) > MaxHostLen {
+		return ForwardedTCPIP{}, errors.New("originator address is longer than 255 bytes")
+	}
+	return f, nil
+}
+
 // Marshal encodes a forwarded-tcpip channel-open payload.
 func (f ForwardedTCPIP) Marshal() []byte { return ssh.Marshal(&f) }
 
@@ -103,9 +121,3 @@ func checkPort(what string, p uint32) error {
 	}
 	return nil
 }
-
-// CheckForwardRequest and CheckForwardReason: the agent doctor's dry-run
-// registration (shared/wire, where both sides read it).
-const CheckForwardRequest = sharedwire.CheckForwardRequest
-
-type CheckForwardReason = sharedwire.CheckForwardReason

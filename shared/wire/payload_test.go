@@ -99,3 +99,37 @@ func FuzzParseDirectTCPIP(f *testing.F) {
 		}
 	})
 }
+
+func TestParseForwardedTCPIP(t *testing.T) {
+	t.Parallel()
+	good := ForwardedTCPIP{"pi", 22, "198.51.100.20", 40000}
+	got, err := ParseForwardedTCPIP(good.Marshal())
+	if err != nil || got != good {
+		t.Fatalf("ParseForwardedTCPIP(%+v) = %+v, %v", good, got, err)
+	}
+	for _, bad := range []ForwardedTCPIP{{"", 22, "", 0}, {"pi", 0, "", 0}, {"pi", 70000, "", 0}, {"p\ni", 22, "", 0}, {"pi", 22, strings.Repeat("x", 300), 0}} {
+		if _, err := ParseForwardedTCPIP(bad.Marshal()); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+	if _, err := ParseForwardedTCPIP(append(good.Marshal(), 0)); err == nil {
+		t.Error("trailing byte accepted")
+	}
+}
+
+func FuzzParseForwardedTCPIP(f *testing.F) {
+	f.Add(ForwardedTCPIP{"pi", 22, "198.51.100.20", 40000}.Marshal())
+	f.Add(ForwardedTCPIP{"localhost", 2201, "", 0}.Marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseForwardedTCPIP(b)
+		if err != nil {
+			return
+		}
+		if string(p.Marshal()) != string(b) {
+			t.Fatalf("round trip changed %x", b)
+		}
+		if p.Port == 0 || p.Port > 65535 || p.Addr == "" || len(p.Addr) > MaxHostLen || len(p.OriginAddr) > MaxHostLen {
+			t.Fatalf("out of bounds accepted: %+v", p)
+		}
+	})
+}
