@@ -35,8 +35,8 @@ import (
 	"time"
 
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
 	"github.com/lifeline-dev/lifeline/internal/nspawn"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/report"
 )
 

@@ -42,8 +42,8 @@ import (
 	"time"
 
 	twiliofake "github.com/lifeline-dev/lifeline/integration/fake/twilio"
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
 	"github.com/lifeline-dev/lifeline/internal/nspawn"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 

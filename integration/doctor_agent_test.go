@@ -25,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 

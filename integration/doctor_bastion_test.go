@@ -25,7 +25,7 @@ import (
 	"time"
 
 	twiliofake "github.com/lifeline-dev/lifeline/integration/fake/twilio"
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 // doctorSite is an installed bastion in a temporary directory: key files,

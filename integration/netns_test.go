@@ -34,7 +34,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 const (

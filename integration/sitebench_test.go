@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 // classicSite adds the setup lifeline replaces to a site: stock sshd as the

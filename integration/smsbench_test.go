@@ -22,7 +22,7 @@ import (
 	"time"
 
 	twiliofake "github.com/lifeline-dev/lifeline/integration/fake/twilio"
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 const (

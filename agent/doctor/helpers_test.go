@@ -19,7 +19,7 @@ import (
 
 	"github.com/lifeline-dev/lifeline/agent/config"
 	"github.com/lifeline-dev/lifeline/agent/linkcheck"
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 	"github.com/lifeline-dev/lifeline/shared/sshalgo"
 	"github.com/lifeline-dev/lifeline/shared/units"

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/units"
@@ -66,7 +66,7 @@ func (f *meteredTester) calls() []Limits {
 type world struct {
 	t       *testing.T
 	cfg     Config
-	clk     *clock.Fake
+	clk     *clocktest.Fake
 	tester  *meteredTester
 	measure SpeedTester // instead of tester, when set
 	logs    *lockedBuffer
@@ -96,7 +96,7 @@ func newWorld(t *testing.T, start time.Time, edit func(*Config)) *world {
 	if edit != nil {
 		edit(&cfg)
 	}
-	return &world{t: t, cfg: cfg, clk: clock.NewFake(start), tester: &meteredTester{}, logs: &lockedBuffer{}}
+	return &world{t: t, cfg: cfg, clk: clocktest.New(start), tester: &meteredTester{}, logs: &lockedBuffer{}}
 }
 
 func (w *world) checker(opts ...Option) *Checker {

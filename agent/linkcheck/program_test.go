@@ -15,7 +15,7 @@ import (
 	"time"
 
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/units"
@@ -145,7 +145,7 @@ func fake(mode string) string { return filepath.Join(fakesDir, mode, ProgramName
 
 // programWorld is a Checker with program, on a fake clock, logging into a
 // buffer, with a monthly budget.
-func programWorld(t *testing.T, program string, opts ...Option) (*Checker, *clock.Fake, *lockedBuffer) {
+func programWorld(t *testing.T, program string, opts ...Option) (*Checker, *clocktest.Fake, *lockedBuffer) {
 	t.Helper()
 	cfg := baseConfig(t)
 	cfg.MonthlyBudget = 300 * units.MB
@@ -154,7 +154,7 @@ func programWorld(t *testing.T, program string, opts ...Option) (*Checker, *cloc
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := clock.NewFake(time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC))
+	clk := clocktest.New(time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC))
 	c, err := New(cfg, log, append([]Option{WithProgram(program), WithClock(clk)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -638,7 +638,7 @@ func TestProgramLightCheck(t *testing.T) {
 	fake := startFake(t, speedtestfake.Config{ISP: "Starlink"})
 	cfg := baseConfig(t)
 	cfg.SpeedtestURL, cfg.MonthlyBudget, cfg.ExpectISP = fake.URL(), 300*units.MB, "starlink"
-	clk := clock.NewFake(time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC))
+	clk := clocktest.New(time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC))
 	c, err := New(cfg, logging.Discard(), WithClock(clk))
 	if err != nil {
 		t.Fatal(err)

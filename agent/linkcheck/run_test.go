@@ -14,7 +14,7 @@ import (
 	"time"
 
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
 )
@@ -155,7 +155,7 @@ func (r *runner) stop() {
 
 func TestRunPublishesAndAppends(t *testing.T) {
 	t.Parallel()
-	clk := clock.NewFake(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
+	clk := clocktest.New(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	tester := &fakeTester{m: good()}
 	cfg := baseConfig(t)
 	cfg.ExpectISP = "Starlink"
@@ -225,7 +225,7 @@ func TestRunPublishesAndAppends(t *testing.T) {
 
 func TestRunDisabled(t *testing.T) {
 	t.Parallel()
-	clk := clock.NewFake(time.Now())
+	clk := clocktest.New(time.Now())
 	tester := &fakeTester{m: good()}
 	cfg := baseConfig(t)
 	cfg.CheckEvery = 0
@@ -245,7 +245,7 @@ func TestRunDisabled(t *testing.T) {
 // the report from going out.
 func TestRunStateDirBroken(t *testing.T) {
 	t.Parallel()
-	clk := clock.NewFake(time.Now())
+	clk := clocktest.New(time.Now())
 	cfg := baseConfig(t)
 	cfg.StateDir = filepath.Join(cfg.StateDir, "a-file")
 	if err := os.WriteFile(cfg.StateDir, nil, 0o600); err != nil {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 	"github.com/lifeline-dev/lifeline/shared/envconf"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
@@ -220,7 +220,7 @@ func TestCheckResult(t *testing.T) {
 func TestCheckTimeUsesClock(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.FixedZone("X", 3600))
-	clk := clock.NewFake(start)
+	clk := clocktest.New(start)
 	c, err := New(baseConfig(t), nil, WithSpeedTester(&fakeTester{m: good()}), WithClock(clk))
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 func TestProcStatus(t *testing.T) {
@@ -73,7 +73,7 @@ var sink []byte
 // Scavenge collects when the heap holds more than its slack, and only then;
 // it stops with ctx.
 func TestScavenge(t *testing.T) {
-	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	waitPending := func() {
 		deadline := time.Now().Add(10 * time.Second)
 		for clk.Pending() != 1 {

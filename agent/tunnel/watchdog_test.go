@@ -11,14 +11,14 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 // The watchdog pings systemd only while every loop shows progress; a
 // wedged loop makes it stop, so systemd restarts the agent.
 func TestWatchdogWithheldWhenALoopIsWedged(t *testing.T) {
 	t.Parallel()
-	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	fake := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	n := &recordingNotifier{}
 	_, signer := newKey(t, t.TempDir(), "agent")
 	log, logs := testLogger(t)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 const (
@@ -22,7 +22,7 @@ const (
 
 // connections is a hand-written stand-in for the tunnel's Activity.
 type connections struct {
-	clk        *clock.Fake
+	clk        *clocktest.Fake
 	mu         sync.Mutex
 	open       int
 	lastClosed time.Time
@@ -70,7 +70,7 @@ func (l *logBuffer) String() string {
 type harness struct {
 	t     *testing.T
 	path  string
-	clk   *clock.Fake
+	clk   *clocktest.Fake
 	conns *connections
 	log   *logBuffer
 	start time.Time
@@ -81,7 +81,7 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, path: filepath.Join(t.TempDir(), "lifeline-agent"), log: &logBuffer{}, done: make(chan error, 1)}
 	h.start = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	h.clk = clock.NewFake(h.start)
+	h.clk = clocktest.New(h.start)
 	h.conns = &connections{clk: h.clk}
 	if err := os.WriteFile(h.path, []byte("#!/bin/sh\necho old\n"), 0o755); err != nil {
 		t.Fatal(err)
@@ -289,7 +289,7 @@ func TestStopsWithContext(t *testing.T) {
 	if err := os.WriteFile(path, []byte("old"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	clk := clock.NewFake(time.Now())
+	clk := clocktest.New(time.Now())
 	w, err := New(Config{Path: path, Activity: func() (int, time.Time) { return 1, time.Time{} }, Clock: clk})
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
 )
@@ -222,10 +222,10 @@ func TestQuietFrom(t *testing.T) {
 }
 
 // fakeClockAlerter runs an Alerter on a fake clock against a fake API.
-func fakeClockAlerter(t *testing.T, mod func(*Config)) (*Alerter, *clock.Fake, *auditLog, func() []string) {
+func fakeClockAlerter(t *testing.T, mod func(*Config)) (*Alerter, *clocktest.Fake, *auditLog, func() []string) {
 	t.Helper()
 	srv := startFake(t)
-	clk := clock.NewFake(t0)
+	clk := clocktest.New(t0)
 	rec := &auditLog{}
 	cfg := testConfig(t, twilioFor(t, srv, nil))
 	cfg.Clock, cfg.Audit = clk, rec
@@ -373,7 +373,7 @@ func TestPermanentFailureNotRetried(t *testing.T) {
 func TestRateLimitSummarises(t *testing.T) {
 	t.Parallel()
 	srv := startFake(t)
-	clk := clock.NewFake(t0)
+	clk := clocktest.New(t0)
 	rec := &auditLog{}
 	cfg := testConfig(t, twilioFor(t, srv, nil))
 	cfg.Clock, cfg.Audit, cfg.PerMinute = clk, rec, 3

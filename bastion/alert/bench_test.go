@@ -8,8 +8,7 @@ import (
 	"time"
 
 	twiliofake "github.com/lifeline-dev/lifeline/integration/fake/twilio"
-
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 // BenchmarkLoginFlood fires 1,000 logins from 16 goroutines at an Alerter
@@ -26,7 +25,7 @@ func BenchmarkLoginFlood(b *testing.B) {
 			var texts, elapsed float64
 			for i := 0; i < b.N; i++ {
 				srv := startFake(b)
-				clk := clock.NewFake(t0)
+				clk := clocktest.New(t0)
 				cfg := testConfig(b, twilioFor(b, srv, nil))
 				cfg.Clock, cfg.MaxSpool = clk, spool
 				a := mustNew(b, cfg)

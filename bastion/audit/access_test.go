@@ -12,7 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 var day0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -119,7 +119,7 @@ func countPrefix(keys []string, prefix string) int {
 func TestAccessRetentionByAge(t *testing.T) {
 	t.Parallel()
 	dir := stateDir(t)
-	clk := clock.NewFake(day0)
+	clk := clocktest.New(day0)
 	var errs errorList
 	opts := Options{Path: filepath.Join(dir, "audit.jsonl"), MaxBytes: 2000, Clock: clk, OnError: errs.onError, OnWarn: errs.onWarn}
 	l, err := OpenWith(opts)
@@ -198,7 +198,7 @@ func TestAccessHardCap(t *testing.T) {
 	dir := stateDir(t)
 	var errs errorList
 	l, err := OpenWith(Options{Path: filepath.Join(dir, "audit.jsonl"), MaxBytes: 1000, AccessCap: 4000,
-		Clock: clock.NewFake(day0), OnError: errs.onError, OnWarn: errs.onWarn})
+		Clock: clocktest.New(day0), OnError: errs.onError, OnWarn: errs.onWarn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestFixesModes(t *testing.T) {
 			if tc.legacy {
 				l, err = Open(path, func() time.Time { return day0 }, got.onError)
 			} else {
-				l, err = OpenWith(Options{Path: path, Clock: clock.NewFake(day0), OnError: got.onError, OnWarn: got.onWarn})
+				l, err = OpenWith(Options{Path: path, Clock: clocktest.New(day0), OnError: got.onError, OnWarn: got.onWarn})
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -336,7 +336,7 @@ func TestReopenFixesMode(t *testing.T) {
 	dir := stateDir(t)
 	path := filepath.Join(dir, "audit.jsonl")
 	var got errorList
-	l, err := OpenWith(Options{Path: path, Clock: clock.NewFake(day0), OnError: got.onError, OnWarn: got.onWarn})
+	l, err := OpenWith(Options{Path: path, Clock: clocktest.New(day0), OnError: got.onError, OnWarn: got.onWarn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestFieldsCapped(t *testing.T) {
 	t.Parallel()
 	dir := stateDir(t)
 	path := filepath.Join(dir, "audit.jsonl")
-	l, err := OpenWith(Options{Path: path, Clock: clock.NewFake(day0)})
+	l, err := OpenWith(Options{Path: path, Clock: clocktest.New(day0)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 // floodSource returns the source of the i-th refused connection of a flood
@@ -33,7 +33,7 @@ func floodSource(i int) string {
 func TestFloodKeepsLogin(t *testing.T) {
 	t.Parallel()
 	dir := stateDir(t)
-	clk := clock.NewFake(day0)
+	clk := clocktest.New(day0)
 	var errs errorList
 	l, err := OpenWith(Options{Path: filepath.Join(dir, "audit.jsonl"), Clock: clk, OnError: errs.onError, OnWarn: errs.onWarn})
 	if err != nil {
@@ -132,7 +132,7 @@ func TestFloodKeepsLogin(t *testing.T) {
 func TestUnsummarisedFloodCannotFlushAccess(t *testing.T) {
 	t.Parallel()
 	dir := stateDir(t)
-	l, err := OpenWith(Options{Path: filepath.Join(dir, "audit.jsonl"), MaxBytes: 8 << 10, Clock: clock.NewFake(day0),
+	l, err := OpenWith(Options{Path: filepath.Join(dir, "audit.jsonl"), MaxBytes: 8 << 10, Clock: clocktest.New(day0),
 		OnError: func(err error) { t.Errorf("audit error: %v", err) }})
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 // memRecorder keeps every event it is given.
@@ -199,7 +199,7 @@ func TestSummarizer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			clk := clock.NewFake(day0)
+			clk := clocktest.New(day0)
 			var out memRecorder
 			s := NewSummarizer(&out, SummaryOptions{Clock: clk})
 			for _, e := range tc.in {
@@ -232,7 +232,7 @@ func TestSummarizer(t *testing.T) {
 func TestSummarizerLastReasonCut(t *testing.T) {
 	t.Parallel()
 	var out memRecorder
-	s := NewSummarizer(&out, SummaryOptions{Clock: clock.NewFake(day0)})
+	s := NewSummarizer(&out, SummaryOptions{Clock: clocktest.New(day0)})
 	long := strings.Repeat("r", 5000)
 	s.Record(Event{Kind: KindRefused, Source: "192.0.2.1:1", Reason: long})
 	s.Record(Event{Kind: KindRefused, Source: "192.0.2.1:1", Reason: long})
@@ -285,7 +285,7 @@ func TestSummarizerBoundedKeys(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			clk := clock.NewFake(day0)
+			clk := clocktest.New(day0)
 			var out memRecorder
 			s := NewSummarizer(&out, SummaryOptions{Clock: clk, MaxKeys: tc.maxKeys})
 			for _, round := range []string{"first", "second"} {
@@ -329,7 +329,7 @@ func TestSummarizerBoundedKeys(t *testing.T) {
 // recorded later.
 func TestSummarizerRun(t *testing.T) {
 	t.Parallel()
-	clk := clock.NewFake(day0)
+	clk := clocktest.New(day0)
 	var out memRecorder
 	s := NewSummarizer(&out, SummaryOptions{Clock: clk, Interval: 30 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -398,7 +398,7 @@ func TestSummarizerRun(t *testing.T) {
 func TestSummarizerConcurrent(t *testing.T) {
 	t.Parallel()
 	var out memRecorder
-	s := NewSummarizer(&out, SummaryOptions{Clock: clock.NewFake(day0), MaxKeys: 50})
+	s := NewSummarizer(&out, SummaryOptions{Clock: clocktest.New(day0), MaxKeys: 50})
 	var wg sync.WaitGroup
 	const writers, each = 8, 5000
 	for w := range writers {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 func TestCheckString(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/lifeline-dev/lifeline/bastion/config"
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 

@@ -48,7 +48,7 @@
 // flood from many addresses costs amortized O(log n) per connection.
 //
 // Time. Bookkeeping (throttle windows, throttles, trust expiry) runs on
-// Config.Clock, so tests drive it with clock.NewFake. Socket deadlines
+// Config.Clock, so tests drive it with clocktest.New. Socket deadlines
 // necessarily run on the wall clock: the kernel knows no other.
 //
 // The gate starts no goroutines and needs no Close. A server uses it so:

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 // t0 is where fake clocks start.
@@ -47,9 +47,9 @@ func (c *fakeConn) isClosed() bool {
 }
 
 // newTestGate returns a gate on a fake clock.
-func newTestGate(t testing.TB, cfg Config) (*Gate, *clock.Fake) {
+func newTestGate(t testing.TB, cfg Config) (*Gate, *clocktest.Fake) {
 	t.Helper()
-	fc := clock.NewFake(t0)
+	fc := clocktest.New(t0)
 	if cfg.Clock == nil {
 		cfg.Clock = fc
 	}

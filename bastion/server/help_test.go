@@ -17,7 +17,7 @@ import (
 
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 	"github.com/lifeline-dev/lifeline/bastion/ban"
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/sshalgo"
 )

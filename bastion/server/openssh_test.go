@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/bastion/audit"
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 // openSSHWorld adds real OpenSSH peers around a bastion: sshd as the Pi's

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/lifeline-dev/lifeline/integration/sshtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 func TestKnownHostsAddr(t *testing.T) {
