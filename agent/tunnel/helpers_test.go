@@ -319,7 +319,7 @@ func startTarget(t testing.TB, op *operator, mark string) *target {
 // Resume(forget=true) models a carrier NAT that forgot its mappings: flows
 // that existed before the pause are dead; their held bytes are dropped and
 // the client's next byte on them gets a TCP reset.
-type relay struct {
+type linkRelay struct {
 	t        testing.TB
 	ln       net.Listener
 	upstream string
@@ -342,24 +342,24 @@ type flow struct {
 	stale          atomic.Bool
 }
 
-func startRelay(t testing.TB, upstream string) *relay {
+func startRelay(t testing.TB, upstream string) *linkRelay {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &relay{t: t, ln: ln, upstream: upstream, open: make(chan struct{}), ctx: ctx, cancel: cancel}
+	r := &linkRelay{t: t, ln: ln, upstream: upstream, open: make(chan struct{}), ctx: ctx, cancel: cancel}
 	close(r.open)
 	r.wg.Go(r.accept)
 	t.Cleanup(r.Close)
 	return r
 }
 
-func (r *relay) Addr() string { return r.ln.Addr().String() }
+func (r *linkRelay) Addr() string { return r.ln.Addr().String() }
 
 // Close ends the relay and every flow, and waits for its goroutines.
-func (r *relay) Close() {
+func (r *linkRelay) Close() {
 	r.cancel()
 	r.ln.Close()
 	r.mu.Lock()
@@ -374,7 +374,7 @@ func (r *relay) Close() {
 }
 
 // Pause black-holes the link.
-func (r *relay) Pause() time.Time {
+func (r *linkRelay) Pause() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	select {
@@ -389,7 +389,7 @@ func (r *relay) Pause() time.Time {
 }
 
 // Resume forwards again; with forget, flows from before the pause are dead.
-func (r *relay) Resume(forget bool) time.Time {
+func (r *linkRelay) Resume(forget bool) time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, f := range r.flows {
@@ -406,7 +406,7 @@ func (r *relay) Resume(forget bool) time.Time {
 	return time.Now()
 }
 
-func (r *relay) gate() <-chan struct{} {
+func (r *linkRelay) gate() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.open
@@ -414,7 +414,7 @@ func (r *relay) gate() <-chan struct{} {
 
 // ClientClosedAfter reports whether a client closed a flow created before
 // since, at or after since, and when.
-func (r *relay) ClientClosedAfter(since time.Time) (time.Time, bool) {
+func (r *linkRelay) ClientClosedAfter(since time.Time) (time.Time, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.closes {
@@ -426,10 +426,10 @@ func (r *relay) ClientClosedAfter(since time.Time) (time.Time, bool) {
 }
 
 // Bytes and Reads count what crossed the relay in both directions.
-func (r *relay) Bytes() int64 { return r.bytes.Load() }
-func (r *relay) Reads() int64 { return r.reads.Load() }
+func (r *linkRelay) Bytes() int64 { return r.bytes.Load() }
+func (r *linkRelay) Reads() int64 { return r.reads.Load() }
 
-func (r *relay) accept() {
+func (r *linkRelay) accept() {
 	for {
 		c, err := r.ln.Accept()
 		if err != nil {
@@ -451,7 +451,7 @@ type chunk struct {
 
 // pump reads src continuously (so closes are seen even while paused) into
 // a bounded queue.
-func (r *relay) pump(src net.Conn, q chan<- chunk, isClient bool, f *flow) {
+func (r *linkRelay) pump(src net.Conn, q chan<- chunk, isClient bool, f *flow) {
 	defer close(q)
 	for {
 		buf := make([]byte, 32<<10)
@@ -487,14 +487,14 @@ func (r *relay) pump(src net.Conn, q chan<- chunk, isClient bool, f *flow) {
 	}
 }
 
-func (r *relay) noteClose(f *flow) {
+func (r *linkRelay) noteClose(f *flow) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closes = append(r.closes, time.Now())
 }
 
 // drain writes queued chunks to dst while the relay is open.
-func (r *relay) drain(q <-chan chunk, dst net.Conn, f *flow) {
+func (r *linkRelay) drain(q <-chan chunk, dst net.Conn, f *flow) {
 	for c := range q {
 		select {
 		case <-r.gate():
@@ -518,7 +518,7 @@ func (r *relay) drain(q <-chan chunk, dst net.Conn, f *flow) {
 	}
 }
 
-func (r *relay) serve(f *flow) {
+func (r *linkRelay) serve(f *flow) {
 	defer f.client.Close()
 	up := make(chan chunk, 64)
 	r.wg.Go(func() { r.pump(f.client, up, true, f) })

@@ -2,9 +2,7 @@ package tunnel
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/shared/relay"
 	"github.com/lifeline-dev/lifeline/shared/wire"
 )
 
@@ -141,35 +140,7 @@ func (s *session) serve(ctx context.Context, nc ssh.NewChannel) {
 	start := time.Now()
 	stop := context.AfterFunc(ctx, func() { ch.Close(); target.Close() })
 	defer stop()
-	done := make(chan struct{})
-	s.goroutine(func() {
-		ssh.DiscardRequests(reqs)
-	})
-	var up, down int64
-	if !s.goroutine(func() {
-		defer close(done)
-		// 9 bytes short of a 32 KiB packet: the bastion copies each
-		// packet into a fresh slice, which then fits Go's 32 KiB size
-		// class instead of being rounded up to 40 KiB.
-		down, _ = io.CopyBuffer(ch, target, make([]byte, 32<<10-9))
-		ch.CloseWrite()
-	}) {
-		close(done)
-	}
-	up, _ = io.Copy(target, ch)
-	closeWrite(target)
-	<-done
-	ch.Close()
-	target.Close()
+	s.goroutine(func() { ssh.DiscardRequests(reqs) })
+	up, down := relay.Copy(ch, target)
 	s.log.Debug("forwarded connection closed", "forward", f.Listen(), "from", from, "bytes_in", up, "bytes_out", down, "took", time.Since(start).Round(time.Millisecond))
-}
-
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
-			c.Close()
-		}
-		return
-	}
-	c.Close()
 }

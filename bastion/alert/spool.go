@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/lifeline-dev/lifeline/shared/atomicfile"
 )
 
 // The spool: Dir/alerts/<ID>.json, one file per undelivered alert, written
@@ -21,7 +23,6 @@ const (
 	spoolVersion  = 1
 	overflowFile  = "overflow.state"
 	failedSubdir  = "failed"
-	tempPrefix    = ".tmp-"
 	spoolFileMode = 0o600
 )
 
@@ -67,7 +68,7 @@ func openSpool(stateDir string) (s *spool, pending []entry, overflow map[string]
 		switch {
 		case de.IsDir():
 			continue
-		case strings.HasPrefix(name, tempPrefix):
+		case atomicfile.IsTemp(name):
 			if err := os.Remove(filepath.Join(s.dir, name)); err != nil {
 				bad = append(bad, fmt.Errorf("remove stale temp file: %w", err))
 			}
@@ -124,44 +125,8 @@ func (s *spool) write(e entry) error {
 }
 
 func (s *spool) writeFile(name string, b []byte) error {
-	f, err := os.CreateTemp(s.dir, tempPrefix+"*")
-	if err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, name), b, spoolFileMode); err != nil {
 		return fmt.Errorf("spool alert: %w", err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("spool alert %s: %w", name, err)
-	}
-	if err := f.Chmod(spoolFileMode); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(b); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("spool alert %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, name)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("spool alert %s: %w", name, err)
-	}
-	return syncDir(s.dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -9,13 +9,13 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 	"github.com/lifeline-dev/lifeline/bastion/authz"
+	"github.com/lifeline-dev/lifeline/shared/relay"
 	"github.com/lifeline-dev/lifeline/shared/wire"
 )
 
@@ -322,7 +322,8 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 		down.Close()
 		up.ch.Close()
 	})
-	in, out := relay(down, up.ch)
+	// in: towards the target; out: back to the operator.
+	in, out := relay.Copy(down, up.ch)
 	stop()
 
 	end := ss.event(audit.KindJumpEnd)
@@ -331,45 +332,6 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 	end.BytesIn, end.BytesOut = in, out
 	end.DurationMS = s.cfg.Now().Sub(start).Milliseconds()
 	s.cfg.Audit.Record(end)
-}
-
-// relay copies both ways between the operator's channel and the agent's
-// until both directions are done, passing half-closes on. The SSH channel
-// windows give backpressure end to end. It returns the bytes sent towards the
-// target (in) and back to the operator (out).
-func relay(operator, agent ssh.Channel) (in, out int64) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		in, _ = copyBuf(agent, operator)
-		agent.CloseWrite()
-	}()
-	go func() {
-		defer wg.Done()
-		out, _ = copyBuf(operator, agent)
-		operator.CloseWrite()
-	}()
-	wg.Wait()
-	operator.Close()
-	agent.Close()
-	return in, out
-}
-
-// relayChunk is what one write into a channel carries: 9 bytes short of a
-// 32 KiB packet, so that the receiving x/crypto, which copies each packet
-// (type, channel id and length: 9 bytes, then the data) into a fresh slice,
-// allocates exactly 32 KiB for it instead of rounding 32 KiB + 9 up to
-// 40 KiB. A stalled channel then holds its 2 MiB window, not 2.5 MiB.
-const relayChunk = 32<<10 - 9
-
-// bufPool holds the relay's copy buffers.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, relayChunk); return &b }}
-
-func copyBuf(dst io.Writer, src io.Reader) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	return io.CopyBuffer(dst, src, *bp)
 }
 
 // serveSession answers an operator's session channel: `status` and

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lifeline-dev/lifeline/shared/atomicfile"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -79,37 +80,18 @@ func create(path, comment string) (ssh.Signer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create directory for key %s: %w", path, err)
 	}
-	// Write to a temporary file and rename, so a crash never leaves half a key.
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-key-*")
+	// Atomically and only if absent: a crash never leaves half a key, and
+	// if another process created the key meanwhile, theirs is kept.
+	created, err := atomicfile.Create(path, pem.EncodeToMemory(block), 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("create key %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("chmod key %s: %w", path, err)
-	}
-	if _, err := tmp.Write(pem.EncodeToMemory(block)); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("write key %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("sync key %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("close key %s: %w", path, err)
-	}
-	// Link, not rename: if another process created the key meanwhile, keep theirs.
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			data, rerr := os.ReadFile(path)
-			if rerr != nil {
-				return nil, fmt.Errorf("read key %s: %w", path, rerr)
-			}
-			return Parse(path, data)
-		}
 		return nil, fmt.Errorf("install key %s: %w", path, err)
+	}
+	if !created {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read key %s: %w", path, err)
+		}
+		return Parse(path, data)
 	}
 	return ssh.NewSignerFromKey(priv)
 }
