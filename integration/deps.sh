@@ -24,9 +24,10 @@ for pair in "${need[@]}"; do
     missing+=("$pkg")
   fi
 done
-# Python modules of the client interop suite, from Debian's packages (the
+# Python modules of the client interop suite and the e-mail channel test
+# (aiosmtpd: a real SMTP server), from Debian's packages (the
 # suite runs /usr/bin/python3, which sees them).
-for mod in paramiko asyncssh; do
+for mod in paramiko asyncssh aiosmtpd; do
   if ! /usr/bin/python3 -c "import $mod" >/dev/null 2>&1; then
     missing+=("python3-$mod")
   fi
