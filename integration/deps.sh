@@ -9,7 +9,8 @@ need=(sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client autossh:a
       shellcheck:shellcheck aws:awscli python3:python3
       dbclient:dropbear-bin dropbearconvert:dropbear-bin plink:putty-tools puttygen:putty-tools
       qemu-arm-static:qemu-user-static qemu-aarch64-static:qemu-user-static
-      debootstrap:debootstrap systemd-nspawn:systemd-container lintian:lintian help2man:help2man)
+      debootstrap:debootstrap systemd-nspawn:systemd-container lintian:lintian help2man:help2man
+      dnsmasq:dnsmasq-base)
 # cloud-init for the offline `cloud-init schema` test: unpacked into a
 # folder, never installed (an installed cloud-init would enable its units).
 ci_root=/var/tmp/lifeline-cloud-init
