@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/lifeline-dev/lifeline/shared/version.Version=$(VE
 FUZZTIME ?= 3s
 BINS := bin/lifeline-bastion bin/lifeline-agent bin/lifeline-linkcheck
 
-.PHONY: all build test unit integration fuzz vet fmt-check bench demo deps clean dist dist-check deb deb-version release release-check release-unsigned release-key-check release-sign
+.PHONY: all build test deadcode unit integration fuzz vet fmt-check bench demo deps clean dist dist-check deb deb-version release release-check release-unsigned release-key-check release-sign
 
 all: build
 
@@ -24,7 +24,7 @@ FORCE:
 
 # Every test: static checks, unit tests (root-only ones run when root),
 # the integration suite in network namespaces, and a short run of every fuzz target.
-test: deps vet fmt-check unit integration fuzz
+test: deps vet fmt-check deadcode unit integration fuzz
 
 deps:
 	@./integration/deps.sh
@@ -36,6 +36,13 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+
+# No production function unreachable from the programs' mains: code only
+# tests use belongs in the tests (or internal/), code nobody uses goes.
+# deadcode (golang.org/x/tools, pinned as a tool in go.mod) without -test.
+deadcode:
+	@out=$$($(GO) tool deadcode ./... | grep -E '^(agent|bastion|shared)/' || true); \
+	if [ -n "$$out" ]; then echo "unreachable production code:"; echo "$$out"; exit 1; fi
 
 unit:
 	$(GO) test -count=1 -timeout 10m ./...

@@ -6,18 +6,16 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/shared/envconf"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 )
 
 // Config is the agent's tunnel configuration. The zero value is not valid:
-// decode it with envconf.Process, which applies the defaults and calls
-// Validate.
+// read it with Load.
 type Config struct {
 	Bastion         string        `envconfig:"BASTION" desc:"required: bastion host:port, or a comma-separated list (one tunnel to each, at once)"`
 	Key             string        `envconfig:"KEY" default:"/var/lib/lifeline/agent_ed25519_key" desc:"the agent's private key, created (ed25519, mode 0600) if missing"`
@@ -33,20 +31,38 @@ type Config struct {
 	MaxChannels     int           `envconfig:"MAX_CHANNELS" default:"8" desc:"forwarded connections served at once per bastion; each may buffer up to 2 MiB when its target or operator stalls, so 8 keeps the agent under 32 MB"`
 	UpgradeQuiet    time.Duration `envconfig:"UPGRADE_QUIET" default:"1m" desc:"once a package upgrade replaced the agent's binary, restart into it when no operator connection has been open through the agent for this long (systemctl restart lifeline-agent restarts at once)"`
 	UpgradePoll     time.Duration `envconfig:"UPGRADE_POLL" default:"30s" desc:"how often the agent looks whether its binary was replaced"`
+
+	// Bastions and ForwardList are Bastion and Forwards parsed, filled by
+	// Validate (nil while either is invalid).
+	Bastions    []string          `ignored:"true"`
+	ForwardList []forward.Forward `ignored:"true"`
 }
 
-// Validate reports every problem at once, each naming its variable.
+// Load reads the agent's configuration from the environment once, applies
+// the defaults and validates it (Validate), so that every value, the
+// bastion list and the forwards included, is typed and checked.
+func Load() (*Config, error) {
+	var c Config
+	if err := envconf.Process(&c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate reports every problem at once, each naming its variable, and
+// fills Bastions and ForwardList.
 func (c *Config) Validate() error {
 	var errs []error
-	if _, err := ParseBastions(c.Bastion); err != nil {
+	var err error
+	if c.Bastions, err = ParseBastions(c.Bastion); err != nil {
 		errs = append(errs, fmt.Errorf("LIFELINE_BASTION=%q: %w", c.Bastion, err))
 	}
 	errs = append(errs, c.validateKeyAndForwards()...)
 	if c.KnownHosts == "" {
 		errs = append(errs, errors.New("LIFELINE_KNOWN_HOSTS is empty: give the known_hosts file that pins the bastion's key"))
 	}
-	if c.Interface != "" && (len(c.Interface) > 15 || strings.ContainsAny(c.Interface, "/ \t\n:")) {
-		errs = append(errs, fmt.Errorf("LIFELINE_INTERFACE=%q: not an interface name (at most 15 characters, no '/', ':' or spaces)", c.Interface))
+	if err := CheckInterface(c.Interface); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Keepalive < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("LIFELINE_KEEPALIVE=%s: must be at least 100ms", c.Keepalive))
@@ -80,60 +96,11 @@ func (c *Config) validateKeyAndForwards() []error {
 	if c.Key == "" {
 		errs = append(errs, errors.New("LIFELINE_KEY is empty: give the path of the agent's private key"))
 	}
-	if _, err := forward.Parse(c.Forwards); err != nil {
+	var err error
+	if c.ForwardList, err = forward.Parse(c.Forwards); err != nil {
 		errs = append(errs, fmt.Errorf("LIFELINE_FORWARDS=%q: %w", c.Forwards, err))
 	}
 	return errs
-}
-
-// Bastions returns the parsed LIFELINE_BASTION (valid after Validate).
-func (c *Config) Bastions() []string {
-	b, _ := ParseBastions(c.Bastion)
-	return b
-}
-
-// ForwardList returns the parsed LIFELINE_FORWARDS (valid after Validate).
-func (c *Config) ForwardList() []forward.Forward {
-	f, _ := forward.Parse(c.Forwards)
-	return f
-}
-
-// ParseBastions splits a comma-separated list of host:port, each with a
-// non-empty host and a port from 1 to 65535, without duplicates.
-func ParseBastions(s string) ([]string, error) {
-	var (
-		out  []string
-		errs []error
-		seen = map[string]bool{}
-	)
-	for _, a := range strings.Split(s, ",") {
-		a = strings.TrimSpace(a)
-		if a == "" {
-			continue
-		}
-		host, port, err := net.SplitHostPort(a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%q: want host:port: %w", a, err))
-			continue
-		}
-		if p, err := strconv.ParseUint(port, 10, 16); host == "" || err != nil || p == 0 {
-			errs = append(errs, fmt.Errorf("%q: want a host and a port from 1 to 65535", a))
-			continue
-		}
-		if seen[a] {
-			errs = append(errs, fmt.Errorf("%q is listed twice", a))
-			continue
-		}
-		seen[a] = true
-		out = append(out, a)
-	}
-	if len(out) == 0 && len(errs) == 0 {
-		errs = append(errs, errors.New("required: the bastion's host:port (e.g. bastion.example.com:22)"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // Pubkey is what `lifeline-agent pair` (and pubkey) needs: the key and the

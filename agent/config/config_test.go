@@ -77,14 +77,14 @@ func TestValidate(t *testing.T) {
 func TestFromEnvironment(t *testing.T) {
 	t.Setenv("LIFELINE_BASTION", "a.example:22,b.example:2222")
 	t.Setenv("LIFELINE_FORWARDS", "pi:22=127.0.0.1:22,nuc:3389=192.168.1.100:3389")
-	var c Config
-	if err := envconf.Process(&c); err != nil {
+	c, err := Load()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Bastions(); !slices.Equal(got, []string{"a.example:22", "b.example:2222"}) {
+	if got := c.Bastions; !slices.Equal(got, []string{"a.example:22", "b.example:2222"}) {
 		t.Errorf("Bastions = %v", got)
 	}
-	if got := c.ForwardList(); len(got) != 2 || got[1].Name != "nuc" {
+	if got := c.ForwardList; len(got) != 2 || got[1].Name != "nuc" {
 		t.Errorf("ForwardList = %v", got)
 	}
 	if c.Keepalive != 5*time.Minute || c.DeadAfter != 15*time.Second || c.BackoffMax != 30*time.Second ||
@@ -96,7 +96,7 @@ func TestFromEnvironment(t *testing.T) {
 	}
 
 	t.Setenv("LIFELINE_KEEPALIVE", "five seconds")
-	if err := envconf.Process(&c); err == nil || !strings.Contains(err.Error(), "LIFELINE_KEEPALIVE") {
+	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "LIFELINE_KEEPALIVE") {
 		t.Errorf("bad duration: error %v does not name LIFELINE_KEEPALIVE", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/lifeline-dev/lifeline/agent/forward"
 	"github.com/lifeline-dev/lifeline/agent/linkcheck"
 	"github.com/lifeline-dev/lifeline/agent/netsetup"
+	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
@@ -94,8 +95,9 @@ type Config struct {
 	// Unit says whether systemd runs this machine and the agent unit's
 	// state (nil: /run/systemd/system and `systemctl is-active`).
 	Unit func(ctx context.Context) (booted bool, state string, err error)
-	// Now is the clock (nil: time.Now).
-	Now func() time.Time
+	// Clock tells the time certificates and the last link check are
+	// judged by (nil: clock.Real).
+	Clock clock.Clock
 
 	// StepTimeout bounds each check (5s); Timeout all of them (90s).
 	StepTimeout time.Duration
@@ -124,8 +126,8 @@ func New(cfg Config) *Doctor {
 	if cfg.TargetDialer == nil {
 		cfg.TargetDialer = &net.Dialer{}
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	if cfg.StepTimeout <= 0 {
 		cfg.StepTimeout = 5 * time.Second

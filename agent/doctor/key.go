@@ -118,7 +118,7 @@ func (d *Doctor) checkCert(context.Context) Result {
 		principals = append(principals, f.Listen())
 	}
 	sign := fmt.Sprintf("ssh-keygen -s SITE_CA -I %s -n %s -V +52w %s.pub", hostPart(d.cfg.KeyComment), strings.Join(principals, ","), d.cfg.Agent.Key)
-	s, cert, err := keyfile.WithCertificate(d.key.auth, d.cfg.Agent.Key, d.cfg.Now())
+	s, cert, err := keyfile.WithCertificate(d.key.auth, d.cfg.Agent.Key, d.cfg.Clock.Now())
 	if err != nil {
 		d.key.auth, d.key.why = nil, "the agent does not start with that certificate (above)"
 		return Failed(what, err.Error()+" (the agent refuses to start with it)",
@@ -138,7 +138,7 @@ func (d *Doctor) checkCert(context.Context) Result {
 	until := "forever"
 	if cert.ValidBefore != ssh.CertTimeInfinity {
 		t := time.Unix(int64(cert.ValidBefore), 0)
-		until = fmt.Sprintf("until %s (%s from now)", t.UTC().Format("2006-01-02 15:04 UTC"), roughly(t.Sub(d.cfg.Now())))
+		until = fmt.Sprintf("until %s (%s from now)", t.UTC().Format("2006-01-02 15:04 UTC"), roughly(t.Sub(d.cfg.Clock.Now())))
 	}
 	return Passed(fmt.Sprintf("%s: id %q, principals %s, valid %s", what, cert.KeyId, strings.Join(cert.ValidPrincipals, ","), until))
 }

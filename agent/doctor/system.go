@@ -130,7 +130,7 @@ func (d *Doctor) checkLastLinkCheck(context.Context) Result {
 	if c.CheckEvery <= 0 {
 		return Skipped(what, "link checks are disabled (LIFELINE_CHECK_EVERY=0)")
 	}
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	h, err := readHistory(c.StateDir, now)
 	journal := filepath.Join(c.StateDir, linkcheck.JournalName)
 	switch {
@@ -179,7 +179,7 @@ func (d *Doctor) budgetUsedUp(h history) bool {
 
 func (d *Doctor) checkLinkBudget(context.Context) Result {
 	c := d.cfg.Checks
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	month := now.UTC().Format("2006-01")
 	what := fmt.Sprintf("link check data in %s (UTC)", month)
 	if d.cfg.ChecksErr != nil {

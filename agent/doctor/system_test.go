@@ -16,6 +16,7 @@ import (
 	"github.com/lifeline-dev/lifeline/agent/forward"
 	"github.com/lifeline-dev/lifeline/agent/linkcheck"
 	"github.com/lifeline-dev/lifeline/agent/netsetup"
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 	"github.com/lifeline-dev/lifeline/shared/report"
 )
 
@@ -142,7 +143,7 @@ func TestLinkChecks(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 5, 20, 12, 0, 0, 0, time.UTC)
 	s := newSite(t, "127.0.0.1:1", "pi:22=127.0.0.1:22")
-	s.cfg.Now = func() time.Time { return now }
+	s.cfg.Clock = clocktest.New(now)
 	out, _ := s.run(t)
 	want(t, out, "last link check", "-", "none recorded yet", "exec lifeline-agent check")
 	want(t, out, "link check data in 2026-05 (UTC)", "✓", "0 MB of 300 MB used")

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
-	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/units"
 )
 
@@ -34,7 +33,7 @@ func BenchmarkCheck(b *testing.B) {
 			cfg := baseConfig(b)
 			cfg.SpeedtestURL, cfg.Budget, cfg.MinDownload = fake.URL(), bc.budget, 0
 			cfg.CheckDuration = 3 * time.Second
-			c, err := New(cfg, logging.Discard())
+			c, err := New(cfg, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -43,7 +42,7 @@ func BenchmarkCheck(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				before := fake.Stats().BytesServed
-				r := c.Check(context.Background())
+				r := checkOnce(context.Background(), c)
 				if !r.OK() {
 					b.Fatalf("check failed: %s", r.Summary())
 				}

@@ -65,50 +65,6 @@ type Checker struct {
 	loggedNoSpeed bool          // notePacing said speed is not measured this month
 }
 
-// Option changes a Checker made by New.
-type Option func(*Checker)
-
-// WithSpeedTester makes the Checker measure with t in the calling process
-// instead of running the link check program (tests use a fake; the
-// program itself gives it speedtest-go). A nil t keeps the program.
-func WithSpeedTester(t SpeedTester) Option {
-	return func(c *Checker) {
-		if t != nil {
-			c.tester = t
-		}
-	}
-}
-
-// WithProgram runs path as the link check program instead of the one
-// FindProgram finds (a development build, tests). An empty path keeps
-// FindProgram.
-func WithProgram(path string) Option {
-	return func(c *Checker) {
-		if path != "" {
-			c.program = func() (string, error) { return path, nil }
-		}
-	}
-}
-
-// WithClock replaces the wall clock used for report times and Run's
-// schedule. A nil clk keeps the default.
-func WithClock(clk clock.Clock) Option {
-	return func(c *Checker) {
-		if clk != nil {
-			c.clock = clk
-		}
-	}
-}
-
-// WithStatus makes Run describe its schedule, the pacing of its speed
-// measurements and the month's data in one short line (e.g. "link checks:
-// next May 31 19:00 UTC, speed about Jun 1 09:00 UTC, 48 MB of 300 MB used
-// in 2026-05"), passed to f at start and after every check or skip; the
-// agent shows it in systemd's STATUS=. f must return promptly.
-func WithStatus(f func(string)) Option {
-	return func(c *Checker) { c.status = f }
-}
-
 // JournalName is the history file in Config.StateDir.
 const JournalName = "checks.jsonl"
 
@@ -123,7 +79,7 @@ const (
 // The state directory is not touched until Run or CheckNow reads it, and
 // the link check program is looked for at each check (so installing it
 // mends the next check without a restart).
-func New(cfg Config, log *slog.Logger, opts ...Option) (*Checker, error) {
+func New(cfg Config, log *slog.Logger) (*Checker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("link check configuration: %w", err)
 	}
@@ -133,16 +89,21 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Checker, error) {
 	c := &Checker{
 		cfg:       cfg,
 		log:       log,
+		tester:    cfg.Tester,
 		program:   FindProgram,
-		clock:     clock.Real{},
+		clock:     cfg.Clock,
 		journal:   &journal{path: filepath.Join(cfg.StateDir, JournalName), maxBytes: journalMax, keep: journalKeep},
+		status:    cfg.Status,
 		stopGrace: programStopGrace,
 		killGrace: programKillGrace,
 	}
-	c.hist = newHistory(cfg.StateDir, c.journal)
-	for _, o := range opts {
-		o(c)
+	if cfg.Program != "" {
+		c.program = func() (string, error) { return cfg.Program, nil }
 	}
+	if c.clock == nil {
+		c.clock = clock.Real{}
+	}
+	c.hist = newHistory(cfg.StateDir, c.journal)
 	return c, nil
 }
 
@@ -172,27 +133,19 @@ func (c *Checker) phases() time.Duration {
 	return 1
 }
 
-// Check measures the link now, within LIFELINE_CHECK_BUDGET, and judges
-// the result. It never panics and never returns an error: whatever went
-// wrong is a failed verdict whose reasons name every problem (test errors,
-// wrong ISP, low speed, high latency, a link check program that is
-// missing, crashed, wrote no result or had to be killed). The result has
-// no keepalive figures (Run adds them) and passes report.Validate. It
-// returns within MaxDuration plus one capture time (two with upload),
-// sooner when ctx ends: a link check program still running 5 s after the
-// check's deadline is told to stop (SIGTERM), and killed if it has not
-// ended its capture time(s) plus 10 s after that.
-//
-// Check neither reads nor writes the history, nor minds the monthly
-// budget (it always measures speed): the agent uses Run, `lifeline-agent
-// check` uses CheckNow.
-func (c *Checker) Check(ctx context.Context) report.LinkReport {
-	return c.check(ctx, c.limits(int64(c.cfg.Budget), false))
-}
-
 // check measures within lim, in the link check program or (with
-// WithSpeedTester) here, and gives the result its time, verdict, duration
-// by c.clock and its light mark.
+// Config.Tester) here, and gives the result its time, verdict, duration
+// by c.clock and its light mark. It never panics and never returns an
+// error: whatever went wrong is a failed verdict whose reasons name every
+// problem (test errors, wrong ISP, low speed, high latency, a link check
+// program that is missing, crashed, wrote no result or had to be killed).
+// The result has no keepalive figures (Run adds them) and passes
+// report.Validate. It returns within MaxDuration plus one capture time (two
+// with upload), sooner when ctx ends: a link check program still running
+// 5 s after the check's deadline is told to stop (SIGTERM), and killed if
+// it has not ended its capture time(s) plus 10 s after that. It neither
+// reads nor writes the history, nor minds the monthly budget: Run and
+// CheckNow do.
 func (c *Checker) check(ctx context.Context, lim Limits) (r report.LinkReport) {
 	start := c.clock.Now()
 	defer func() {
@@ -264,18 +217,12 @@ func (c *Checker) measureHere(ctx context.Context, lim Limits, timeout time.Dura
 // little about the link.
 const minJudgeTime = 2 * time.Second
 
-// Judge lists every reason the measurement m fails cfg's thresholds; an
+// assess lists every reason the measurement m fails cfg's thresholds; an
 // empty list is an ok verdict. Thresholds apply only to what was measured;
 // whatever could not be measured is explained by m.Errors, each of which is
 // a reason. A download below LIFELINE_MIN_DOWNLOAD that its data allowance
 // cut short in less than minJudgeTime is no reason: it is too small to
-// judge (the check's speed note says so).
-func Judge(cfg Config, m Measurement) []string {
-	reasons, _ := assess(cfg, m)
-	return reasons
-}
-
-// assess is Judge, and the speed note of a download too small to judge.
+// judge, and speedNote says so.
 func assess(cfg Config, m Measurement) (reasons []string, speedNote string) {
 	for _, err := range m.Errors {
 		if err != nil {

@@ -11,26 +11,10 @@ import (
 	"time"
 
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
-	"github.com/lifeline-dev/lifeline/shared/logging"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/units"
 )
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(20 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
 
 // baseConfig is a valid configuration for checks against a local fake:
 // short capture, defaults otherwise.
@@ -213,13 +197,13 @@ func TestCheckVerdicts(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(&cfg, cfg.SpeedtestURL)
 			}
-			c, err := New(cfg, logging.Discard())
+			c, err := New(cfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			r := c.Check(ctx)
+			r := checkOnce(ctx, c)
 			if err := r.Validate(); err != nil {
 				t.Fatalf("report does not validate: %v", err)
 			}
@@ -274,11 +258,11 @@ func TestBudgetHolds(t *testing.T) {
 			cfg.SpeedtestURL = fake.URL()
 			cfg.Budget, cfg.Upload, cfg.CheckConnections = tt.budget, tt.upload, tt.connections
 			cfg.CheckDuration = 2 * time.Second
-			c, err := New(cfg, logging.Discard())
+			c, err := New(cfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := c.Check(context.Background())
+			r := checkOnce(context.Background(), c)
 			st := fake.Stats()
 			budget := int64(tt.budget)
 			if st.BytesServed+st.UploadBytes > budget {
@@ -307,17 +291,17 @@ func TestCheckCancelled(t *testing.T) {
 	cfg := baseConfig(t)
 	cfg.SpeedtestURL = fake.URL()
 	cfg.CheckDuration = 5 * time.Second
-	c, err := New(cfg, logging.Discard())
+	c, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan report.LinkReport, 1)
-	go func() { done <- c.Check(ctx) }()
-	eventually(t, "the download to start", func() bool { return fake.Stats().DownloadBytes > 0 })
+	go func() { done <- checkOnce(ctx, c) }()
+	sshtest.Eventually(t, 20*time.Second, func() bool { return fake.Stats().DownloadBytes > 0 }, "the download to start")
 	cancel()
-	eventually(t, "the check to end", func() bool { return len(done) == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return len(done) == 1 }, "the check to end")
 	r := <-done
 	if r.OK() || !hasReason(r, "context canceled") {
 		t.Fatalf("a cancelled check: %s", r.Summary())
@@ -386,15 +370,15 @@ func TestCheckHangingServer(t *testing.T) {
 			t.Parallel()
 			cfg := baseConfig(t)
 			tt.setup(&cfg, hangingServer(t))
-			c, err := New(cfg, logging.Discard())
+			c, err := New(cfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			done := make(chan report.LinkReport, 1)
-			go func() { done <- c.Check(ctx) }()
-			eventually(t, "the check to end after its deadline", func() bool { return len(done) == 1 })
+			go func() { done <- checkOnce(ctx, c) }()
+			sshtest.Eventually(t, 20*time.Second, func() bool { return len(done) == 1 }, "the check to end after its deadline")
 			r := <-done
 			if r.OK() {
 				t.Fatal("ok from a server that never answers")

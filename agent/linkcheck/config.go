@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeline-dev/lifeline/agent/config"
+
+	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/units"
 )
 
@@ -29,6 +32,26 @@ type Config struct {
 	SpeedtestServer  string         `envconfig:"SPEEDTEST_SERVER" desc:"fixed test server URL (e.g. http://host:8080) instead of the nearest one"`
 	Interface        string         `envconfig:"INTERFACE" desc:"bind the check's sockets (and DNS lookups) to this interface, like the tunnel; empty: any"`
 	StateDir         string         `envconfig:"STATE_DIR" default:"/var/lib/lifeline" desc:"directory of checks.jsonl, the check history (rotated at 1 MiB, 3 files) from which checks are scheduled and budgeted"`
+
+	// The seams to the outside world, neither read from the environment
+	// nor sent to the link check program.
+
+	// Clock gives report times and drives Run's schedule. nil: clock.Real.
+	Clock clock.Clock `ignored:"true" json:"-"`
+	// Tester measures in the calling process instead of the link check
+	// program (the program itself gives it speedtest-go; tests a fake).
+	// nil: run the program.
+	Tester SpeedTester `ignored:"true" json:"-"`
+	// Program is the link check program to run. Empty: FindProgram's, at
+	// each check.
+	Program string `ignored:"true" json:"-"`
+	// Status, when not nil, gets one short line describing Run's schedule,
+	// the pacing of its speed measurements and the month's data (e.g.
+	// "link checks: next May 31 19:00 UTC, speed about Jun 1 09:00 UTC,
+	// 48 MB of 300 MB used in 2026-05") at start and after every check or
+	// skip; the agent shows it in systemd's STATUS=. It must return
+	// promptly.
+	Status func(string) `ignored:"true" json:"-"`
 }
 
 // Bounds of the tunables.
@@ -77,8 +100,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("LIFELINE_SPEEDTEST_SERVER=%q: %w", c.SpeedtestServer, err))
 		}
 	}
-	if c.Interface != "" && (len(c.Interface) > 15 || strings.ContainsAny(c.Interface, "/ \t\n:")) {
-		errs = append(errs, fmt.Errorf("LIFELINE_INTERFACE=%q: not an interface name (at most 15 characters, no '/', ':' or spaces)", c.Interface))
+	if err := config.CheckInterface(c.Interface); err != nil {
+		errs = append(errs, err)
 	}
 	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
 		errs = append(errs, fmt.Errorf("LIFELINE_STATE_DIR=%q: must be an absolute directory path", c.StateDir))

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/units"
@@ -99,7 +100,10 @@ func newWorld(t *testing.T, start time.Time, edit func(*Config)) *world {
 	return &world{t: t, cfg: cfg, clk: clocktest.New(start), tester: &meteredTester{}, logs: &lockedBuffer{}}
 }
 
-func (w *world) checker(opts ...Option) *Checker {
+func (w *world) checker() *Checker { return w.checkerWithStatus(nil) }
+
+// checkerWithStatus is checker, telling status its schedule (Config.Status).
+func (w *world) checkerWithStatus(status func(string)) *Checker {
 	w.t.Helper()
 	log, err := logging.New(w.logs, "info")
 	if err != nil {
@@ -109,7 +113,9 @@ func (w *world) checker(opts ...Option) *Checker {
 	if w.measure != nil {
 		tester = w.measure
 	}
-	c, err := New(w.cfg, log, append([]Option{WithSpeedTester(tester), WithClock(w.clk)}, opts...)...)
+	cfg := w.cfg
+	cfg.Tester, cfg.Clock, cfg.Status = tester, w.clk, status
+	c, err := New(cfg, log)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -118,9 +124,12 @@ func (w *world) checker(opts ...Option) *Checker {
 
 // start starts the agent (a new Run on a new Checker, as after a restart)
 // and waits until it is parked on its timer.
-func (w *world) start(opts ...Option) {
+func (w *world) start() { w.t.Helper(); w.startWithStatus(nil) }
+
+// startWithStatus is start, telling status the schedule (Config.Status).
+func (w *world) startWithStatus(status func(string)) {
 	w.t.Helper()
-	w.run = startRun(w.t, w.checker(opts...), nil, w.rec.publish)
+	w.run = startRun(w.t, w.checkerWithStatus(status), nil, w.rec.publish)
 	w.parked()
 }
 
@@ -129,7 +138,7 @@ func (w *world) stop() { w.run.stop() }
 // parked waits until Run waits for its next check.
 func (w *world) parked() {
 	w.t.Helper()
-	eventually(w.t, "Run to wait for its next check", func() bool { return w.clk.Pending() == 1 })
+	sshtest.Eventually(w.t, 20*time.Second, func() bool { return w.clk.Pending() == 1 }, "Run to wait for its next check")
 }
 
 // advance moves the clock by d in steps of step, letting Run act at each.
@@ -232,7 +241,7 @@ func TestMonthlyBudgetAcrossRestarts(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var notes []string
-	w.start(WithStatus(func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }))
+	w.startWithStatus(func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() })
 	w.advance(2*time.Hour, 30*time.Second) // 19:00:30 and 20:00:30 skipped
 	w.stop()
 	w.start()
@@ -345,7 +354,8 @@ func TestHelperProcess(t *testing.T) {
 		cfg := baseConfig(t)
 		cfg.StateDir, cfg.MonthlyBudget = dir, 0 // no cap: its allowance is LIFELINE_CHECK_BUDGET
 		tester := &meteredTester{block: make(chan struct{})}
-		c, err := New(cfg, logging.Discard(), WithSpeedTester(announce{tester}))
+		cfg.Tester = announce{tester}
+		c, err := New(cfg, nil)
 		if err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)

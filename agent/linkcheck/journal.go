@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,13 +13,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lifeline-dev/lifeline/shared/jsonlog"
 	"github.com/lifeline-dev/lifeline/shared/report"
 )
 
 // journal appends reports as JSON lines to path, rotating by size so the
-// history never fills the Pi's card: before a line would make the file
-// pass maxBytes, path.(keep-2) is renamed to path.(keep-1), …, path to
-// path.1, and a new path is started. At most keep files exist.
+// history never fills the Pi's card (see shared/jsonlog): before a line
+// would make the file pass maxBytes, path.(keep-2) is renamed to
+// path.(keep-1), …, path to path.1, and a new path is started. At most keep
+// files exist. Other processes (a manual check) append to it too.
 //
 // Every line is on disk (fsync) before append returns, and a new file's
 // name is too (the directory is synced), so a power cut or a kill -9
@@ -39,121 +40,31 @@ type journal struct {
 // report.MaxSize; the rest is slack).
 const maxLine = 4 * report.MaxSize
 
+// opts is the journal as a jsonlog: path and path.1 … path.(keep-1), 0640
+// in a 0750 directory, every line synced.
+func (j *journal) opts() jsonlog.Options {
+	return jsonlog.Options{
+		Path: j.path, Name: "check history", MaxBytes: j.maxBytes, Backups: max(j.keep-1, 0),
+		Mode: 0o640, DirMode: 0o750, Sync: true, OnCreate: giveToDirOwner,
+	}
+}
+
 // append writes r as one line (the report's own JSON encoding, version
 // included). The directory is created (0750) when missing; the file is
 // 0640, owned by the directory's owner.
 func (j *journal) append(r report.LinkReport) error {
 	r.Version = report.Version
-	line, err := json.Marshal(r)
+	line, err := jsonlog.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode check result: %w", err)
 	}
-	line = append(line, '\n')
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(j.path), 0o750); err != nil {
-		return fmt.Errorf("create state directory: %w", err)
-	}
-	if err := j.rotateFor(int64(len(line))); err != nil {
-		return err
-	}
-	f, created, err := openInStateDir(j.path, os.O_RDWR|os.O_APPEND)
-	if err != nil {
-		return fmt.Errorf("open check history: %w", err)
-	}
-	defer f.Close()
-	if err := cutTornTail(f); err != nil {
-		return fmt.Errorf("repair %s: %w", j.path, err)
-	}
-	if _, err := f.Write(line); err != nil {
-		return fmt.Errorf("append to %s: %w", j.path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", j.path, err)
-	}
-	if created {
-		if err := syncDir(filepath.Dir(j.path)); err != nil {
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", j.path, err)
-	}
-	return nil
-}
-
-// cutTornTail truncates f after its last newline when its last byte is
-// not one: what follows is a line whose write was interrupted.
-func cutTornTail(f *os.File) error {
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	size := st.Size()
-	if size == 0 {
-		return nil
-	}
-	var last [1]byte
-	if _, err := f.ReadAt(last[:], size-1); err != nil {
-		return err
-	}
-	if last[0] == '\n' {
-		return nil
-	}
-	n := min(size, maxLine)
-	tail := make([]byte, n)
-	if _, err := f.ReadAt(tail, size-n); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	keep := int64(0)
-	if i := bytes.LastIndexByte(tail, '\n'); i >= 0 {
-		keep = size - n + int64(i) + 1
-	} else if size > n {
-		// Longer than any line: end it, readers skip it.
-		_, err := f.Write([]byte{'\n'})
-		return err
-	}
-	return f.Truncate(keep)
-}
-
-func (j *journal) rotateFor(n int64) error {
-	st, err := os.Stat(j.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("check history: %w", err)
-	}
-	if st.Size() == 0 || st.Size()+n <= j.maxBytes {
-		return nil
-	}
-	if j.keep <= 1 {
-		if err := os.Remove(j.path); err != nil {
-			return fmt.Errorf("rotate check history: %w", err)
-		}
-		return nil
-	}
-	for i := j.keep - 1; i >= 1; i-- {
-		from := j.path
-		if i > 1 {
-			from = fmt.Sprintf("%s.%d", j.path, i-1)
-		}
-		err := os.Rename(from, fmt.Sprintf("%s.%d", j.path, i))
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("rotate check history: %w", err)
-		}
-	}
-	return nil
+	return jsonlog.Append(j.opts(), line)
 }
 
 // files lists the journal's files, oldest first.
-func (j *journal) files() []string {
-	var out []string
-	for i := j.keep - 1; i >= 1; i-- {
-		out = append(out, fmt.Sprintf("%s.%d", j.path, i))
-	}
-	return append(out, j.path)
-}
+func (j *journal) files() []string { return jsonlog.Files(j.opts()) }
 
 // entry is what the schedule and the monthly budget need of a line.
 type entry struct {
@@ -280,28 +191,29 @@ func openInStateDir(path string, flag int) (f *os.File, created bool, err error)
 	if err != nil {
 		return nil, false, err
 	}
-	if created && os.Geteuid() == 0 {
-		if dir, err := os.Stat(filepath.Dir(path)); err == nil {
-			if st, ok := dir.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
-				if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
-					f.Close()
-					return nil, false, fmt.Errorf("give %s to the state directory's owner: %w", path, err)
-				}
-			}
+	if created {
+		if err := giveToDirOwner(f); err != nil {
+			f.Close()
+			return nil, false, err
 		}
 	}
 	return f, created, nil
 }
 
-// syncDir makes a file created or renamed in dir survive a power cut.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync state directory: %w", err)
+// giveToDirOwner gives f, just created, to the owner of its directory when
+// the process runs as root and the directory belongs to another user.
+func giveToDirOwner(f *os.File) error {
+	if os.Geteuid() != 0 {
+		return nil
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state directory %s: %w", dir, err)
+	dir, err := os.Stat(filepath.Dir(f.Name()))
+	if err != nil {
+		return nil
+	}
+	if st, ok := dir.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+		if err := f.Chown(int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("give %s to the state directory's owner: %w", f.Name(), err)
+		}
 	}
 	return nil
 }

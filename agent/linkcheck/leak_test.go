@@ -4,8 +4,10 @@ import (
 	"context"
 	"runtime"
 	"testing"
+	"time"
 
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 // TestNoGoroutineLeft: after a check (ok, and cancelled mid-download) no
@@ -20,21 +22,21 @@ func TestNoGoroutineLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := runtime.NumGoroutine()
-	if r := c.Check(context.Background()); !r.OK() {
+	if r := checkOnce(context.Background(), c); !r.OK() {
 		t.Fatalf("check failed: %s", r.Summary())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); c.Check(ctx) }()
-	eventually(t, "the download", func() bool { return fake.Stats().DownloadRequests > 0 })
+	go func() { defer close(done); checkOnce(ctx, c) }()
+	sshtest.Eventually(t, 20*time.Second, func() bool { return fake.Stats().DownloadRequests > 0 }, "the download")
 	cancel()
-	eventually(t, "the cancelled check to end", func() bool {
+	sshtest.Eventually(t, 20*time.Second, func() bool {
 		select {
 		case <-done:
 			return true
 		default:
 			return false
 		}
-	})
-	eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	}, "the cancelled check to end")
+	sshtest.Eventually(t, 20*time.Second, func() bool { return runtime.NumGoroutine() <= before }, "goroutines to end")
 }

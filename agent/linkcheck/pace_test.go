@@ -223,7 +223,7 @@ func pacedMonth(t *testing.T) {
 	w.measure = link
 	var mu sync.Mutex
 	var notes []string
-	w.start(WithStatus(func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }))
+	w.startWithStatus(func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() })
 	w.advance(firstCheckDelay, firstCheckDelay) // then on the hour, as a real timer fires
 	w.advance(31*24*time.Hour-firstCheckDelay, time.Hour)
 	w.stop()
@@ -327,7 +327,7 @@ func unpacedWithoutCap(t *testing.T) {
 	w.measure = link
 	var mu sync.Mutex
 	var notes []string
-	w.start(WithStatus(func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }))
+	w.startWithStatus(func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() })
 	w.advance(48*time.Hour, time.Hour)
 	w.stop()
 	lims := link.calls()
@@ -411,7 +411,7 @@ func spacedOut(t *testing.T) {
 	w.measure = link
 	var mu sync.Mutex
 	var notes []string
-	w.start(WithStatus(func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }))
+	w.startWithStatus(func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() })
 	w.advance(firstCheckDelay, firstCheckDelay)
 	w.advance(3*24*time.Hour-firstCheckDelay, time.Hour)
 	w.stop()

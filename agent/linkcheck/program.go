@@ -494,7 +494,9 @@ func ProgramMain(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		log.Error("cannot measure", "err", err)
 		return ExitFailed
 	}
-	c, err := New(req.Config, log, WithSpeedTester(tester))
+	cfg := req.Config
+	cfg.Tester = tester
+	c, err := New(cfg, log)
 	if err != nil {
 		log.Error("cannot measure", "err", err)
 		return ExitFailed

@@ -16,6 +16,7 @@ import (
 
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/units"
@@ -23,7 +24,7 @@ import (
 
 // The tests of this package run the real link check program (built once
 // by TestMain, found by FindProgram in its directory) wherever a Checker
-// is made without WithSpeedTester: TestCheckVerdicts, TestBudgetHolds,
+// is made without Config.Tester: TestCheckVerdicts, TestBudgetHolds,
 // TestCheckMain and the others measure with the real speedtest-go in that
 // program against the fake server. The tests below add the protocol's
 // failures, with small shell programs standing in for it.
@@ -145,7 +146,7 @@ func fake(mode string) string { return filepath.Join(fakesDir, mode, ProgramName
 
 // programWorld is a Checker with program, on a fake clock, logging into a
 // buffer, with a monthly budget.
-func programWorld(t *testing.T, program string, opts ...Option) (*Checker, *clocktest.Fake, *lockedBuffer) {
+func programWorld(t *testing.T, program string) (*Checker, *clocktest.Fake, *lockedBuffer) {
 	t.Helper()
 	cfg := baseConfig(t)
 	cfg.MonthlyBudget = 300 * units.MB
@@ -155,7 +156,8 @@ func programWorld(t *testing.T, program string, opts ...Option) (*Checker, *cloc
 		t.Fatal(err)
 	}
 	clk := clocktest.New(time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC))
-	c, err := New(cfg, log, append([]Option{WithProgram(program), WithClock(clk)}, opts...)...)
+	cfg.Program, cfg.Clock = program, clk
+	c, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +322,10 @@ func TestProgramResultMeasurementOnly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("request %s: %v", b, err)
 	}
-	if !reflect.DeepEqual(req.Config, c.cfg) || req.Budget != allowance || req.Light || req.V != ProgramProtocol || req.LogLevel != slog.LevelDebug ||
+	// The seams (clock, program) stay in this process.
+	sent := c.cfg
+	sent.Clock, sent.Program = nil, ""
+	if !reflect.DeepEqual(req.Config, sent) || req.Budget != allowance || req.Light || req.V != ProgramProtocol || req.LogLevel != slog.LevelDebug ||
 		req.Timeout <= c.MaxDuration()-time.Minute || req.Timeout > c.MaxDuration() {
 		t.Fatalf("request %+v\nconfig %+v", req, c.cfg)
 	}
@@ -334,10 +339,10 @@ func TestProgramStopped(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan report.LinkReport, 1)
-	go func() { done <- c.Check(ctx) }()
-	eventually(t, "the program to start", func() bool { return strings.Contains(logs.String(), "msg=ready") })
+	go func() { done <- checkOnce(ctx, c) }()
+	sshtest.Eventually(t, 20*time.Second, func() bool { return strings.Contains(logs.String(), "msg=ready") }, "the program to start")
 	cancel()
-	eventually(t, "the check to end", func() bool { return len(done) == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return len(done) == 1 }, "the check to end")
 	r := <-done
 	if r.OK() || !hasReason(r, "check stopped: context canceled") || r.Bytes != programReport.Bytes {
 		t.Fatalf("stopped check: %+v", r)
@@ -358,10 +363,10 @@ func TestProgramScheduled(t *testing.T) {
 			c.cfg.MonthlyBudget = 0 // every check measures speed within LIFELINE_CHECK_BUDGET
 			var rec recorder
 			run := startRun(t, c, func() *report.RTT { return &report.RTT{Samples: 2, Median: 30, Worst: 40} }, rec.publish)
-			eventually(t, "Run to wait", func() bool { return clk.Pending() == 1 })
+			sshtest.Eventually(t, 20*time.Second, func() bool { return clk.Pending() == 1 }, "Run to wait")
 			for i := range 2 {
 				clk.Advance(time.Hour)
-				eventually(t, "a report", func() bool { return len(rec.get()) == i+1 && clk.Pending() == 1 })
+				sshtest.Eventually(t, 20*time.Second, func() bool { return len(rec.get()) == i+1 && clk.Pending() == 1 }, "a report")
 			}
 			run.stop()
 			h := readLines(t, filepath.Join(c.cfg.StateDir, JournalName))
@@ -416,7 +421,7 @@ func TestFindProgram(t *testing.T) {
 func TestProgramLogBounds(t *testing.T) {
 	t.Parallel()
 	c, _, logs := programWorld(t, fake("chatty"))
-	if r := c.Check(context.Background()); !r.OK() {
+	if r := checkOnce(context.Background(), c); !r.OK() {
 		t.Fatalf("check: %+v", r)
 	}
 	out := logs.String()
@@ -623,7 +628,7 @@ func TestRunSaysProgramMissing(t *testing.T) {
 	c, clk, logs := programWorld(t, "")
 	c.program = func() (string, error) { return findProgram([]string{filepath.Join(fakesDir, "nowhere")}) }
 	run := startRun(t, c, nil, nil)
-	eventually(t, "Run to wait", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return clk.Pending() == 1 }, "Run to wait")
 	run.stop()
 	if !strings.Contains(logs.String(), `level=ERROR msg="link checks will fail" err="link check program lifeline-linkcheck not found`) {
 		t.Errorf("log:\n%s", logs.String())
@@ -639,7 +644,8 @@ func TestProgramLightCheck(t *testing.T) {
 	cfg := baseConfig(t)
 	cfg.SpeedtestURL, cfg.MonthlyBudget, cfg.ExpectISP = fake.URL(), 300*units.MB, "starlink"
 	clk := clocktest.New(time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC))
-	c, err := New(cfg, logging.Discard(), WithClock(clk))
+	cfg.Clock = clk
+	c, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,9 +655,9 @@ func TestProgramLightCheck(t *testing.T) {
 	}
 	var rec recorder
 	run := startRun(t, c, nil, rec.publish)
-	eventually(t, "Run to wait", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return clk.Pending() == 1 }, "Run to wait")
 	clk.Advance(30 * time.Minute)
-	eventually(t, "the report", func() bool { return len(rec.get()) == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return len(rec.get()) == 1 }, "the report")
 	run.stop()
 	r := rec.get()[0]
 	st := fake.Stats()

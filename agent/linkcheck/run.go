@@ -308,7 +308,7 @@ func (c *Checker) setStatus(s string) {
 	}
 }
 
-// showSchedule tells WithStatus's function when the next check is due,
+// showSchedule tells Config.Status when the next check is due,
 // when speed is measured next, and what the month's checks used.
 func (c *Checker) showSchedule(due time.Time, sk *skips) {
 	if c.status == nil {

@@ -15,6 +15,7 @@ import (
 
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
 )
@@ -146,7 +147,7 @@ func startRun(t *testing.T, c *Checker, rtt func() *report.RTT, publish func(con
 func (r *runner) stop() {
 	r.t.Helper()
 	r.cancel()
-	eventually(r.t, "Run to return", func() bool { return len(r.done) == 1 })
+	sshtest.Eventually(r.t, 20*time.Second, func() bool { return len(r.done) == 1 }, "Run to return")
 	if err := <-r.done; err != nil {
 		r.t.Errorf("Run returned %v", err)
 	}
@@ -159,7 +160,7 @@ func TestRunPublishesAndAppends(t *testing.T) {
 	tester := &fakeTester{m: good()}
 	cfg := baseConfig(t)
 	cfg.ExpectISP = "Starlink"
-	c, err := New(cfg, logging.Discard(), WithSpeedTester(tester), WithClock(clk))
+	c, err := New(withSeams(cfg, tester, clk), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,19 +170,19 @@ func TestRunPublishesAndAppends(t *testing.T) {
 	rtt := func() *report.RTT { r := rtts[rttCalls%2]; rttCalls++; return r }
 	run := startRun(t, c, rtt, rec.publish)
 
-	eventually(t, "Run to wait for the first check", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return clk.Pending() == 1 }, "Run to wait for the first check")
 	if tester.count() != 0 {
 		t.Fatal("checked before the first delay")
 	}
 	clk.Advance(firstCheckDelay)
-	eventually(t, "the first report", func() bool { return len(rec.get()) == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return len(rec.get()) == 1 }, "the first report")
 	first := rec.get()[0]
 	if !first.OK() || first.KeepaliveMS == nil || *first.KeepaliveMS != *rtts[0] {
 		t.Fatalf("first report %+v", first)
 	}
 
 	// Nothing before CheckEvery has passed; then a failing check.
-	eventually(t, "Run to wait for the next check", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return clk.Pending() == 1 }, "Run to wait for the next check")
 	clk.Advance(cfg.CheckEvery - time.Minute)
 	if tester.count() != 1 {
 		t.Fatalf("%d checks before CheckEvery passed", tester.count())
@@ -190,7 +191,7 @@ func TestRunPublishesAndAppends(t *testing.T) {
 	bad.ISP = "Comcast"
 	tester.set(bad)
 	clk.Advance(time.Minute)
-	eventually(t, "the second report", func() bool { return len(rec.get()) == 2 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return len(rec.get()) == 2 }, "the second report")
 	second := rec.get()[1]
 	if second.OK() || !hasReason(second, "wrong ISP") || second.KeepaliveMS != nil {
 		t.Fatalf("second report %+v", second)
@@ -229,7 +230,7 @@ func TestRunDisabled(t *testing.T) {
 	tester := &fakeTester{m: good()}
 	cfg := baseConfig(t)
 	cfg.CheckEvery = 0
-	c, err := New(cfg, logging.Discard(), WithSpeedTester(tester), WithClock(clk))
+	c, err := New(withSeams(cfg, tester, clk), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,15 +255,15 @@ func TestRunStateDirBroken(t *testing.T) {
 	var logs strings.Builder
 	var mu sync.Mutex
 	log, _ := logging.New(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) }), "warn")
-	c, err := New(cfg, log, WithSpeedTester(&fakeTester{m: good()}), WithClock(clk))
+	c, err := New(withSeams(cfg, &fakeTester{m: good()}, clk), log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var rec recorder
 	run := startRun(t, c, nil, rec.publish)
-	eventually(t, "the timer", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return clk.Pending() == 1 }, "the timer")
 	clk.Advance(firstCheckDelay)
-	eventually(t, "the report", func() bool { return len(rec.get()) == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return len(rec.get()) == 1 }, "the report")
 	run.stop()
 	mu.Lock()
 	defer mu.Unlock()
@@ -283,13 +284,13 @@ func TestRunRealCheck(t *testing.T) {
 	cfg := baseConfig(t)
 	cfg.SpeedtestURL = fake.URL()
 	cfg.CheckEvery = time.Millisecond
-	c, err := New(cfg, logging.Discard())
+	c, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var rec recorder
 	run := startRun(t, c, func() *report.RTT { return &report.RTT{Samples: 1, Median: 5, Worst: 5} }, rec.publish)
-	eventually(t, "a published report", func() bool { return len(rec.get()) >= 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return len(rec.get()) >= 1 }, "a published report")
 	run.stop()
 	r := rec.get()[0]
 	if !r.OK() || r.KeepaliveMS == nil || r.Bytes <= 0 {

@@ -9,7 +9,7 @@ import (
 // logic and the outside world. The production one (speedtest-go, package
 // agent/linkcheck/measure) runs only in the link check program
 // (lifeline-linkcheck, see ProgramMain), never in the agent's own process;
-// tests give theirs to New with WithSpeedTester, and the check then runs in
+// tests give theirs to New in Config.Tester, and the check then runs in
 // the calling process.
 //
 // Measure must return within about lim.Duration (twice when lim.Upload)
@@ -42,7 +42,7 @@ type Measurement struct {
 	DownloadBps     float64
 	// DownloadCut is set when the download stopped at its share of
 	// lim.Budget before its capture time ended, after DownloadTime of
-	// moving data: Judge does not call a download slow that the budget
+	// moving data: a check does not call a download slow that the budget
 	// cut short before minJudgeTime (a link has not reached its rate
 	// yet), it says it was too small to judge.
 	DownloadCut  bool

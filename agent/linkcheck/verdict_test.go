@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
+	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/envconf"
-	"github.com/lifeline-dev/lifeline/shared/logging"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/units"
 )
@@ -98,7 +99,7 @@ func TestJudge(t *testing.T) {
 				tt.cfg(&c)
 			}
 			tt.m(&m)
-			got := Judge(c, m)
+			got, _ := assess(c, m)
 			if len(got) != len(tt.wantIn) {
 				t.Fatalf("reasons %q, want %d", got, len(tt.wantIn))
 			}
@@ -117,11 +118,11 @@ func TestTooSmallToJudge(t *testing.T) {
 	t.Parallel()
 	m := good()
 	m.DownloadBps, m.DownloadCut, m.DownloadTime = 7.5e6, true, 420*time.Millisecond
-	c, err := New(baseConfig(t), logging.Discard(), WithSpeedTester(&fakeTester{m: m}))
+	c, err := New(withSeams(baseConfig(t), &fakeTester{m: m}, nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := c.Check(context.Background())
+	r := checkOnce(context.Background(), c)
 	want := "download 7.50 Mbit/s over only 420ms, cut short by the check's data allowance: too small a measurement to judge against the minimum of 10.0 Mbit/s"
 	if !r.OK() || r.SpeedNote != want || r.DownloadBps != 7.5e6 || !strings.Contains(r.Summary(), "download 7.5 Mbit/s ("+want+")") {
 		t.Fatalf("report %+v\nsummary %s", r, r.Summary())
@@ -135,7 +136,7 @@ func TestLightCheckJudgesNoSpeed(t *testing.T) {
 	m := good()
 	m.DownloadBps = 1e6 // slow, if it were judged
 	tester := &fakeTester{m: m}
-	c, err := New(baseConfig(t), logging.Discard(), WithSpeedTester(tester))
+	c, err := New(withSeams(baseConfig(t), tester, nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,11 +201,11 @@ func TestCheckResult(t *testing.T) {
 			t.Parallel()
 			cfg := baseConfig(t)
 			cfg.ExpectISP = "starlink"
-			c, err := New(cfg, logging.Discard(), WithSpeedTester(tt.tester))
+			c, err := New(withSeams(cfg, tt.tester, nil), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := c.Check(context.Background())
+			r := checkOnce(context.Background(), c)
 			if _, err := report.Encode(r); err != nil {
 				t.Fatalf("the report cannot be sent: %v", err)
 			}
@@ -221,11 +222,11 @@ func TestCheckTimeUsesClock(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.FixedZone("X", 3600))
 	clk := clocktest.New(start)
-	c, err := New(baseConfig(t), nil, WithSpeedTester(&fakeTester{m: good()}), WithClock(clk))
+	c, err := New(withSeams(baseConfig(t), &fakeTester{m: good()}, clk), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := c.Check(context.Background())
+	r := checkOnce(context.Background(), c)
 	if !r.Time.Equal(start) || r.Time.Location() != time.UTC {
 		t.Fatalf("time %v", r.Time)
 	}
@@ -296,7 +297,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Config{CheckEvery: time.Hour, MinDownload: 10 * units.Mbps, MaxLatency: 100 * time.Millisecond, Budget: 10 * units.MB,
 		MonthlyBudget: 300 * units.MB, CheckDuration: 10 * time.Second, CheckConnections: 4, SpeedtestURL: "https://www.speedtest.net", StateDir: "/var/lib/lifeline"}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults %+v\nwant %+v", c, want)
 	}
 	var help bytes.Buffer
@@ -309,4 +310,16 @@ func TestConfigDefaults(t *testing.T) {
 			t.Errorf("--help does not list LIFELINE_%s", v)
 		}
 	}
+}
+
+// checkOnce measures the link now within the whole of Config.Budget,
+// without the history or the monthly budget.
+func checkOnce(ctx context.Context, c *Checker) report.LinkReport {
+	return c.check(ctx, c.limits(int64(c.cfg.Budget), false))
+}
+
+// withSeams is cfg measuring with tester on clk (nil: the real clock).
+func withSeams(cfg Config, tester SpeedTester, clk clock.Clock) Config {
+	cfg.Tester, cfg.Clock = tester, clk
+	return cfg
 }

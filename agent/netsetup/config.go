@@ -3,11 +3,12 @@ package netsetup
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/lifeline-dev/lifeline/agent/config"
 )
 
 // Config is what netsetup reads from the environment. It is meant to be
@@ -30,11 +31,11 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.LANInterface == "" {
 		errs = append(errs, errors.New("LIFELINE_LAN_INTERFACE: required (the site LAN interface, e.g. eth0)"))
-	} else if err := ParseInterfaceName(c.LANInterface, false); err != nil {
+	} else if err := config.ParseInterfaceName(c.LANInterface, false); err != nil {
 		errs = append(errs, fmt.Errorf("LIFELINE_LAN_INTERFACE=%q: %w", c.LANInterface, err))
 	}
 	if c.TunnelInterface != "" {
-		if err := ParseInterfaceName(c.TunnelInterface, true); err != nil {
+		if err := config.ParseInterfaceName(c.TunnelInterface, true); err != nil {
 			errs = append(errs, fmt.Errorf("LIFELINE_TUNNEL_INTERFACE=%q: %w", c.TunnelInterface, err))
 		} else if c.LANInterface != "" && ifaceMatches(c.TunnelInterface, c.LANInterface) {
 			errs = append(errs, fmt.Errorf("LIFELINE_TUNNEL_INTERFACE=%q: matches the LAN interface %q", c.TunnelInterface, c.LANInterface))
@@ -52,7 +53,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if strings.TrimSpace(c.Bastion) != "" {
-		if _, err := ParseBastions(c.Bastion); err != nil {
+		if _, err := config.ParseBastions(c.Bastion); err != nil {
 			errs = append(errs, fmt.Errorf("LIFELINE_BASTION=%q: %w", c.Bastion, err))
 		}
 	}
@@ -93,36 +94,6 @@ func ParseMSS(s string) (int, error) {
 	return n, nil
 }
 
-// ParseInterfaceName checks a Linux interface name the way the kernel does
-// (dev_valid_name: 1 to 15 bytes, not "." or "..", no '/', ':' or
-// whitespace). With wildcard, a trailing '+' (iptables style, e.g. "zt+")
-// matches every interface whose name starts with what precedes it.
-func ParseInterfaceName(name string, wildcard bool) error {
-	base := name
-	if wildcard && strings.HasSuffix(name, "+") {
-		base = strings.TrimSuffix(name, "+")
-		if base == "" {
-			return errors.New("a wildcard needs a prefix before '+'")
-		}
-	}
-	if base == "" {
-		return errors.New("empty interface name")
-	}
-	if len(name) > 15 {
-		return fmt.Errorf("longer than 15 bytes")
-	}
-	if base == "." || base == ".." {
-		return errors.New("not a valid interface name")
-	}
-	for i := 0; i < len(base); i++ {
-		c := base[i]
-		if c == '/' || c == ':' || c == '+' || c <= ' ' || c == 0x7f || c >= 0x80 {
-			return fmt.Errorf("character %q not allowed in an interface name", c)
-		}
-	}
-	return nil
-}
-
 // ifaceMatches reports whether pattern (a name, or a prefix ending in '+')
 // matches the interface name.
 func ifaceMatches(pattern, name string) bool {
@@ -141,34 +112,4 @@ func parseGateway(s string) (netip.Addr, error) {
 		return netip.Addr{}, errors.New("want a unicast IPv4 address")
 	}
 	return a, nil
-}
-
-// ParseBastions splits LIFELINE_BASTION (comma-separated host:port, spaces
-// around entries allowed) and returns the hosts in order, without
-// duplicates. Every entry must carry a port from 1 to 65535.
-func ParseBastions(s string) ([]string, error) {
-	var hosts []string
-	seen := map[string]bool{}
-	for _, entry := range strings.Split(s, ",") {
-		entry = strings.TrimSpace(entry)
-		if entry == "" {
-			return nil, errors.New("empty entry in the list")
-		}
-		host, port, err := net.SplitHostPort(entry)
-		if err != nil {
-			return nil, fmt.Errorf("entry %q: want host:port", entry)
-		}
-		if host == "" || strings.ContainsAny(host, " \t/") {
-			return nil, fmt.Errorf("entry %q: bad host", entry)
-		}
-		p, err := strconv.Atoi(port)
-		if err != nil || p < 1 || p > 65535 || strconv.Itoa(p) != port {
-			return nil, fmt.Errorf("entry %q: want a port from 1 to 65535", entry)
-		}
-		if !seen[host] {
-			seen[host] = true
-			hosts = append(hosts, host)
-		}
-	}
-	return hosts, nil
 }

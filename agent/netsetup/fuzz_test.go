@@ -1,10 +1,11 @@
 package netsetup
 
 import (
-	"net"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/lifeline-dev/lifeline/agent/config"
 )
 
 // Seeds live in testdata/fuzz/<FuzzName>/ too.
@@ -46,7 +47,7 @@ func FuzzParseInterfaceName(f *testing.F) {
 		f.Add(s, false)
 	}
 	f.Fuzz(func(t *testing.T, name string, wildcard bool) {
-		if err := ParseInterfaceName(name, wildcard); err != nil {
+		if err := config.ParseInterfaceName(name, wildcard); err != nil {
 			return
 		}
 		if len(name) == 0 || len(name) > 15 {
@@ -69,32 +70,6 @@ func FuzzParseInterfaceName(f *testing.F) {
 		}
 		if !ifaceMatches(name, base) || ifaceMatches(name, base+"x") != isWild {
 			t.Fatalf("ifaceMatches(%q, ...) inconsistent with the pattern", name)
-		}
-	})
-}
-
-func FuzzParseBastions(f *testing.F) {
-	for _, s := range []string{"bastion.example:22", "a:22,b:2222", "[2001:db8::1]:22", " a:22 ,a:443", "a", "a:0", ",", "a:22,,b:1", "[::1]:22,[::1]:23"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		hosts, err := ParseBastions(s)
-		if err != nil {
-			return
-		}
-		if len(hosts) == 0 || len(hosts) > strings.Count(s, ",")+1 {
-			t.Fatalf("ParseBastions(%q) = %d hosts", s, len(hosts))
-		}
-		seen := map[string]bool{}
-		for _, h := range hosts {
-			if h == "" || seen[h] {
-				t.Fatalf("ParseBastions(%q): empty or repeated host %q", s, h)
-			}
-			seen[h] = true
-			// Every host reads back through the same host:port form.
-			if _, _, err := net.SplitHostPort(net.JoinHostPort(h, "22")); err != nil {
-				t.Fatalf("host %q does not round-trip: %v", h, err)
-			}
 		}
 	})
 }

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/lifeline-dev/lifeline/agent/config"
 )
 
 // Resolver resolves bastion host names; *net.Resolver satisfies it.
@@ -104,10 +106,11 @@ func (s *Setup) routes(ctx context.Context) ([]Route, error) {
 	if !s.gw.IsValid() {
 		return nil, nil
 	}
-	hosts, err := ParseBastions(s.cfg.Bastion)
+	bastions, err := config.ParseBastions(s.cfg.Bastion)
 	if err != nil {
 		return nil, fmt.Errorf("LIFELINE_BASTION: %w", err)
 	}
+	hosts := config.BastionHosts(bastions)
 	var out []Route
 	for _, h := range hosts {
 		var addrs []netip.Addr

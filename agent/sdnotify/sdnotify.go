@@ -11,15 +11,6 @@ import (
 	"time"
 )
 
-// States lifeline sends. STATUS= (StatusPrefix followed by one line of
-// text) may be sent alone or after READY=1 in the same datagram.
-const (
-	Ready        = "READY=1"
-	Stopping     = "STOPPING=1"
-	Watchdog     = "WATCHDOG=1"
-	StatusPrefix = "STATUS="
-)
-
 // writeTimeout bounds one datagram's send.
 const writeTimeout = time.Second
 

@@ -40,7 +40,7 @@ func TestNotify(t *testing.T) {
 			if !n.Enabled() {
 				t.Fatal("notifier with a socket is disabled")
 			}
-			for _, state := range []string{Ready + "\nSTATUS=up", Watchdog, Stopping} {
+			for _, state := range []string{"READY=1\nSTATUS=up", "WATCHDOG=1", "STOPPING=1"} {
 				if err := n.Notify(state); err != nil {
 					t.Fatal(err)
 				}
@@ -63,13 +63,13 @@ func TestNotify(t *testing.T) {
 func TestDisabledAndErrors(t *testing.T) {
 	t.Parallel()
 	var nilN *Notifier
-	if err := nilN.Notify(Ready); err != nil {
+	if err := nilN.Notify("READY=1"); err != nil {
 		t.Errorf("nil notifier: %v", err)
 	}
-	if err := New("").Notify(Ready); err != nil {
+	if err := New("").Notify("READY=1"); err != nil {
 		t.Errorf("empty socket: %v", err)
 	}
-	if err := New(filepath.Join(t.TempDir(), "absent")).Notify(Ready); err == nil {
+	if err := New(filepath.Join(t.TempDir(), "absent")).Notify("READY=1"); err == nil {
 		t.Error("missing socket: no error")
 	}
 }

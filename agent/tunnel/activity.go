@@ -7,7 +7,7 @@ import (
 
 // activity counts the forwarded channels the agent holds over every
 // bastion link: an operator's `ssh -J bastion pi` is one of them for as
-// long as the session lasts.
+// long as the connection lasts.
 type activity struct {
 	mu         sync.Mutex
 	open       int
@@ -26,10 +26,10 @@ func (t *Tunnels) Activity() (open int, lastClosed time.Time) {
 	return t.act.open, t.act.lastClosed
 }
 
-// takeSlot reserves one of the session's MaxChannels slots for a channel
+// takeSlot reserves one of the connection's MaxChannels slots for a channel
 // and counts it open; it reports false when every slot is taken. A true
 // result must be paired with exactly one releaseSlot.
-func (s *session) takeSlot() bool {
+func (s *conn) takeSlot() bool {
 	select {
 	case s.slots <- struct{}{}:
 	default:
@@ -43,7 +43,7 @@ func (s *session) takeSlot() bool {
 }
 
 // releaseSlot frees the slot of a channel that is over and notes when.
-func (s *session) releaseSlot() {
+func (s *conn) releaseSlot() {
 	<-s.slots
 	now := s.cfg.Clock.Now()
 	a := &s.l.t.act

@@ -12,22 +12,7 @@ import (
 	"os/exec"
 	"syscall"
 	"testing"
-	"time"
 )
-
-// waitFor polls cond every 100ms for at most limit; it returns when cond
-// became true, or false on timeout.
-func waitFor(limit time.Duration, cond func() bool) (time.Time, bool) {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return time.Now(), true
-		}
-		tm := time.NewTimer(100 * time.Millisecond)
-		<-tm.C
-	}
-	return time.Time{}, false
-}
 
 // runAutossh starts autossh with args until the benchmark ends and returns
 // the PIDs to measure (autossh and its ssh child). AUTOSSH_GATETIME=0: keep

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
@@ -141,8 +142,8 @@ func TestBinaryAgainstStockSSHD(t *testing.T) {
 		"NOTIFY_SOCKET="+sock,
 		"WATCHDOG_USEC=400000",
 	)
-	eventually(t, 20*time.Second, "READY=1", func() bool { return hasState(states(), "READY=1") })
-	eventually(t, 10*time.Second, "WATCHDOG=1", func() bool { return hasState(states(), "WATCHDOG=1") })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return hasState(states(), "READY=1") }, "READY=1")
+	sshtest.Eventually(t, 10*time.Second, func() bool { return hasState(states(), "WATCHDOG=1") }, "WATCHDOG=1")
 	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func TestBinaryReadyWithoutBastion(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	sock, states := notifySocket(t, dir)
-	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	dead := "127.0.0.1:" + strconv.Itoa(sshtest.FreePort(t))
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -290,16 +291,16 @@ func TestBinaryReadyWithoutBastion(t *testing.T) {
 			t.Logf("lifeline-agent output:\n%s", out.String())
 		}
 	})
-	eventually(t, 10*time.Second, "READY=1", func() bool { return hasState(states(), "READY=1") })
-	eventually(t, 10*time.Second, "STATUS= saying why", func() bool {
+	sshtest.Eventually(t, 10*time.Second, func() bool { return hasState(states(), "READY=1") }, "READY=1")
+	sshtest.Eventually(t, 10*time.Second, func() bool {
 		for _, s := range states() {
 			if strings.Contains(s, "STATUS="+dead+" unreachable: ") && strings.Contains(s, "connection refused; retry in ") {
 				return true
 			}
 		}
 		return false
-	})
-	eventually(t, 10*time.Second, "watchdog pings", func() bool {
+	}, "STATUS= saying why")
+	sshtest.Eventually(t, 10*time.Second, func() bool {
 		n := 0
 		for _, s := range states() {
 			if s == "WATCHDOG=1" {
@@ -307,13 +308,13 @@ func TestBinaryReadyWithoutBastion(t *testing.T) {
 			}
 		}
 		return n >= 3
-	})
+	}, "watchdog pings")
 	select {
 	case err := <-exited:
 		t.Fatalf("agent exited with its bastion down: %v", err)
 	default:
 	}
-	eventually(t, 10*time.Second, "log lines", func() bool { return strings.Contains(out.String(), "connect failed") })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "connect failed") }, "log lines")
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		if !strings.HasPrefix(line, "<") || strings.Contains(line, "time=") {
 			t.Errorf("not a journal line: %q", line)

@@ -27,19 +27,6 @@ import (
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
-// eventually polls cond every 20ms until it is true or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		tm := time.NewTimer(20 * time.Millisecond)
-		<-tm.C
-	}
-}
-
 // needRoot skips unless root and the named programs are installed.
 func needRoot(t testing.TB, progs ...string) {
 	t.Helper()
@@ -66,9 +53,6 @@ func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
 	})
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
-
-// freePort returns a loopback port that was free a moment ago.
-var freePort = sshtest.FreePort
 
 // newKey creates an ed25519 key file (0600) and returns its path and signer.
 func newKey(t testing.TB, dir, name string) (string, ssh.Signer) {
@@ -119,7 +103,7 @@ func startSSHD(t testing.TB, o sshdOptions) *sshd {
 	if err := os.WriteFile(ak, []byte(strings.Join(o.AuthorizedKeys, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &sshd{t: t, dir: dir, Port: freePort(t), HostKey: hk.PublicKey(), cfgPath: filepath.Join(dir, "sshd_config"), log: &syncBuffer{}}
+	s := &sshd{t: t, dir: dir, Port: sshtest.FreePort(t), HostKey: hk.PublicKey(), cfgPath: filepath.Join(dir, "sshd_config"), log: &syncBuffer{}}
 	// sshd keeps the first value of a keyword: Extra goes first.
 	cfg := append(append([]string(nil), o.Extra...),
 		"Port "+strconv.Itoa(s.Port),
@@ -166,7 +150,7 @@ func (s *sshd) Start() {
 	go func() { cmd.Wait(); close(done) }()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
-	eventually(s.t, 10*time.Second, "sshd to listen on "+s.Addr(), func() bool {
+	sshtest.Eventually(s.t, 10*time.Second, func() bool {
 		select {
 		case <-done:
 			s.t.Fatalf("sshd exited: %s", s.log.String())
@@ -178,7 +162,7 @@ func (s *sshd) Start() {
 		}
 		c.Close()
 		return true
-	})
+	}, "sshd to listen on %s", s.Addr())
 }
 
 // Stop kills the listening sshd and every session process it forked (they

@@ -22,6 +22,7 @@ import (
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
 	"github.com/lifeline-dev/lifeline/agent/hostkeys"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/sshalgo"
@@ -239,8 +240,8 @@ func TestLifelineStyleNamesAndHalfClose(t *testing.T) {
 		{Name: "nuc", Port: 3389, TargetHost: "127.0.0.1", TargetPort: uint16(echo)},
 	}
 	tun, log := startAgent(t, cfg)
-	eventually(t, 10*time.Second, "pi registered", func() bool { return b.Registered("pi:22") })
-	eventually(t, 10*time.Second, "nuc refused and named", func() bool { return log.Contains("forward=nuc:3389") })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return b.Registered("pi:22") }, "pi registered")
+	sshtest.Eventually(t, 10*time.Second, func() bool { return log.Contains("forward=nuc:3389") }, "nuc refused and named")
 
 	ch, err := b.Open("pi", 22, "198.51.100.20", 40000)
 	if err != nil {
@@ -279,19 +280,19 @@ func TestLifelineStyleNamesAndHalfClose(t *testing.T) {
 	}
 }
 
-type recordingNotifier struct {
+type recordingSystemd struct {
 	mu     sync.Mutex
 	states []string
 }
 
-func (r *recordingNotifier) Notify(s string) error {
+func (r *recordingSystemd) Notify(s string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.states = append(r.states, s)
 	return nil
 }
 
-func (r *recordingNotifier) count(prefix string) int {
+func (r *recordingSystemd) count(prefix string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
@@ -309,12 +310,12 @@ func TestPublishRTTAndSystemd(t *testing.T) {
 	up := startFakeBastion(t, agent.PublicKey())
 	echo := echoServer(t)
 	// The second bastion is not listening: Publish must skip it.
-	down := freePort(t)
+	down := sshtest.FreePort(t)
 	cfg := fakeAgentConfig(t, agent, up)
 	cfg.Bastions = append(cfg.Bastions, "127.0.0.1:"+strconv.Itoa(down))
 	cfg.Forwards = []forward.Forward{{Name: "pi", Port: 22, TargetHost: "127.0.0.1", TargetPort: uint16(echo)}}
-	n := &recordingNotifier{}
-	cfg.Notifier, cfg.WatchdogEvery = n, 100*time.Millisecond
+	n := &recordingSystemd{}
+	cfg.Systemd, cfg.WatchdogEvery = n, 100*time.Millisecond
 
 	log, logs := testLogger(t)
 	cfg.Log = log
@@ -327,12 +328,12 @@ func TestPublishRTTAndSystemd(t *testing.T) {
 	go func() { defer close(done); tun.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	eventually(t, 10*time.Second, "READY", func() bool { return n.count("READY=1") == 1 })
-	eventually(t, 10*time.Second, "watchdog pings", func() bool { return n.count("WATCHDOG=1") >= 3 })
-	eventually(t, 10*time.Second, "keepalive samples", func() bool {
+	sshtest.Eventually(t, 10*time.Second, func() bool { return n.count("READY=1") == 1 }, "READY")
+	sshtest.Eventually(t, 10*time.Second, func() bool { return n.count("WATCHDOG=1") >= 3 }, "watchdog pings")
+	sshtest.Eventually(t, 10*time.Second, func() bool {
 		r := tun.RTT()
 		return r != nil && r.Samples > 0 && r.Median > 0
-	})
+	}, "keepalive samples")
 
 	rep := report.LinkReport{Time: time.Now(), ISP: "Test Carrier", DownloadBps: 5e6, Verdict: report.VerdictOK, KeepaliveMS: tun.RTT()}
 	tun.Publish(context.Background(), rep)
@@ -352,11 +353,11 @@ func TestPublishRTTAndSystemd(t *testing.T) {
 	old := up.names["pi:22"]
 	up.mu.Unlock()
 	old.Close()
-	eventually(t, 20*time.Second, "latest report resent on the new connection", func() bool {
+	sshtest.Eventually(t, 20*time.Second, func() bool {
 		up.mu.Lock()
 		defer up.mu.Unlock()
 		return len(up.reports) == 2 && up.reports[1].ISP == "Test Carrier" && up.names["pi:22"] != old
-	})
+	}, "latest report resent on the new connection")
 
 	// A bastion that stops answering keepalives is declared dead and the
 	// misses show up in RTT.
@@ -364,7 +365,7 @@ func TestPublishRTTAndSystemd(t *testing.T) {
 	up.mu.Lock()
 	up.silent = true
 	up.mu.Unlock()
-	eventually(t, 10*time.Second, "silent bastion declared dead", func() bool { return logs.Contains("dead link") })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return logs.Contains("dead link") }, "silent bastion declared dead")
 	if r := tun.RTT(); r == nil || r.Missed == 0 {
 		t.Errorf("RTT after silence = %+v, want misses", r)
 	}
@@ -424,11 +425,11 @@ func TestBastionHangingUpIsNotHammered(t *testing.T) {
 	cfg.BackoffMax = 4 * time.Second
 	_, log := startAgent(t, cfg)
 	start := time.Now()
-	eventually(t, 20*time.Second, "three hang-ups", func() bool {
+	sshtest.Eventually(t, 20*time.Second, func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return b.sessions >= 3
-	})
+	}, "three hang-ups")
 	elapsed := time.Since(start)
 	// Backoff from 1 s doubling (with jitter) spaces three connections by
 	// at least about a second each; probing would have made them 100 ms apart.

@@ -25,7 +25,7 @@ type link struct {
 	log  *slog.Logger
 
 	mu   sync.Mutex
-	sess *session
+	conn *conn
 	st   Status
 	fail *failure // why the last attempt or connection ended
 	beat time.Time
@@ -48,10 +48,10 @@ func (l *link) lastBeat() time.Time {
 	return l.beat
 }
 
-func (l *link) current() *session {
+func (l *link) current() *conn {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.sess
+	return l.conn
 }
 
 func (l *link) status() Status {
@@ -130,7 +130,6 @@ type failure struct {
 }
 
 func (f *failure) Error() string { return f.stage + ": " + f.err.Error() }
-func (f *failure) Unwrap() error { return f.err }
 
 // run is the loop; it calls started once it runs.
 func (l *link) run(ctx context.Context, started func()) {
@@ -159,7 +158,6 @@ func (l *link) run(ctx context.Context, started func()) {
 		l.st.LastError = f.Error()
 		l.st.Connected = false
 		l.st.Registered = nil
-		l.st.Since = now
 		l.st.RetryAt = now.Add(wait)
 		l.fail = f
 		l.mu.Unlock()
@@ -227,23 +225,23 @@ var (
 func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *failure) {
 	cfg := &l.t.cfg
 	start := time.Now()
-	conn := pre
-	if conn == nil {
+	nc := pre
+	if nc == nil {
 		dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 		c, err := cfg.Dialer.DialContext(dctx, "tcp", l.addr)
 		cancel()
 		if err != nil {
 			return 0, &failure{stage: "dial", network: true, err: err}
 		}
-		conn = c
+		nc = c
 	}
 	// The handshake has no timeout of its own: bound it on the socket, and
 	// let ctx cancel it.
-	if err := conn.SetDeadline(start.Add(cfg.ConnectTimeout)); err != nil {
-		conn.Close()
+	if err := nc.SetDeadline(start.Add(cfg.ConnectTimeout)); err != nil {
+		nc.Close()
 		return 0, &failure{stage: "dial", network: true, err: err}
 	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	var hostKeyErr error
 	check := cfg.HostKeys.HostKeyCallback(l.addr)
 	algo := sshalgo.Config()
@@ -259,7 +257,7 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 		HostKeyAlgorithms: cfg.HostKeys.Algorithms(l.addr),
 		ClientVersion:     clientVersion(),
 	}
-	sc, chans, reqs, err := ssh.NewClientConn(conn, l.addr, sshCfg)
+	sc, chans, reqs, err := ssh.NewClientConn(nc, l.addr, sshCfg)
 	stopped := stop()
 	if err != nil {
 		var ne net.Error
@@ -275,7 +273,7 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 		}
 		return 0, &failure{stage: "handshake", err: err}
 	}
-	if err := conn.SetDeadline(time.Time{}); err != nil {
+	if err := nc.SetDeadline(time.Time{}); err != nil {
 		// The transport closes the socket when the bastion hangs up.
 		sc.Close()
 		return 0, &failure{stage: "handshake", err: fmt.Errorf("%w right after authentication: %w", errClosedByBastion, err)}
@@ -285,12 +283,12 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 	if a, ok := sc.(ssh.AlgorithmsConnMetadata); ok {
 		cipher = a.Algorithms().Write.Cipher
 	}
-	l.log.Info("connected", "remote", conn.RemoteAddr().String(), "server", string(sc.ServerVersion()), "cipher", cipher,
+	l.log.Info("connected", "remote", nc.RemoteAddr().String(), "server", string(sc.ServerVersion()), "cipher", cipher,
 		"took", time.Since(start).Round(time.Millisecond))
-	s := newSession(l, sc)
+	s := newConn(l, sc)
 	l.mu.Lock()
-	l.sess = s
-	l.st.Connected, l.st.Since, l.st.LastError, l.st.Registered = true, connected, "", nil
+	l.conn = s
+	l.st.Connected, l.st.LastError, l.st.Registered = true, "", nil
 	l.st.RetryAt = time.Time{}
 	l.st.Connects++
 	l.fail = nil
@@ -300,7 +298,7 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 	why := s.run(ctx, chans, reqs)
 
 	l.mu.Lock()
-	l.sess = nil
+	l.conn = nil
 	l.mu.Unlock()
 	up = cfg.Clock.Now().Sub(connected)
 	if ctx.Err() != nil {
@@ -308,14 +306,14 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 		return up, &failure{stage: "lost", err: ctx.Err()}
 	}
 	l.log.Warn("lost", "why", why, "after", up.Round(time.Millisecond))
-	// A bastion that hangs up on purpose (restart, a newer session of this
+	// A bastion that hangs up on purpose (restart, a newer connection of this
 	// agent, policy) is not a path problem: probing would turn a bastion
 	// that keeps closing into a reconnect loop, so wait out the backoff.
 	return up, &failure{stage: "lost", network: !errors.Is(why, errClosedByBastion), err: why}
 }
 
-// session is one established SSH connection to a bastion.
-type session struct {
+// conn is one established SSH connection to a bastion.
+type conn struct {
 	l   *link
 	cfg *Config
 	sc  ssh.Conn
@@ -323,17 +321,17 @@ type session struct {
 
 	mu     sync.Mutex
 	closed bool
-	wg     sync.WaitGroup // every goroutine of this session
+	wg     sync.WaitGroup // every goroutine of this connection
 	slots  chan struct{}  // bounds concurrent forwarded connections
 	resent sync.Once      // the latest link report, after the first registration
 }
 
-func newSession(l *link, sc ssh.Conn) *session {
-	return &session{l: l, cfg: &l.t.cfg, sc: sc, log: l.log, slots: make(chan struct{}, l.t.cfg.MaxChannels)}
+func newConn(l *link, sc ssh.Conn) *conn {
+	return &conn{l: l, cfg: &l.t.cfg, sc: sc, log: l.log, slots: make(chan struct{}, l.t.cfg.MaxChannels)}
 }
 
-// goroutine starts f as part of the session unless the session is over.
-func (s *session) goroutine(f func()) bool {
+// goroutine starts f as part of the connection unless it is over.
+func (s *conn) goroutine(f func()) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -347,9 +345,9 @@ var errClosed = errors.New("connection closed")
 
 // request sends a global request and waits for its reply, at most the
 // keepalive-dead period or until ctx ends. SendRequest itself cannot be
-// interrupted: it runs in a session goroutine that ends when the connection
+// interrupted: it runs in a goroutine of the connection that ends when the connection
 // is closed (which the keepalive loop does to a dead link).
-func (s *session) request(ctx context.Context, name string, payload []byte) (bool, error) {
+func (s *conn) request(ctx context.Context, name string, payload []byte) (bool, error) {
 	type result struct {
 		ok  bool
 		err error
@@ -376,7 +374,7 @@ func (s *session) request(ctx context.Context, name string, payload []byte) (boo
 
 // run serves the connection until it dies or ctx ends, then closes it and
 // waits for all its goroutines. It returns why the connection ended.
-func (s *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) error {
+func (s *conn) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) error {
 	sctx, cancel := context.WithCancelCause(ctx)
 	s.goroutine(func() {
 		// Requests from the server (its keepalives): answer like OpenSSH does.
@@ -416,7 +414,7 @@ func (s *session) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-c
 // is dead when a request has gone DeadAfter without a reply; it returns an
 // error saying so. A request still unanswered when the next is due counts
 // as a miss (and no second one is sent).
-func (s *session) keepalive(ctx context.Context) error {
+func (s *conn) keepalive(ctx context.Context) error {
 	cfg := s.cfg
 	type reply struct {
 		rtt time.Duration

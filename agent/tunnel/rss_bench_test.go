@@ -48,6 +48,7 @@ import (
 
 	"github.com/lifeline-dev/lifeline/agent/memstat"
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
@@ -127,7 +128,7 @@ func startRSSBastion(b *testing.B, bin, dir string) *rssBastion {
 		}
 		return p
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(b))
+	addr := "127.0.0.1:" + strconv.Itoa(sshtest.FreePort(b))
 	bs := &rssBastion{addr: addr, agentKey: agentKey, out: &syncBuffer{},
 		knownHosts: write("known_hosts", keyfile.KnownHostsLine([]string{addr}, host.PublicKey())+"\n")}
 	cmd := exec.Command(bin)
@@ -152,15 +153,13 @@ func startRSSBastion(b *testing.B, bin, dir string) *rssBastion {
 			b.Logf("lifeline-bastion output:\n%s", bs.out.String())
 		}
 	})
-	if _, ok := waitFor(20*time.Second, func() bool {
+	sshtest.Eventually(b, 20*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
-	}); !ok {
-		b.Fatalf("lifeline-bastion never listened on %s", addr)
-	}
+	}, "lifeline-bastion never listened on %s", addr)
 	return bs
 }
 
@@ -201,7 +200,7 @@ func measureAgent(b *testing.B, agentBin string, bs *rssBastion, dir string, env
 		"LIFELINE_BASTION=" + bs.addr,
 		"LIFELINE_KEY=" + bs.agentKey,
 		"LIFELINE_KNOWN_HOSTS=" + bs.knownHosts,
-		"LIFELINE_FORWARDS=pi:22=127.0.0.1:" + strconv.Itoa(freePort(b)),
+		"LIFELINE_FORWARDS=pi:22=127.0.0.1:" + strconv.Itoa(sshtest.FreePort(b)),
 		"LIFELINE_STATE_DIR=" + filepath.Join(dir, "agent-state"),
 		"LIFELINE_CHECK_EVERY=0",
 		"NOTIFY_SOCKET=" + sock,
@@ -218,9 +217,8 @@ func measureAgent(b *testing.B, agentBin string, bs *rssBastion, dir string, env
 			b.Logf("lifeline-agent output:\n%s", p.out.String())
 		}
 	}()
-	if _, ok := waitFor(30*time.Second, func() bool { return strings.Contains(strings.Join(states(), "\n"), "pi:22 registered") }); !ok {
-		b.Fatalf("the agent never registered: %q", states())
-	}
+	sshtest.Eventually(b, 30*time.Second, func() bool { return strings.Contains(strings.Join(states(), "\n"), "pi:22 registered") },
+		"the agent never registered: %s", func() string { return fmt.Sprintf("%q", states()) })
 	pause(idle)
 	if wantLog != "" && !strings.Contains(p.out.String(), wantLog) {
 		b.Fatalf("no %q in the agent's output", wantLog)
@@ -230,9 +228,7 @@ func measureAgent(b *testing.B, agentBin string, bs *rssBastion, dir string, env
 	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		b.Fatal(err)
 	}
-	if _, ok := waitFor(10*time.Second, func() bool { return strings.Contains(p.out.String(), "msg=memory") }); !ok {
-		b.Fatal("no memory line after SIGUSR1")
-	}
+	sshtest.Eventually(b, 10*time.Second, func() bool { return strings.Contains(p.out.String(), "msg=memory") }, "no memory line after SIGUSR1")
 	line := p.out.String()[strings.Index(p.out.String(), "msg=memory"):]
 	line, _, _ = strings.Cut(line, "\n")
 	for _, m := range memAttr.FindAllStringSubmatch(line, -1) {
@@ -282,9 +278,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 		if _, err := exec.LookPath("autossh"); err == nil {
 			before := bs.registrations()
 			pids := startAutosshRSS(b, bs)
-			if _, ok := waitFor(30*time.Second, func() bool { return bs.registrations() > before }); !ok {
-				b.Fatal("autossh never registered")
-			}
+			sshtest.Eventually(b, 30*time.Second, func() bool { return bs.registrations() > before }, "autossh never registered")
 			pause(benchRSSIdle)
 			a = procStatusKB(b, pids(), "VmRSS")
 			b.ReportMetric(a, "autossh_rss_kB")
@@ -323,5 +317,5 @@ func startAutosshRSS(b *testing.B, bs *rssBastion) func() []int {
 		"-i", bs.agentKey, "-o", "IdentitiesOnly=yes", "-o", "UserKnownHostsFile="+bs.knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
 		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
 		"-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=3", "-o", "ExitOnForwardFailure=yes",
-		"-R", "pi:22:127.0.0.1:"+strconv.Itoa(freePort(b)), "-p", port, "lifeline-agent@"+host)
+		"-R", "pi:22:127.0.0.1:"+strconv.Itoa(sshtest.FreePort(b)), "-p", port, "lifeline-agent@"+host)
 }

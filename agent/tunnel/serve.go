@@ -18,13 +18,13 @@ import (
 
 // registerAll registers every forward concurrently; a refused forward is
 // retried slowly without touching the others or the connection.
-func (s *session) registerAll(ctx context.Context) {
+func (s *conn) registerAll(ctx context.Context) {
 	for _, f := range s.cfg.Forwards {
 		s.goroutine(func() { s.register(ctx, f) })
 	}
 }
 
-func (s *session) register(ctx context.Context, f forward.Forward) {
+func (s *conn) register(ctx context.Context, f forward.Forward) {
 	b := &backoff.Backoff{Min: max(s.cfg.BackoffMax/6, 100*time.Millisecond), Max: s.cfg.BackoffMax, Factor: 2, Jitter: true}
 	payload := wire.Forward{BindAddr: f.Name, BindPort: uint32(f.Port)}.Marshal()
 	for {
@@ -47,7 +47,7 @@ func (s *session) register(ctx context.Context, f forward.Forward) {
 			// No reply: the keepalive loop will judge the link.
 			s.log.Warn("forward registration unanswered", "forward", f.Listen(), "err", err, "retry_in", wait.Round(time.Millisecond))
 		} else {
-			s.log.Error("forward refused by the bastion: is it in the agent key's permitlisten options (sudo lifeline-agent pair; lifeline-agent doctor checks it), or still held by an old session?",
+			s.log.Error("forward refused by the bastion: is it in the agent key's permitlisten options (sudo lifeline-agent pair; lifeline-agent doctor checks it), or still held by an old connection?",
 				"forward", f.Listen(), "retry_in", wait.Round(time.Millisecond))
 		}
 		tm := s.cfg.Clock.NewTimer(wait)
@@ -73,7 +73,7 @@ func stockServerWarning(serverVersion, name string) string {
 }
 
 // serveChannels accepts forwarded-tcpip channels and rejects everything else.
-func (s *session) serveChannels(ctx context.Context, chans <-chan ssh.NewChannel) {
+func (s *conn) serveChannels(ctx context.Context, chans <-chan ssh.NewChannel) {
 	for nc := range chans {
 		if nc.ChannelType() != "forwarded-tcpip" {
 			s.log.Warn("refused channel from the bastion", "type", nc.ChannelType())
@@ -94,7 +94,7 @@ func (s *session) serveChannels(ctx context.Context, chans <-chan ssh.NewChannel
 	}
 }
 
-func (s *session) reject(nc ssh.NewChannel, why ssh.RejectionReason, msg, fwd string, p *wire.ForwardedTCPIP) {
+func (s *conn) reject(nc ssh.NewChannel, why ssh.RejectionReason, msg, fwd string, p *wire.ForwardedTCPIP) {
 	s.l.update(func(st *Status) { st.Rejected++ })
 	args := []any{"reason", msg}
 	if fwd != "" {
@@ -110,7 +110,7 @@ func (s *session) reject(nc ssh.NewChannel, why ssh.RejectionReason, msg, fwd st
 }
 
 // serve dials the forward's target and copies both ways with half-close.
-func (s *session) serve(ctx context.Context, nc ssh.NewChannel) {
+func (s *conn) serve(ctx context.Context, nc ssh.NewChannel) {
 	p, err := wire.ParseForwardedTCPIP(nc.ExtraData())
 	if err != nil {
 		s.reject(nc, ssh.Prohibited, err.Error(), "", nil)

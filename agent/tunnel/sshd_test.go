@@ -24,6 +24,7 @@ import (
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
 	"github.com/lifeline-dev/lifeline/agent/hostkeys"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
@@ -48,7 +49,7 @@ func newWorld(t *testing.T, nFwd int, extra ...string) *world {
 	w.pi = startTarget(t, w.op, "PI-REACHED")
 	_, w.agentKey = newKey(t, w.dir, "agent_key")
 	for range nFwd {
-		w.fwdPorts = append(w.fwdPorts, freePort(t))
+		w.fwdPorts = append(w.fwdPorts, sshtest.FreePort(t))
 	}
 	w.srv = w.startBastion(extra...)
 	for _, p := range w.fwdPorts {
@@ -164,7 +165,7 @@ func TestJumpThroughStockSSHD(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 2)
 	tun, _ := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey}))
-	eventually(t, 15*time.Second, "both forwards registered", registered(tun, w.srv.Addr(), 2))
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 2), "both forwards registered")
 	for _, p := range w.fwdPorts {
 		if err := w.jumpWorks(w.srv, p); err != nil {
 			t.Fatal(err)
@@ -174,25 +175,25 @@ func TestJumpThroughStockSSHD(t *testing.T) {
 	if st.Served != 2 || st.Rejected != 0 || st.Connects != 1 {
 		t.Errorf("status %+v: want 2 served, 0 rejected, 1 connect", st)
 	}
-	eventually(t, 5*time.Second, "keepalive round trips", func() bool {
+	sshtest.Eventually(t, 5*time.Second, func() bool {
 		r := tun.RTT()
 		return r != nil && r.Samples > 0 && r.Worst >= r.Median && r.Median > 0
-	})
+	}, "keepalive round trips")
 }
 
 func TestServerKilledAndRestarted(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 1)
 	tun, log := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey}))
-	eventually(t, 15*time.Second, "registered", registered(tun, w.srv.Addr(), 1))
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 1), "registered")
 
 	w.srv.Stop()
-	eventually(t, 10*time.Second, "agent to notice the server is gone", func() bool { return !tun.Status()[0].Connected })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return !tun.Status()[0].Connected }, "agent to notice the server is gone")
 	if !log.Contains("msg=lost") || !log.Contains("after=") {
 		t.Errorf("no 'lost ... after' log line")
 	}
 	w.srv.Start()
-	eventually(t, 15*time.Second, "agent back", registered(tun, w.srv.Addr(), 1))
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 1), "agent back")
 	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -207,44 +208,44 @@ func TestBlackholedLinkDetectedAndRecovered(t *testing.T) {
 	rl := startRelay(t, w.srv.Addr())
 	cfg := w.agentConfig(map[string]ssh.PublicKey{rl.Addr(): w.srv.HostKey})
 	tun, log := startAgent(t, cfg)
-	eventually(t, 15*time.Second, "registered through the relay", registered(tun, rl.Addr(), 1))
+	sshtest.Eventually(t, 15*time.Second, registered(tun, rl.Addr(), 1), "registered through the relay")
 	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
 		t.Fatal(err)
 	}
 
 	paused := rl.Pause()
-	eventually(t, 10*time.Second, "dead link detected", func() bool { return !tun.Status()[0].Connected })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return !tun.Status()[0].Connected }, "dead link detected")
 	detected := time.Since(paused)
 	if !log.Contains("dead link: no reply to a keepalive") {
 		t.Errorf("the loss was not attributed to missed keepalives")
 	}
 	// The agent closed its side: the relay sees it (a moment later: the
 	// close and the relay's read race) although it forwards nothing.
-	eventually(t, 5*time.Second, "agent to close the black-holed connection", func() bool {
+	sshtest.Eventually(t, 5*time.Second, func() bool {
 		_, ok := rl.ClientClosedAfter(paused)
 		return ok
-	})
+	}, "agent to close the black-holed connection")
 	t.Logf("black hole detected after %s (keepalive %s, dead after %s)", detected.Round(time.Millisecond), cfg.Keepalive, cfg.DeadAfter)
 
 	rl.Resume(true)
-	eventually(t, 15*time.Second, "reconnected after the relay resumed", registered(tun, rl.Addr(), 1))
+	sshtest.Eventually(t, 15*time.Second, registered(tun, rl.Addr(), 1), "reconnected after the relay resumed")
 	// sshd may still hold the old listener until ClientAlive drops the
 	// stale session; the agent retries the forward until it is free.
-	eventually(t, 20*time.Second, "jump works again", func() bool { return w.jumpWorks(w.srv, w.fwdPorts[0]) == nil })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return w.jumpWorks(w.srv, w.fwdPorts[0]) == nil }, "jump works again")
 }
 
 func TestTargetDownRejectsChannelKeepsTunnel(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 2)
 	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey})
-	cfg.Forwards[1].TargetPort = uint16(freePort(t)) // nothing listens there
+	cfg.Forwards[1].TargetPort = uint16(sshtest.FreePort(t)) // nothing listens there
 	tun, log := startAgent(t, cfg)
-	eventually(t, 15*time.Second, "registered", registered(tun, w.srv.Addr(), 2))
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 2), "registered")
 
 	if err := w.jumpWorks(w.srv, w.fwdPorts[1]); err == nil {
 		t.Fatal("jump to a dead target succeeded")
 	}
-	eventually(t, 5*time.Second, "rejection counted", func() bool { return tun.Status()[0].Rejected == 1 })
+	sshtest.Eventually(t, 5*time.Second, func() bool { return tun.Status()[0].Rejected == 1 }, "rejection counted")
 	if !log.Contains("forwarded connection rejected") || !log.Contains("connection refused") {
 		t.Errorf("rejection not logged with its reason")
 	}
@@ -261,9 +262,9 @@ func TestWrongBastionHostKeyRefused(t *testing.T) {
 	w := newWorld(t, 1)
 	_, impostor := newKey(t, w.dir, "other_host_key")
 	tun, log := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): impostor.PublicKey()}))
-	eventually(t, 10*time.Second, "two refused attempts", func() bool {
+	sshtest.Eventually(t, 10*time.Second, func() bool {
 		return strings.Count(log.String(), "BASTION HOST KEY REFUSED") >= 2
-	})
+	}, "two refused attempts")
 	if !log.Contains("level=ERROR") || !log.Contains("man-in-the-middle") {
 		t.Errorf("refusal is not loud")
 	}
@@ -289,14 +290,14 @@ func TestTwoBastionsOneDown(t *testing.T) {
 	pins := map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey, second.Addr(): second.hostKey.PublicKey()}
 	tun, _ := startAgent(t, w.agentConfig(pins))
 	name := "localhost:" + strconv.Itoa(w.fwdPorts[0])
-	eventually(t, 15*time.Second, "registered on sshd", registered(tun, w.srv.Addr(), 1))
-	eventually(t, 15*time.Second, "registered on the second bastion", func() bool { return second.Registered(name) })
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 1), "registered on sshd")
+	sshtest.Eventually(t, 15*time.Second, func() bool { return second.Registered(name) }, "registered on the second bastion")
 	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
 		t.Fatal(err)
 	}
 
 	w.srv.Stop()
-	eventually(t, 10*time.Second, "first seen down", func() bool { return !registered(tun, w.srv.Addr(), 1)() })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return !registered(tun, w.srv.Addr(), 1)() }, "first seen down")
 	// Through the second bastion the Pi's sshd still answers.
 	ch, err := second.Open("localhost", w.fwdPorts[0], "198.51.100.20", 5555)
 	if err != nil {
@@ -316,13 +317,13 @@ func TestRefusedForwardKeepsOthers(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 1)
 	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey})
-	notPermitted := freePort(t)
+	notPermitted := sshtest.FreePort(t)
 	cfg.Forwards = append(cfg.Forwards, forward.Forward{Name: "localhost", Port: uint16(notPermitted), TargetHost: "127.0.0.1", TargetPort: uint16(w.pi.Port)})
 	tun, log := startAgent(t, cfg)
-	eventually(t, 15*time.Second, "permitted forward registered", registered(tun, w.srv.Addr(), 1))
-	eventually(t, 10*time.Second, "refusal retried", func() bool {
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 1), "permitted forward registered")
+	sshtest.Eventually(t, 10*time.Second, func() bool {
 		return strings.Count(log.String(), "forward refused by the bastion") >= 2
-	})
+	}, "refusal retried")
 	if !log.Contains("forward=localhost:" + strconv.Itoa(notPermitted)) {
 		t.Errorf("refusal does not name the forward")
 	}
@@ -341,12 +342,12 @@ func TestWrongUserNamesTheVariable(t *testing.T) {
 	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey})
 	cfg.User = "lifeline-agent" // the default: no such account here
 	tun, _ := startAgent(t, cfg)
-	eventually(t, 15*time.Second, "a hint naming LIFELINE_USER in the status", func() bool {
+	sshtest.Eventually(t, 15*time.Second, func() bool {
 		for _, st := range tun.Status() {
 			if strings.Contains(st.LastError, "LIFELINE_USER") && strings.Contains(st.LastError, `"lifeline-agent"`) {
 				return true
 			}
 		}
 		return false
-	})
+	}, "a hint naming LIFELINE_USER in the status")
 }

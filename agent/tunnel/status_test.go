@@ -8,16 +8,17 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
-func (r *recordingNotifier) all() []string {
+func (r *recordingSystemd) all() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.states...)
 }
 
 // lastStatus is the text of the latest STATUS= sent ("" if none).
-func (r *recordingNotifier) lastStatus() string {
+func (r *recordingSystemd) lastStatus() string {
 	states := r.all()
 	for i := len(states) - 1; i >= 0; i-- {
 		for _, line := range strings.Split(states[i], "\n") {
@@ -39,7 +40,7 @@ func TestStartedMeansRunning(t *testing.T) {
 	_, agent := newKey(t, t.TempDir(), "agent")
 	up := startFakeBastion(t, agent.PublicKey())
 	refusing := startFakeBastion(t, agent.PublicKey(), "pi:22")
-	dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	dead := "127.0.0.1:" + strconv.Itoa(sshtest.FreePort(t))
 	tests := []struct {
 		name string
 		// addr and host keys of the bastion
@@ -80,8 +81,8 @@ func TestStartedMeansRunning(t *testing.T) {
 			t.Parallel()
 			cfg := tt.cfg(t)
 			cfg.Forwards = []forward.Forward{{Name: "pi", Port: 22, TargetHost: "127.0.0.1", TargetPort: 22}}
-			n := &recordingNotifier{}
-			cfg.Notifier, cfg.WatchdogEvery = n, 50*time.Millisecond
+			n := &recordingSystemd{}
+			cfg.Systemd, cfg.WatchdogEvery = n, 50*time.Millisecond
 			tun, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -92,11 +93,11 @@ func TestStartedMeansRunning(t *testing.T) {
 			go func() { defer close(done); tun.Run(ctx) }()
 			defer func() { cancel(); <-done }()
 
-			eventually(t, 10*time.Second, "READY=1", func() bool { return n.count("READY=1") == 1 })
+			sshtest.Eventually(t, 10*time.Second, func() bool { return n.count("READY=1") == 1 }, "READY=1")
 			if first := n.all()[0]; !strings.HasPrefix(first, "READY=1\nSTATUS=") {
 				t.Errorf("first state %q: want READY=1 with a STATUS=", first)
 			}
-			eventually(t, 10*time.Second, "STATUS with "+strings.Join(tt.want, ", "), func() bool {
+			sshtest.Eventually(t, 10*time.Second, func() bool {
 				s := n.lastStatus()
 				for _, w := range tt.want {
 					if !strings.Contains(s, w) {
@@ -104,12 +105,12 @@ func TestStartedMeansRunning(t *testing.T) {
 					}
 				}
 				return true
-			})
+			}, "STATUS with %s", strings.Join(tt.want, ", "))
 			if s := n.lastStatus(); !strings.HasSuffix(s, " | link checks: next 12:00 UTC") || strings.Contains(s, "\n") {
 				t.Errorf("STATUS=%q: want one line ending with the note", s)
 			}
 			before := n.count("WATCHDOG=1")
-			eventually(t, 10*time.Second, "watchdog pings", func() bool { return n.count("WATCHDOG=1") >= before+3 })
+			sshtest.Eventually(t, 10*time.Second, func() bool { return n.count("WATCHDOG=1") >= before+3 }, "watchdog pings")
 			for _, s := range n.all() {
 				if strings.HasPrefix(s, "READY=1") && s != n.all()[0] {
 					t.Errorf("READY=1 sent again: %q", s)
@@ -139,8 +140,8 @@ func TestStatusFollowsTheLink(t *testing.T) {
 	b := startFakeBastion(t, agent.PublicKey())
 	cfg := fakeAgentConfig(t, agent, b)
 	cfg.Forwards = []forward.Forward{{Name: "pi", Port: 22, TargetHost: "127.0.0.1", TargetPort: 22}}
-	n := &recordingNotifier{}
-	cfg.Notifier = n
+	n := &recordingSystemd{}
+	cfg.Systemd = n
 	tun, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -150,21 +151,21 @@ func TestStatusFollowsTheLink(t *testing.T) {
 	go func() { defer close(done); tun.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	registered := "connected to " + b.Addr() + ", pi:22 registered"
-	eventually(t, 10*time.Second, "registered", func() bool { return n.lastStatus() == registered })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return n.lastStatus() == registered }, "registered")
 
 	b.mu.Lock()
 	b.hangUp = true
 	old := b.names["pi:22"]
 	b.mu.Unlock()
 	old.Close()
-	eventually(t, 10*time.Second, "lost", func() bool {
+	sshtest.Eventually(t, 10*time.Second, func() bool {
 		s := n.lastStatus()
 		return strings.HasPrefix(s, b.Addr()+": ") && strings.Contains(s, "; retry in ")
-	})
+	}, "lost")
 	b.mu.Lock()
 	b.hangUp = false
 	b.mu.Unlock()
-	eventually(t, 20*time.Second, "registered again", func() bool { return n.lastStatus() == registered })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return n.lastStatus() == registered }, "registered again")
 
 	tun.SetNote("link checks paused: monthly budget used up")
 	if s := n.lastStatus(); s != registered+" | link checks paused: monthly budget used up" {

@@ -53,10 +53,11 @@ type HostKeys interface {
 	Algorithms(addr string) []string
 }
 
-// Notifier receives systemd notify states ("READY=1\nSTATUS=…",
-// "STATUS=…", "WATCHDOG=1", "STOPPING=1"); *sdnotify.Notifier implements
-// it. Notify is called from the tunnel loops and must return promptly.
-type Notifier interface {
+// Systemd receives the service's states for systemd's notify protocol
+// ("READY=1\nSTATUS=…", "STATUS=…", "WATCHDOG=1", "STOPPING=1");
+// *sdnotify.Notifier implements it. Notify is called from the tunnel
+// loops and must return promptly.
+type Systemd interface {
 	Notify(state string) error
 }
 
@@ -114,7 +115,7 @@ type Config struct {
 	Dialer Dialer
 	// TargetDialer dials forward targets. nil means a plain net.Dialer.
 	TargetDialer Dialer
-	// Notifier gets READY=1 as soon as Run has started every loop, whatever
+	// Systemd gets READY=1 as soon as Run has started every loop, whatever
 	// the network does (started means running, not connected: a bastion
 	// that cannot be reached is retried here, never by a restart of the
 	// service); STATUS= with every tunnel's state (and the note of
@@ -122,7 +123,7 @@ type Config struct {
 	// every loop shows progress (0: never), which depends on the loops
 	// only, not on the link; and STOPPING=1 when Run ends. nil sends
 	// nothing.
-	Notifier      Notifier
+	Systemd       Systemd
 	WatchdogEvery time.Duration
 	// Clock drives keepalives, backoff and the watchdog. nil means clock.Real.
 	Clock clock.Clock
@@ -220,8 +221,9 @@ func New(cfg Config) (*Tunnels, error) {
 }
 
 // Run holds the tunnels until ctx is cancelled, then closes them, waits for
-// every goroutine it started and returns nil. It never returns because a
-// network is down. Run may be called once.
+// every goroutine it started, logs each tunnel's tally (Status) and
+// returns nil. It never returns because a network is down. Run may be
+// called once.
 func (t *Tunnels) Run(ctx context.Context) error {
 	t.mu.Lock()
 	if t.ran {
@@ -237,7 +239,7 @@ func (t *Tunnels) Run(ctx context.Context) error {
 	for _, l := range t.links {
 		wg.Go(func() { l.run(ctx, started.Done) })
 	}
-	if t.cfg.WatchdogEvery > 0 && t.cfg.Notifier != nil {
+	if t.cfg.WatchdogEvery > 0 && t.cfg.Systemd != nil {
 		wg.Go(func() { t.watchdog(ctx) })
 	}
 	// Every loop runs: the agent is started, connected or not.
@@ -249,6 +251,9 @@ func (t *Tunnels) Run(ctx context.Context) error {
 		t.notify("STOPPING=1")
 	})
 	wg.Wait()
+	for _, st := range t.Status() {
+		t.cfg.Log.Info("tunnel closed", "bastion", st.Bastion, "connects", st.Connects, "served", st.Served, "rejected", st.Rejected, "last_error", st.LastError)
+	}
 	return nil
 }
 
@@ -275,7 +280,7 @@ func (t *Tunnels) SetNote(note string) {
 // refreshStatus sends STATUS= when the state it describes changed since
 // the last one sent. Nothing is sent before READY=1.
 func (t *Tunnels) refreshStatus() {
-	if t.cfg.Notifier == nil {
+	if t.cfg.Systemd == nil {
 		return
 	}
 	t.statusMu.Lock()
@@ -328,10 +333,10 @@ func oneLine(s string, n int) string {
 }
 
 func (t *Tunnels) notify(state string) {
-	if t.cfg.Notifier == nil {
+	if t.cfg.Systemd == nil {
 		return
 	}
-	if err := t.cfg.Notifier.Notify(state); err != nil {
+	if err := t.cfg.Systemd.Notify(state); err != nil {
 		t.cfg.Log.Warn("sd_notify failed", "state", state, "err", err)
 	}
 }
@@ -388,9 +393,6 @@ func (t *Tunnels) watchdog(ctx context.Context) {
 type Status struct {
 	Bastion   string
 	Connected bool
-	// Since is when the current connection came up (Connected) or when the
-	// last one went down; zero before the first attempt ended.
-	Since time.Time
 	// Registered lists the NAME:PORT forwards the bastion accepted on the
 	// current connection.
 	Registered []string
@@ -449,9 +451,9 @@ func (t *Tunnels) Publish(ctx context.Context, r report.LinkReport) {
 	wg.Wait()
 }
 
-// resendReport sends the latest link report, if any, on a session that has
+// resendReport sends the latest link report, if any, on a connection that has
 // just registered (a new connection, or a restarted bastion).
-func (t *Tunnels) resendReport(ctx context.Context, s *session) {
+func (t *Tunnels) resendReport(ctx context.Context, s *conn) {
 	t.mu.Lock()
 	payload := t.lastReport
 	t.mu.Unlock()

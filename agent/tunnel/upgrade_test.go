@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
 
@@ -38,18 +39,18 @@ func TestActivityCountsChannelsOverAllLinks(t *testing.T) {
 	cfg := fakeAgentConfig(t, agent, b1, b2)
 	cfg.Forwards = []forward.Forward{{Name: "pi", Port: 22, TargetHost: "127.0.0.1", TargetPort: uint16(echo)}}
 	tun, _ := startAgent(t, cfg)
-	eventually(t, 10*time.Second, "pi registered on both bastions", func() bool { return b1.Registered("pi:22") && b2.Registered("pi:22") })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return b1.Registered("pi:22") && b2.Registered("pi:22") }, "pi registered on both bastions")
 	if open, last := tun.Activity(); open != 0 || !last.IsZero() {
 		t.Fatalf("Activity before any channel = %d, %v; want 0 and no close", open, last)
 	}
 	activity := func(want int) time.Time {
 		t.Helper()
 		var last time.Time
-		eventually(t, 5*time.Second, strconv.Itoa(want)+" channels open", func() bool {
+		sshtest.Eventually(t, 5*time.Second, func() bool {
 			var open int
 			open, last = tun.Activity()
 			return open == want
-		})
+		}, "%s", strconv.Itoa(want)+" channels open")
 		return last
 	}
 	ping := func(ch io.ReadWriter) {
@@ -95,10 +96,10 @@ func TestActivityCountsChannelsOverAllLinks(t *testing.T) {
 	if _, err := b1.Open("ghost", 1, "198.51.100.20", 1); err == nil || !strings.Contains(err.Error(), "no forward for ghost:1") {
 		t.Fatalf("unknown forward: %v", err)
 	}
-	eventually(t, 5*time.Second, "the refused channel released", func() bool {
+	sshtest.Eventually(t, 5*time.Second, func() bool {
 		open, last := tun.Activity()
 		return open == 0 && last.After(second)
-	})
+	}, "the refused channel released")
 }
 
 func TestBinaryUpgradeWaitsForOperatorSession(t *testing.T) {
@@ -156,7 +157,7 @@ func TestBinaryUpgradeWaitsForOperatorSession(t *testing.T) {
 			t.Logf("lifeline-agent output:\n%s", out.String())
 		}
 	})
-	eventually(t, 20*time.Second, "forward registered", func() bool { return out.Contains("msg=registered") })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return out.Contains("msg=registered") }, "forward registered")
 
 	// The session replaces the binary like dpkg (write beside, rename
 	// over), then goes on working for longer than the quiet period.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 // The watchdog pings systemd only while every loop shows progress; a
@@ -19,7 +20,7 @@ import (
 func TestWatchdogWithheldWhenALoopIsWedged(t *testing.T) {
 	t.Parallel()
 	fake := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	n := &recordingNotifier{}
+	n := &recordingSystemd{}
 	_, signer := newKey(t, t.TempDir(), "agent")
 	log, logs := testLogger(t)
 	tun, err := New(Config{
@@ -27,7 +28,7 @@ func TestWatchdogWithheldWhenALoopIsWedged(t *testing.T) {
 		Signer:        signer,
 		HostKeys:      pinNothing{},
 		Forwards:      []forward.Forward{{Name: "pi", Port: 22, TargetHost: "127.0.0.1", TargetPort: 22}},
-		Notifier:      n,
+		Systemd:       n,
 		WatchdogEvery: 10 * time.Second,
 		Clock:         fake,
 		Log:           log,
@@ -42,7 +43,7 @@ func TestWatchdogWithheldWhenALoopIsWedged(t *testing.T) {
 
 	tick := func() {
 		t.Helper()
-		eventually(t, 5*time.Second, "watchdog parked on its timer", func() bool { return fake.Pending() == 1 })
+		sshtest.Eventually(t, 5*time.Second, func() bool { return fake.Pending() == 1 }, "watchdog parked on its timer")
 		fake.Advance(10 * time.Second)
 	}
 	// Both loops beat: pings.
@@ -52,18 +53,18 @@ func TestWatchdogWithheldWhenALoopIsWedged(t *testing.T) {
 		}
 		tick()
 	}
-	eventually(t, 5*time.Second, "three pings", func() bool { return n.count("WATCHDOG=1") == 3 })
+	sshtest.Eventually(t, 5*time.Second, func() bool { return n.count("WATCHDOG=1") == 3 }, "three pings")
 
 	// Loop b stops beating; once it is older than healthyWithin, no pings.
 	for i := 0; i < 8; i++ {
 		tun.links[0].heartbeat()
 		tick()
 	}
-	eventually(t, 5*time.Second, "wedge reported", func() bool { return logs.Contains("tunnel loop wedged") && logs.Contains("b:22") })
+	sshtest.Eventually(t, 5*time.Second, func() bool { return logs.Contains("tunnel loop wedged") && logs.Contains("b:22") }, "wedge reported")
 	before := n.count("WATCHDOG=1")
 	tun.links[0].heartbeat()
 	tick()
-	eventually(t, 5*time.Second, "watchdog parked again", func() bool { return fake.Pending() == 1 })
+	sshtest.Eventually(t, 5*time.Second, func() bool { return fake.Pending() == 1 }, "watchdog parked again")
 	if after := n.count("WATCHDOG=1"); after != before {
 		t.Errorf("watchdog pinged although loop b is wedged (%d -> %d)", before, after)
 	}

@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	twclient "github.com/twilio/twilio-go/client"
 	twapi "github.com/twilio/twilio-go/rest/api/v2010"
 )
 
-// TwilioAccount is what Twilio says of the account of TWILIO_ACCOUNT_SID.
+// TwilioAccount is what Twilio says of an account.
 type TwilioAccount struct {
 	SID, Name string
 	// Status is "active", "suspended" or "closed"; only an active account
@@ -77,10 +76,10 @@ func callTwilio(ctx context.Context, cfg TwilioConfig, call func(*twapi.ApiServi
 	}
 	base, err := parseBaseURL(cfg.BaseURL)
 	if err != nil {
-		return fmt.Errorf("LIFELINE_TWILIO_URL: %w", err)
+		return fmt.Errorf("twilio base URL: %w", err)
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 15 * time.Second
+		cfg.Timeout = DefaultTwilioTimeout
 	}
 	rt := cfg.Transport
 	if rt == nil {

@@ -38,7 +38,7 @@ func TestFetchTwilioAccountAndSendText(t *testing.T) {
 		t.Errorf("wrong token: %v", err)
 	}
 	cfg.BaseURL = "ftp://x"
-	if _, err := FetchTwilioAccount(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "LIFELINE_TWILIO_URL") {
+	if _, err := FetchTwilioAccount(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "base URL") {
 		t.Errorf("bad base URL: %v", err)
 	}
 }

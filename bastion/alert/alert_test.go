@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
-	"github.com/lifeline-dev/lifeline/shared/logging"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/report"
 )
 
@@ -28,8 +28,8 @@ func TestLoginTextsOnceWithFields(t *testing.T) {
 	}{
 		{"key", login("alice@laptop", "203.0.113.5:50022"),
 			[]string{"bast1", "login alice@laptop", "key SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s", "from 203.0.113.5:50022", "user ops"}},
-		{"certificate", Login{Operator: "bob-cert-id", Fingerprint: "SHA256:abc", Certificate: true, Source: netip.MustParseAddrPort("[2001:db8::7]:4022"), Target: "pi:22"},
-			[]string{"bast1", "login bob-cert-id", "cert SHA256:abc", "from [2001:db8::7]:4022", "to pi:22"}},
+		{"certificate", Login{Operator: "bob-cert-id", Fingerprint: "SHA256:abc", Certificate: true, Source: netip.MustParseAddrPort("[2001:db8::7]:4022")},
+			[]string{"bast1", "login bob-cert-id", "cert SHA256:abc", "from [2001:db8::7]:4022"}},
 		{"ipv4-mapped source is shown as IPv4", login("carol", "[::ffff:198.51.100.20]:2200"),
 			[]string{"from 198.51.100.20:2200"}},
 		{"hostile comment is cleaned and cut", login("eve\x1b[31m"+strings.Repeat("x", 200), "203.0.113.9:1"),
@@ -42,7 +42,7 @@ func TestLoginTextsOnceWithFields(t *testing.T) {
 			a := mustNew(t, testConfig(t, twilioFor(t, srv, nil)))
 			run(t, a)
 			a.Login(tt.login)
-			eventually(t, "one SMS", func() bool { return srv.Count() == 1 && a.Status().Pending == 0 })
+			sshtest.Eventually(t, 10*time.Second, func() bool { return srv.Count() == 1 && a.Status().Pending == 0 }, "one SMS")
 			m := srv.Messages()[0]
 			for _, w := range tt.want {
 				if !strings.Contains(m.Body, w) {
@@ -55,7 +55,7 @@ func TestLoginTextsOnceWithFields(t *testing.T) {
 			if m.Segments != 1 {
 				t.Errorf("SMS %q takes %d segments, want 1", m.Body, m.Segments)
 			}
-			if st := a.Status(); st.Sent != 1 || st.Notifier != "twilio" {
+			if st := a.Status(); st.Sent != 1 || st.Sender != "twilio" {
 				t.Errorf("status %+v: want Sent 1 through twilio", st)
 			}
 		})
@@ -69,7 +69,7 @@ func TestLoginReturnsWhileAPIHangs(t *testing.T) {
 	a := mustNew(t, testConfig(t, twilioFor(t, srv, nil)))
 	run(t, a)
 	a.Login(login("alice", "203.0.113.5:1"))
-	eventually(t, "the sender is stuck in the API", func() bool { return srv.Requests() == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return srv.Requests() == 1 }, "the sender is stuck in the API")
 	// The API still hangs: these must return without it.
 	returned := make(chan struct{})
 	go func() {
@@ -78,14 +78,14 @@ func TestLoginReturnsWhileAPIHangs(t *testing.T) {
 			a.Login(login("bob", "203.0.113.6:1"))
 		}
 	}()
-	eventually(t, "Login returns while the API hangs", func() bool {
+	sshtest.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case <-returned:
 			return true
 		default:
 			return false
 		}
-	})
+	}, "Login returns while the API hangs")
 	if srv.Count() != 0 {
 		t.Fatalf("the API accepted %d messages while hanging", srv.Count())
 	}
@@ -94,10 +94,10 @@ func TestLoginReturnsWhileAPIHangs(t *testing.T) {
 	}
 	srv.Release()
 	defer func() { t.Logf("status %+v bodies %q req %d", a.Status(), bodies(srv), srv.Requests()) }()
-	eventually(t, "all alerts accounted for", func() bool {
+	sshtest.Eventually(t, 10*time.Second, func() bool {
 		st := a.Status()
 		return st.Pending == 0 && countContaining(bodies(srv), ": login ")+st.RateLimited == 21
-	})
+	}, "all alerts accounted for")
 }
 
 func TestTransientFailureDeliversExactlyOnce(t *testing.T) {
@@ -122,7 +122,7 @@ func TestTransientFailureDeliversExactlyOnce(t *testing.T) {
 			a := mustNew(t, cfg)
 			run(t, a)
 			a.Login(login("alice", "203.0.113.5:1"))
-			eventually(t, "delivery", func() bool { return a.Status().Pending == 0 })
+			sshtest.Eventually(t, 10*time.Second, func() bool { return a.Status().Pending == 0 }, "delivery")
 			if n := srv.Count(); n != 1 {
 				t.Fatalf("delivered %d times, want exactly 1", n)
 			}
@@ -161,7 +161,7 @@ func TestRestartDeliversPending(t *testing.T) {
 	stop := run(t, a)
 	a.Login(login("alice", "203.0.113.5:1"))
 	a.AgentDown(Agent{Name: "pi-agent"}) // not yet due: no alert
-	eventually(t, "the sender is stuck in the API", func() bool { return srv.Requests() == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return srv.Requests() == 1 }, "the sender is stuck in the API")
 	stop() // the bastion stops while the API hangs
 	if files := spoolFiles(t, cfg.Dir); len(files) != 1 {
 		t.Fatalf("spool holds %v, want the one undelivered alert", files)
@@ -170,7 +170,7 @@ func TestRestartDeliversPending(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("spool directory mode %v (%v), want 0700", fi.Mode().Perm(), err)
 	}
-	eventually(t, "the API sees the hang-up", func() bool { return srv.Hung() == 0 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return srv.Hung() == 0 }, "the API sees the hang-up")
 	srv.Release()
 
 	b := mustNew(t, cfg) // the restarted bastion
@@ -179,7 +179,7 @@ func TestRestartDeliversPending(t *testing.T) {
 	}
 	run(t, b)
 	defer func() { t.Logf("status %+v bodies %q req %d", b.Status(), bodies(srv), srv.Requests()) }()
-	eventually(t, "delivery after restart", func() bool { return srv.Count() == 1 && b.Status().Pending == 0 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return srv.Count() == 1 && b.Status().Pending == 0 }, "delivery after restart")
 	if body := srv.Messages()[0].Body; !strings.Contains(body, "login alice") {
 		t.Errorf("delivered %q, want the login", body)
 	}
@@ -205,7 +205,7 @@ func TestQuietFrom(t *testing.T) {
 	a.Login(login("office6", "[2001:db8:1::5]:22"))
 	a.Login(login("mapped", "[::ffff:10.9.9.9]:22"))
 	a.Login(login("stranger", "203.0.113.5:1"))
-	eventually(t, "the stranger's SMS", func() bool { return srv.Count() == 1 && a.Status().Pending == 0 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return srv.Count() == 1 && a.Status().Pending == 0 }, "the stranger's SMS")
 	if body := srv.Messages()[0].Body; !strings.Contains(body, "stranger") {
 		t.Errorf("texted %q, want only the stranger", body)
 	}
@@ -242,7 +242,7 @@ func fakeClockAlerter(t *testing.T, mod func(*Config)) (*Alerter, *clocktest.Fak
 func barrier(t *testing.T, a *Alerter, texts func() []string) []string {
 	t.Helper()
 	a.Login(login("barrier", "203.0.113.99:1"))
-	eventually(t, "the barrier login", func() bool { return countContaining(texts(), "barrier") == 1 && a.Status().Pending == 0 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return countContaining(texts(), "barrier") == 1 && a.Status().Pending == 0 }, "the barrier login")
 	return texts()
 }
 
@@ -254,10 +254,10 @@ func TestAgentDownHysteresis(t *testing.T) {
 		t.Parallel()
 		a, clk, _, texts := fakeClockAlerter(t, nil)
 		a.AgentDown(pi)
-		eventually(t, "down timer armed", func() bool { return clk.Pending() == 1 })
+		sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 1 }, "down timer armed")
 		clk.Advance(4 * time.Minute)
 		a.AgentUp(pi)
-		eventually(t, "down timer cancelled", func() bool { return clk.Pending() == 0 })
+		sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 0 }, "down timer cancelled")
 		clk.Advance(time.Hour)
 		if got := barrier(t, a, texts); len(got) != 1 {
 			t.Errorf("texts %q, want only the barrier", got)
@@ -269,18 +269,18 @@ func TestAgentDownHysteresis(t *testing.T) {
 		a, clk, rec, texts := fakeClockAlerter(t, nil)
 		a.AgentUp(pi) // first connection: not texted
 		a.AgentDown(pi)
-		eventually(t, "down timer armed", func() bool { return clk.Pending() == 1 })
+		sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 1 }, "down timer armed")
 		clk.Advance(5*time.Minute - time.Second)
 		a.AgentDown(pi) // a repeated down does not restart the clock
 		clk.Advance(time.Second)
-		eventually(t, "site down", func() bool { return len(texts()) == 1 })
+		sshtest.Eventually(t, 10*time.Second, func() bool { return len(texts()) == 1 }, "site down")
 		if got := texts()[0]; !strings.Contains(got, "SITE DOWN") || !strings.Contains(got, "pi-agent (pi)") || !strings.Contains(got, "bast1") {
 			t.Errorf("down text %q", got)
 		}
 		clk.Advance(7 * time.Minute)
 		a.AgentDown(pi) // still down: nothing new
 		a.AgentUp(pi)
-		eventually(t, "site back", func() bool { return len(texts()) == 2 })
+		sshtest.Eventually(t, 10*time.Second, func() bool { return len(texts()) == 2 }, "site back")
 		if got := texts()[1]; !strings.Contains(got, "site back") || !strings.Contains(got, "12m0s") {
 			t.Errorf("back text %q, want the 12m0s outage", got)
 		}
@@ -305,9 +305,9 @@ func TestFailedLoginBurstOneSummary(t *testing.T) {
 		}
 		a.AuthFailed(src, "root")
 	}
-	eventually(t, "summary timer armed", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 1 }, "summary timer armed")
 	clk.Advance(15 * time.Minute)
-	eventually(t, "one summary", func() bool { return len(texts()) == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return len(texts()) == 1 }, "one summary")
 	got := texts()[0]
 	for _, w := range []string{"bast1", "50 failed logins", "3 sources", "198.51.100.7 x45", "192.0.2.1 x3", "192.0.2.2 x2"} {
 		if !strings.Contains(got, w) {
@@ -318,9 +318,9 @@ func TestFailedLoginBurstOneSummary(t *testing.T) {
 	for i := 0; i < 9; i++ {
 		a.AuthFailed(srcs[0], "root")
 	}
-	eventually(t, "second window armed", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 1 }, "second window armed")
 	clk.Advance(15 * time.Minute)
-	eventually(t, "second window closed", func() bool { return clk.Pending() == 0 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 0 }, "second window closed")
 	if got := barrier(t, a, texts); len(got) != 2 {
 		t.Errorf("texts %q, want the one summary and the barrier", got)
 	}
@@ -347,7 +347,7 @@ func TestPermanentFailureNotRetried(t *testing.T) {
 			a := mustNew(t, cfg)
 			run(t, a)
 			a.Login(login("alice", "203.0.113.5:1"))
-			eventually(t, "permanent failure in status", func() bool { return a.Status().Permanent == 1 })
+			sshtest.Eventually(t, 10*time.Second, func() bool { return a.Status().Permanent == 1 }, "permanent failure in status")
 			st := a.Status()
 			if st.Pending != 0 || !strings.Contains(st.LastPermanent, tt.code) {
 				t.Errorf("status %+v: want nothing pending and error %s", st, tt.code)
@@ -386,7 +386,7 @@ func TestRateLimitSummarises(t *testing.T) {
 		a.Login(login(op, "203.0.113.5:1"))
 	}
 	run(t, a)
-	eventually(t, "three texts", func() bool { return srv.Count() == 3 && a.Status().Pending == 0 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return srv.Count() == 3 && a.Status().Pending == 0 }, "three texts")
 	got := bodies(srv)
 	if countContaining(got[:2], ": login ") != 2 {
 		t.Errorf("first texts %q, want two logins", got[:2])
@@ -405,12 +405,12 @@ func TestRateLimitSummarises(t *testing.T) {
 	}
 	// The minute is used up: the next alert waits for it.
 	a.Login(login("carol", "203.0.113.5:1"))
-	eventually(t, "sender waits for the rate window", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 1 }, "sender waits for the rate window")
 	if srv.Count() != 3 {
 		t.Fatalf("sent during a full minute")
 	}
 	clk.Advance(time.Minute)
-	eventually(t, "carol's text", func() bool { return srv.Count() == 4 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return srv.Count() == 4 }, "carol's text")
 	if got := bodies(srv)[3]; !strings.Contains(got, "login carol") {
 		t.Errorf("text %q, want carol's login", got)
 	}
@@ -422,7 +422,9 @@ func TestSpoolCapSummarisesOverflow(t *testing.T) {
 	rec := &auditLog{}
 	cfg := testConfig(t, twilioFor(t, srv, nil))
 	cfg.MaxSpool, cfg.PerMinute, cfg.Audit = 5, 100, rec
-	a := mustNew(t, cfg)
+	first := cfg
+	first.Sender = failing{} // the first run delivers nothing
+	a := mustNew(t, first)
 	for i := 0; i < 12; i++ {
 		a.Login(login("mallory", "203.0.113.5:1"))
 	}
@@ -432,12 +434,19 @@ func TestSpoolCapSummarisesOverflow(t *testing.T) {
 	if n := len(spoolFiles(t, cfg.Dir)); n != 5 {
 		t.Errorf("%d spool files, want 5", n)
 	}
+	// The send loop is the only writer of the overflow count.
+	stop := run(t, a)
+	sshtest.Eventually(t, 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(cfg.Dir, "alerts", overflowFile))
+		return err == nil && a.Status().LastError != ""
+	}, "overflow count saved by the send loop")
+	stop()
 	b := mustNew(t, cfg) // the overflow count survives a restart
 	if st := b.Status(); st.Pending != 5 || st.Overflow != 7 {
 		t.Fatalf("after restart %+v: want 5 pending, 7 overflow", st)
 	}
 	run(t, b)
-	eventually(t, "summary", func() bool { st := b.Status(); return st.Pending == 0 && st.Overflow == 0 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { st := b.Status(); return st.Pending == 0 && st.Overflow == 0 }, "summary")
 	got := bodies(srv)
 	if len(got) != 1 || !strings.Contains(got[0], "12 alerts held back") {
 		t.Errorf("texts %q, want one summary of 12", got)
@@ -460,8 +469,10 @@ func TestLinkVerdictChanges(t *testing.T) {
 	ok := report.LinkReport{Version: 1, Time: t0, ISP: "T-Mobile", DownloadBps: 42e6, LatencyMS: 48, Verdict: report.VerdictOK}
 	bad := ok
 	bad.Verdict, bad.DownloadBps, bad.Reasons = report.VerdictFailed, 0.4e6, []string{"download 0.4 Mbit/s below 5"}
+	var prev report.LinkReport // the caller keeps the last report
 	for _, r := range []report.LinkReport{ok, bad, bad, bad, ok, ok} {
-		a.LinkReport(pi, r)
+		a.LinkReport(pi, prev, r)
+		prev = r
 	}
 	got := barrier(t, a, texts)
 	if len(got) != 3 {
@@ -486,8 +497,10 @@ func TestLinkFailureReasonChanges(t *testing.T) {
 		Reasons: []string{`wrong ISP "Main Street Broadband", expected "carrier": traffic may be leaving by another link`}}
 	wrongISP2 := wrongISP
 	wrongISP2.DownloadBps = 90e6
+	var prev report.LinkReport // the caller keeps the last report
 	for _, r := range []report.LinkReport{testErr, wrongISP, wrongISP2} {
-		a.LinkReport(pi, r)
+		a.LinkReport(pi, prev, r)
+		prev = r
 	}
 	got := barrier(t, a, texts)
 	if len(got) != 3 {
@@ -519,7 +532,7 @@ func TestCorruptSpoolFileSetAside(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "alerts", ".tmp-123"), []byte("half"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{Dir: dir, Notifier: NewLogNotifier(logging.Discard()), Log: logging.Discard()})
+	a, err := New(Config{Dir: dir, Sender: NewLogSender(slog.New(slog.DiscardHandler)), Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,7 +553,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if err == nil {
 		t.Fatal("New accepted an empty config")
 	}
-	for _, w := range []string{"LIFELINE_STATE_DIR", "notifier", "logger", "LIFELINE_AGENT_DOWN_AFTER", "SMS per minute"} {
+	for _, w := range []string{"state directory", "sender", "logger", "agent down-after", "SMS per minute"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not name %s", err, w)
 		}
@@ -549,9 +562,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 
 func TestRunTwiceIsRefused(t *testing.T) {
 	t.Parallel()
-	a := mustNew(t, testConfig(t, NewLogNotifier(logging.Discard())))
+	a := mustNew(t, testConfig(t, NewLogSender(slog.New(slog.DiscardHandler))))
 	run(t, a)
-	eventually(t, "first Run started", func() bool { return a.running.Load() })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return a.running.Load() }, "first Run started")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := a.Run(ctx); err == nil {
@@ -559,14 +572,14 @@ func TestRunTwiceIsRefused(t *testing.T) {
 	}
 }
 
-func TestLogNotifierAndStatusString(t *testing.T) {
+func TestLogSenderAndStatusString(t *testing.T) {
 	t.Parallel()
 	buf := &syncWriter{w: &strings.Builder{}}
 	log := slog.New(slog.NewTextHandler(buf, nil))
-	a := mustNew(t, testConfig(t, NewLogNotifier(log)))
+	a := mustNew(t, testConfig(t, NewLogSender(log)))
 	run(t, a)
 	a.Login(login("alice", "203.0.113.5:1"))
-	eventually(t, "logged", func() bool { return a.Status().Sent == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return a.Status().Sent == 1 }, "logged")
 	st := a.Status()
 	if !strings.Contains(st.String(), "alerts via log: 0 pending, 1 texts sent") {
 		t.Errorf("status text %q", st.String())
@@ -576,7 +589,7 @@ func TestLogNotifierAndStatusString(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := NewLogNotifier(log).Send(ctx, Message{Text: "x"}); !errors.Is(err, context.Canceled) {
+	if err := NewLogSender(log).Send(ctx, Message{Text: "x"}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Send on a done context: %v", err)
 	}
 }
@@ -596,4 +609,52 @@ func (s *syncWriter) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.String()
+}
+
+// failing is a Sender whose every delivery fails transiently.
+type failing struct{}
+
+func (failing) Name() string                        { return "failing" }
+func (failing) Send(context.Context, Message) error { return errors.New("try again later") }
+
+// Detail has what the SMS text cuts: every reason of a failed link, every
+// alert a summary covers.
+func TestDetailTellsMore(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("the speed test server did not answer in time; ", 6)
+	r := report.LinkReport{Version: 1, Time: t0, ISP: "Carrier", Verdict: report.VerdictFailed, Reasons: []string{long}}
+	text, detail := linkFailedText("bast1", Agent{Name: "pi-agent", Names: []string{"pi:22"}}, r)
+	if len(text) > smsLimit || !strings.Contains(detail, strings.TrimSpace(long)) || !strings.Contains(detail, "isp Carrier") {
+		t.Errorf("link failed: text %q (%d), detail %q", text, len(text), detail)
+	}
+	held := []entry{{Message: Message{Kind: KindLogin, Text: "bast1: login alice", Created: t0}, Subject: "alice"},
+		{Message: Message{Kind: KindLogin, Text: "bast1: login bob", Created: t0}, Subject: "bob"}}
+	text, detail = summaryText("bast1", held, map[string]int{KindLogin: 3})
+	for _, w := range []string{text, "login alice", "login bob", "3 more"} {
+		if !strings.Contains(detail, w) {
+			t.Errorf("summary detail %q lacks %q", detail, w)
+		}
+	}
+}
+
+// An alert spooled by a version without Message.Detail is delivered.
+func TestSpoolOfOlderVersionDelivered(t *testing.T) {
+	t.Parallel()
+	srv := startFake(t)
+	cfg := testConfig(t, twilioFor(t, srv, nil))
+	dir := filepath.Join(cfg.Dir, "alerts")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	id := "0000000000000001-000001-00000001"
+	old := `{"v":1,"message":{"id":"` + id + `","kind":"login","text":"bast1: login old-alice","created":"2026-11-22T10:00:00Z"},"subject":"old-alice"}`
+	if err := os.WriteFile(filepath.Join(dir, id+".json"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := mustNew(t, cfg)
+	run(t, a)
+	sshtest.Eventually(t, 10*time.Second, func() bool { return srv.Count() == 1 && a.Status().Pending == 0 }, "the old alert delivered")
+	if got := bodies(srv)[0]; got != "bast1: login old-alice" {
+		t.Errorf("text %q", got)
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	twiliofake "github.com/lifeline-dev/lifeline/integration/fake/twilio"
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 // BenchmarkLoginFlood fires 1,000 logins from 16 goroutines at an Alerter
@@ -59,10 +60,10 @@ func BenchmarkLoginFlood(b *testing.B) {
 						b.Fatalf("after 100 minutes only %d of %d alerts accounted for (status %+v)", accounted(), sent, a.Status())
 					}
 					// Let the sender settle, then open the next rate window.
-					eventually(b, "sender idle or waiting for the window", func() bool {
+					sshtest.Eventually(b, 10*time.Second, func() bool {
 						st := a.Status()
 						return (st.Pending == 0 && st.Overflow == 0) || clk.Pending() > 0
-					})
+					}, "sender idle or waiting for the window")
 					if accounted() < sent {
 						clk.Advance(time.Minute)
 					}

@@ -2,6 +2,7 @@ package alert
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -11,27 +12,12 @@ import (
 	twiliofake "github.com/lifeline-dev/lifeline/integration/fake/twilio"
 
 	"github.com/lifeline-dev/lifeline/bastion/audit"
-	"github.com/lifeline-dev/lifeline/shared/logging"
 )
 
 const (
 	testFrom = "+15005550006"
 	testTo   = "+15551230001"
 )
-
-// eventually polls cond until it holds, failing the test after 10 seconds.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		<-tick.C
-	}
-}
 
 // auditLog is a hand-written audit.Recorder that keeps every event.
 type auditLog struct {
@@ -69,8 +55,8 @@ func startFake(t testing.TB) *twiliofake.Server {
 	return srv
 }
 
-// twilioFor returns the real twilio-go Notifier pointed at srv.
-func twilioFor(t testing.TB, srv *twiliofake.Server, mod func(*TwilioConfig)) Notifier {
+// twilioFor returns the real twilio-go Sender pointed at srv.
+func twilioFor(t testing.TB, srv *twiliofake.Server, mod func(*TwilioConfig)) Sender {
 	t.Helper()
 	cfg := TwilioConfig{AccountSID: srv.AccountSID(), AuthToken: srv.AuthToken(), From: testFrom, To: []string{testTo}, BaseURL: srv.URL(), Timeout: 5 * time.Second}
 	if mod != nil {
@@ -84,11 +70,11 @@ func twilioFor(t testing.TB, srv *twiliofake.Server, mod func(*TwilioConfig)) No
 }
 
 // testConfig is a Config with fast retries, a temp dir and a discarding log.
-func testConfig(t testing.TB, n Notifier) Config {
+func testConfig(t testing.TB, n Sender) Config {
 	return Config{
 		Dir:         t.TempDir(),
-		Notifier:    n,
-		Log:         logging.Discard(),
+		Sender:      n,
+		Log:         slog.New(slog.DiscardHandler),
 		BastionName: "bast1",
 		RetryMin:    5 * time.Millisecond,
 		RetryMax:    50 * time.Millisecond,

@@ -17,7 +17,7 @@ func checkNumber(n string) error {
 }
 
 // SplitNumbers parses a comma-separated list of E.164 phone numbers
-// (LIFELINE_SMS_TO, LIFELINE_SMS_FROM). Spaces around elements are ignored;
+// (the recipients of texts). Spaces around elements are ignored;
 // an empty or blank s gives nil. An empty element, a malformed number or a
 // duplicate is an error naming the element.
 func SplitNumbers(s string) ([]string, error) {
@@ -44,7 +44,7 @@ func SplitNumbers(s string) ([]string, error) {
 }
 
 // ParseCIDRs parses a comma-separated list of CIDR prefixes
-// (LIFELINE_QUIET_FROM). A bare address is a /32 (IPv4) or /128 (IPv6)
+// (quiet sources, ban exemptions). A bare address is a /32 (IPv4) or /128 (IPv6)
 // prefix; IPv4-mapped IPv6 addresses are unmapped; host bits are masked off.
 // Spaces around elements are ignored; an empty or blank s gives nil. An
 // empty or malformed element is an error naming it.

@@ -16,7 +16,7 @@ import (
 
 // The spool: Dir/alerts/<ID>.json, one file per undelivered alert, written
 // atomically (temp file, fsync, rename, fsync of the directory) and removed
-// only after the Notifier accepted it. Alerts that failed permanently move
+// only after the Sender accepted it. Alerts that failed permanently move
 // to Dir/alerts/failed/. Dir/alerts/overflow.state counts alerts that arrived
 // while the spool was full (they are summarised, not lost).
 const (

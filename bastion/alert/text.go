@@ -70,14 +70,11 @@ func loginText(bastion string, l Login) string {
 		kind = "cert"
 	}
 	core := fmt.Sprintf("%s: login %s (%s %s) from %s", clean(bastion, 24), who, kind, clean(l.Fingerprint, 64), addrString(l.Source))
-	var user, target string
+	var user string
 	if l.User != "" {
 		user = " user " + clean(l.User, 24)
 	}
-	if l.Target != "" {
-		target = " to " + clean(l.Target, 40)
-	}
-	return fit(core, user, target)
+	return fit(core, user)
 }
 
 func agentLabel(a Agent) string {
@@ -118,13 +115,17 @@ func nameMovedText(bastion, target string, to, from Agent, takeover bool) string
 	return fmt.Sprintf("%s: name %s back with key %s after %s left", clean(bastion, 24), clean(target, 40), label(to), label(from))
 }
 
-func linkFailedText(bastion string, a Agent, r report.LinkReport) string {
+// linkFailedText is the SMS text of a failed link check and its detail:
+// every reason uncut, and the figures.
+func linkFailedText(bastion string, a Agent, r report.LinkReport) (text, detail string) {
 	core := fmt.Sprintf("%s: LINK FAILED at %s:", clean(bastion, 24), agentLabel(a))
+	figures := fmt.Sprintf(" (isp %s, %s, %.0f ms)", clean(r.ISP, 24), r.Download(), r.LatencyMS)
+	reasons := strings.Join(r.Reasons, "; ")
 	// The reasons are the point of the text: they get the room left, cut
 	// short if need be, before the figures are added when they still fit.
 	room := max(smsLimit-len(core)-3, 40) // " " and the ".." of a cut
-	text := core + " " + clean(strings.Join(r.Reasons, "; "), room)
-	return fit(text, fmt.Sprintf(" (isp %s, %s, %.0f ms)", clean(r.ISP, 24), r.Download(), r.LatencyMS))
+	text = fit(core+" "+clean(reasons, room), figures)
+	return text, core + " " + clean(reasons, len(reasons)) + figures
 }
 
 func linkOKText(bastion string, a Agent, r report.LinkReport) string {
@@ -164,8 +165,21 @@ func failedLoginsText(bastion string, total int, every time.Duration, bySource m
 }
 
 // summaryText summarises alerts held back by the rate limit (held) and
-// alerts that found the spool full (overflow counts by kind).
-func summaryText(bastion string, held []entry, overflow map[string]int) string {
+// alerts that found the spool full (overflow counts by kind). The detail
+// adds the held alerts themselves, one a line.
+func summaryText(bastion string, held []entry, overflow map[string]int) (text, detail string) {
+	text = summaryCore(bastion, held, overflow)
+	lines := []string{text}
+	for _, e := range held {
+		lines = append(lines, "- "+e.Created.UTC().Format(time.RFC3339)+" "+e.Text)
+	}
+	if n := sum(overflow); n > 0 {
+		lines = append(lines, fmt.Sprintf("- %d more that found the alert spool full: see the audit log", n))
+	}
+	return text, strings.Join(lines, "\n")
+}
+
+func summaryCore(bastion string, held []entry, overflow map[string]int) string {
 	byKind := map[string]int{}
 	subjects := map[string]int{}
 	total := 0

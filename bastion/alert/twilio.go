@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -19,17 +18,17 @@ import (
 // DefaultTwilioURL is the base URL of Twilio's REST API.
 const DefaultTwilioURL = "https://api.twilio.com"
 
-// TwilioConfig configures the Twilio SMS Notifier.
+// TwilioConfig configures the Twilio SMS Sender.
 type TwilioConfig struct {
-	// AccountSID and AuthToken are TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN.
+	// AccountSID and AuthToken are the account's credentials.
 	AccountSID, AuthToken string
 	// From is the sending number (E.164), To the recipients (E.164).
 	From string
 	To   []string
 	// BaseURL replaces scheme, host and leading path of Twilio's API URL
-	// (LIFELINE_TWILIO_URL); empty means DefaultTwilioURL.
+	// (a proxy, a local fake); empty means DefaultTwilioURL.
 	BaseURL string
-	// Timeout bounds one HTTP request; zero means 15s.
+	// Timeout bounds one HTTP request; zero means DefaultTwilioTimeout.
 	Timeout time.Duration
 	// Transport carries the requests; nil means a clone of
 	// http.DefaultTransport (never http.DefaultClient, which other
@@ -37,35 +36,49 @@ type TwilioConfig struct {
 	Transport http.RoundTripper
 }
 
+// DefaultTwilioTimeout bounds one request to the Twilio API.
+const DefaultTwilioTimeout = 15 * time.Second
+
+// FieldError is a problem with one field of a TwilioConfig; Field is the
+// field's Go name ("AccountSID", "To").
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
 var alnum = regexp.MustCompile(`^[A-Za-z0-9]+$`)
 
-// Validate reports every problem at once, naming the variable.
+// Validate reports every problem at once, each a *FieldError.
 func (c TwilioConfig) Validate() error {
 	var errs []error
+	bad := func(field string, err error) { errs = append(errs, &FieldError{field, err}) }
 	if !alnum.MatchString(c.AccountSID) {
-		errs = append(errs, errors.New("TWILIO_ACCOUNT_SID must be set and hold only letters and digits"))
+		bad("AccountSID", errors.New("must be set and hold only letters and digits"))
 	}
 	if !alnum.MatchString(c.AuthToken) {
-		errs = append(errs, errors.New("TWILIO_AUTH_TOKEN must be set and hold only letters and digits"))
+		bad("AuthToken", errors.New("must be set and hold only letters and digits"))
 	}
 	if err := checkNumber(c.From); err != nil {
-		errs = append(errs, fmt.Errorf("LIFELINE_SMS_FROM: %w", err))
+		bad("From", err)
 	}
 	if len(c.To) == 0 {
-		errs = append(errs, errors.New("LIFELINE_SMS_TO names no number"))
+		bad("To", errors.New("names no number"))
 	}
 	for _, n := range c.To {
 		if err := checkNumber(n); err != nil {
-			errs = append(errs, fmt.Errorf("LIFELINE_SMS_TO: %w", err))
+			bad("To", err)
 		}
 	}
 	if c.BaseURL != "" {
 		if _, err := parseBaseURL(c.BaseURL); err != nil {
-			errs = append(errs, fmt.Errorf("LIFELINE_TWILIO_URL: %w", err))
+			bad("BaseURL", err)
 		}
 	}
 	if c.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("twilio timeout %s is negative", c.Timeout))
+		bad("Timeout", fmt.Errorf("%s is negative", c.Timeout))
 	}
 	return errors.Join(errs...)
 }
@@ -87,13 +100,13 @@ func parseBaseURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// NewTwilio returns a Notifier that texts every recipient through
+// NewTwilio returns a Sender that texts every recipient through
 // github.com/twilio/twilio-go. A message counts as sent when Twilio accepted
 // it for every recipient; on a retry, recipients that already accepted that
 // message ID are skipped. HTTP 4xx answers (bad credentials 20003, invalid
 // number 21211, ...) are permanent, except 408 and 429; 5xx, timeouts and
 // network errors are transient. twilio-go itself does not retry.
-func NewTwilio(cfg TwilioConfig) (Notifier, error) {
+func NewTwilio(cfg TwilioConfig) (Sender, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("twilio configuration: %w", err)
 	}
@@ -102,16 +115,16 @@ func NewTwilio(cfg TwilioConfig) (Notifier, error) {
 	}
 	base, _ := parseBaseURL(cfg.BaseURL) // validated above
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 15 * time.Second
+		cfg.Timeout = DefaultTwilioTimeout
 	}
 	rt := cfg.Transport
 	if rt == nil {
 		rt = http.DefaultTransport.(*http.Transport).Clone()
 	}
-	return &twilioNotifier{cfg: cfg, base: base, rt: rt, accepted: map[string]map[string]bool{}}, nil
+	return &twilioSender{cfg: cfg, base: base, rt: rt, accepted: map[string]map[string]bool{}}, nil
 }
 
-type twilioNotifier struct {
+type twilioSender struct {
 	cfg  TwilioConfig
 	base *url.URL
 	rt   http.RoundTripper
@@ -123,9 +136,9 @@ type twilioNotifier struct {
 // maxPartial bounds the memory of partially delivered messages.
 const maxPartial = 256
 
-func (t *twilioNotifier) Name() string { return "twilio" }
+func (t *twilioSender) Name() string { return "twilio" }
 
-func (t *twilioNotifier) Send(ctx context.Context, m Message) error {
+func (t *twilioSender) Send(ctx context.Context, m Message) error {
 	var errs []error
 	permanent := false
 	for _, to := range t.cfg.To {
@@ -151,13 +164,13 @@ func (t *twilioNotifier) Send(ctx context.Context, m Message) error {
 	return errors.Join(errs...)
 }
 
-func (t *twilioNotifier) wasAccepted(id, to string) bool {
+func (t *twilioSender) wasAccepted(id, to string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.accepted[id][to]
 }
 
-func (t *twilioNotifier) markAccepted(id, to string) {
+func (t *twilioSender) markAccepted(id, to string) {
 	if len(t.cfg.To) == 1 {
 		return
 	}
@@ -175,7 +188,7 @@ func (t *twilioNotifier) markAccepted(id, to string) {
 	t.accepted[id][to] = true
 }
 
-func (t *twilioNotifier) forget(id string) {
+func (t *twilioSender) forget(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.accepted, id)
@@ -185,7 +198,7 @@ func (t *twilioNotifier) forget(id string) {
 // requests with context.Background() and a fixed https://api.twilio.com base,
 // so a per-call transport puts ctx (with the timeout) on the request and
 // rewrites the URL to BaseURL.
-func (t *twilioNotifier) sendOne(ctx context.Context, to, body string) error {
+func (t *twilioSender) sendOne(ctx context.Context, to, body string) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
 	defer cancel()
 	api, rw := newAPI(ctx, t.cfg.AccountSID, t.cfg.AuthToken, t.base, t.rt)
@@ -213,7 +226,7 @@ func newAPI(ctx context.Context, sid, token string, base *url.URL, rt http.Round
 	}
 	c.SetAccountSid(sid)
 	rh := twclient.NewRequestHandler(c)
-	rh.Edge, rh.Region = "", "" // BaseURL decides the host, not TWILIO_EDGE/TWILIO_REGION
+	rh.Edge, rh.Region = "", "" // BaseURL decides the host, not twilio-go's edge and region settings
 	return twapi.NewApiService(rh), rw
 }
 
@@ -229,7 +242,7 @@ func classify(err error, httpStatus int) error {
 		}
 		return fmt.Errorf("twilio error %d (http %d): %s", rest.Code, httpStatus, rest.Message)
 	}
-	if permanentStatus(httpStatus) { // a 4xx without Twilio's JSON, e.g. a wrong LIFELINE_TWILIO_URL
+	if permanentStatus(httpStatus) { // a 4xx without Twilio's JSON, e.g. a wrong BaseURL
 		return fmt.Errorf("twilio http %d: %w: %w", httpStatus, err, ErrPermanent)
 	}
 	return fmt.Errorf("twilio: %w", err)
@@ -272,33 +285,4 @@ func (r *rewriter) status() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.last
-}
-
-// SelectNotifier applies the bastion's SMS rule: every one of
-// TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, LIFELINE_SMS_FROM and
-// LIFELINE_SMS_TO set gives the Twilio notifier; none set gives the log
-// notifier and a warning on log that nobody will be texted; some but not
-// all set is an error naming what is missing. log must not be nil.
-func SelectNotifier(cfg TwilioConfig, log *slog.Logger) (Notifier, error) {
-	set := map[string]bool{
-		"TWILIO_ACCOUNT_SID": cfg.AccountSID != "",
-		"TWILIO_AUTH_TOKEN":  cfg.AuthToken != "",
-		"LIFELINE_SMS_FROM":  cfg.From != "",
-		"LIFELINE_SMS_TO":    len(cfg.To) > 0,
-	}
-	var missing []string
-	for _, name := range []string{"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "LIFELINE_SMS_FROM", "LIFELINE_SMS_TO"} {
-		if !set[name] {
-			missing = append(missing, name)
-		}
-	}
-	switch len(missing) {
-	case 0:
-		return NewTwilio(cfg)
-	case len(set):
-		log.Warn("no SMS configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, LIFELINE_SMS_FROM, LIFELINE_SMS_TO): alerts go to this log only, NOBODY WILL BE TEXTED")
-		return NewLogNotifier(log), nil
-	default:
-		return nil, fmt.Errorf("SMS alerts half configured: set %s too, or unset them all to log alerts only", strings.Join(missing, ", "))
-	}
 }

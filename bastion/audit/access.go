@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lifeline-dev/lifeline/shared/jsonlog"
 )
 
 // AccessFile is the name of the access log, in the directory of
@@ -43,34 +45,28 @@ const AccessFile = "access.jsonl"
 // stampLayout names rotated access files by the time of their newest entry.
 const stampLayout = "20060102T150405Z"
 
-// accessLog is access.jsonl and its retention.
+// accessLog is access.jsonl and its retention. Its fields are guarded by
+// Log.mu.
 type accessLog struct {
-	logFile
-	newest   time.Time // of the entries in the current file; zero when none
+	path     string
+	w        *jsonlog.Writer // rotates through rotate and prune
+	newest   time.Time       // of the entries in the current file; zero when none
 	keepFor  time.Duration
 	keepDays int
 	capBytes int64
 }
 
-func (a *accessLog) open(warn func(string)) error {
-	if err := a.logFile.open(warn); err != nil {
+func (a *accessLog) reopen() error {
+	if err := a.w.Reopen(); err != nil {
 		return err
 	}
-	a.newest = newestEntry(a.path, a.size)
+	a.newest = newestEntry(a.path)
 	return nil
 }
 
-func (a *accessLog) reopen(warn func(string)) error {
-	if err := a.logFile.reopen(warn); err != nil {
-		return err
-	}
-	a.newest = newestEntry(a.path, a.size)
-	return nil
-}
-
-// rotate renames access.jsonl after its newest entry and opens a new one.
-// now names the file when its newest entry is unknown.
-func (a *accessLog) rotate(now time.Time, warn func(string)) error {
+// rotate renames access.jsonl after its newest entry (the Writer then
+// starts a new one). now names the file when its newest entry is unknown.
+func (a *accessLog) rotate(now time.Time) error {
 	newest := a.newest
 	if newest.IsZero() {
 		newest = now
@@ -89,9 +85,6 @@ func (a *accessLog) rotate(now time.Time, warn func(string)) error {
 	}
 	if err := os.Rename(a.path, to); err != nil {
 		return fmt.Errorf("rotate access log %s: %w", a.path, err)
-	}
-	if err := a.logFile.reopen(warn); err != nil {
-		return fmt.Errorf("after rotation: %w", err)
 	}
 	a.newest = time.Time{}
 	return nil
@@ -184,19 +177,16 @@ func (a *accessLog) prune(now time.Time, maxBytes int64, onError func(error)) {
 const tailBytes = 256 << 10
 
 // newestEntry returns the time of the last complete entry of the access log
-// at path, which holds size bytes, or its modification time when none can be
-// read; zero when the file is empty.
-func newestEntry(path string, size int64) time.Time {
-	if size == 0 {
-		return time.Time{}
-	}
+// at path, or its modification time when none can be read; zero when the
+// file is empty or cannot be opened.
+func newestEntry(path string) time.Time {
 	f, err := os.Open(path)
 	if err != nil {
 		return time.Time{}
 	}
 	defer f.Close()
 	fi, err := f.Stat()
-	if err != nil {
+	if err != nil || fi.Size() == 0 {
 		return time.Time{}
 	}
 	off := max(fi.Size()-tailBytes, 0)

@@ -53,7 +53,7 @@ func stateDir(t *testing.T) string {
 // the current one.
 func accessFiles(t *testing.T, dir string) []string {
 	t.Helper()
-	a := accessLog{logFile: logFile{path: filepath.Join(dir, AccessFile)}}
+	a := accessLog{path: filepath.Join(dir, AccessFile)}
 	old, err := a.rotated()
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +259,6 @@ func TestFixesModes(t *testing.T) {
 		name    string
 		dirMode fs.FileMode
 		files   map[string]fs.FileMode
-		legacy  bool // through Open: warnings come out as errors
 		want    []string
 	}{
 		{name: "fresh", dirMode: 0o700},
@@ -276,8 +275,8 @@ func TestFixesModes(t *testing.T) {
 		},
 		{name: "wide dir", dirMode: 0o755, files: map[string]fs.FileMode{"audit.jsonl": 0o600},
 			want: []string{"audit log directory DIR was mode 0755: set to 0700"}},
-		{name: "through Open", dirMode: 0o750, files: map[string]fs.FileMode{"audit.jsonl": 0o640}, legacy: true,
-			want: []string{"audit: audit log DIR/audit.jsonl was mode 0640: set to 0600", "audit: audit log directory DIR was mode 0750: set to 0700"}},
+		{name: "wide dir and file", dirMode: 0o750, files: map[string]fs.FileMode{"audit.jsonl": 0o640},
+			want: []string{"audit log DIR/audit.jsonl was mode 0640: set to 0600", "audit log directory DIR was mode 0750: set to 0700"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -296,13 +295,7 @@ func TestFixesModes(t *testing.T) {
 			}
 			var got errorList
 			path := filepath.Join(dir, "audit.jsonl")
-			var l *Log
-			var err error
-			if tc.legacy {
-				l, err = Open(path, func() time.Time { return day0 }, got.onError)
-			} else {
-				l, err = OpenWith(Options{Path: path, Clock: clocktest.New(day0), OnError: got.onError, OnWarn: got.onWarn})
-			}
+			l, err := OpenWith(Options{Path: path, Clock: clocktest.New(day0), OnError: got.onError, OnWarn: got.onWarn})
 			if err != nil {
 				t.Fatal(err)
 			}

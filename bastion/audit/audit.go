@@ -18,16 +18,15 @@
 package audit
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/shared/jsonlog"
 )
 
 // Event kinds.
@@ -160,30 +159,13 @@ type Options struct {
 // MaxField bytes, so that no single event can be huge.
 type Log struct {
 	mu       sync.Mutex
-	main     logFile // audit.jsonl
+	path     string
+	main     *jsonlog.Writer // audit.jsonl
 	access   accessLog
-	keep     int
 	maxBytes int64
 	clock    clock.Clock
 	onError  func(error)
-	onWarn   func(string)
 	closed   bool
-}
-
-// Open opens (creating with mode 0600) the audit log at path and the access
-// log beside it, for appending, with the default Options. onError is called
-// when a later write fails; nil means ignore. now nil means time.Now.
-// Permission fixes are reported to onError too, as errors starting with
-// "audit: ". New code should call OpenWith.
-func Open(path string, now func() time.Time, onError func(error)) (*Log, error) {
-	o := Options{Path: path, OnError: onError}
-	if now != nil {
-		o.Clock = funcClock(now)
-	}
-	if onError != nil {
-		o.OnWarn = func(msg string) { onError(errors.New("audit: " + msg)) }
-	}
-	return OpenWith(o)
 }
 
 // OpenWith creates the directory of o.Path (mode 0700) if needed, fixes the
@@ -195,35 +177,36 @@ func OpenWith(o Options) (*Log, error) {
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
-	dir := filepath.Dir(o.Path)
 	l := &Log{
-		keep: o.Keep, maxBytes: o.MaxBytes, clock: o.Clock, onError: o.OnError, onWarn: o.OnWarn,
-		main: logFile{path: o.Path},
+		path: o.Path, maxBytes: o.MaxBytes, clock: o.Clock, onError: o.OnError,
 		access: accessLog{
-			logFile:  logFile{path: filepath.Join(dir, AccessFile)},
+			path:     filepath.Join(filepath.Dir(o.Path), AccessFile),
 			keepFor:  time.Duration(o.KeepDays) * 24 * time.Hour,
 			keepDays: o.KeepDays,
 			capBytes: o.AccessCap,
 		},
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create audit log directory: %w", err)
+	// Both files: 0600 in a 0700 directory, wider modes fixed.
+	file := jsonlog.Options{Name: "audit log", MaxBytes: o.MaxBytes, Mode: 0o600, DirMode: 0o700, Tighten: true, OnWarn: o.OnWarn}
+	mainOpts := file
+	mainOpts.Path, mainOpts.Backups = o.Path, o.Keep
+	accessOpts := file
+	accessOpts.Path = l.access.path
+	accessOpts.Rotate = func(string) error {
+		now := l.clock.Now()
+		err := l.access.rotate(now)
+		l.access.prune(now, l.maxBytes, l.onError)
+		return err
 	}
-	if err := fixMode(dir, 0o700, l.onWarn); err != nil {
+	var err error
+	if l.main, err = jsonlog.Open(mainOpts); err != nil {
 		return nil, err
 	}
-	if err := l.main.open(l.onWarn); err != nil {
+	if l.access.w, err = jsonlog.Open(accessOpts); err != nil {
+		l.main.Close()
 		return nil, err
 	}
-	if err := l.access.open(l.onWarn); err != nil {
-		l.main.close()
-		return nil, err
-	}
-	if err := l.fixRotatedModes(); err != nil {
-		l.main.close()
-		l.access.close()
-		return nil, err
-	}
+	l.access.newest = newestEntry(l.access.path)
 	l.access.prune(l.clock.Now(), l.maxBytes, l.onError)
 	return l, nil
 }
@@ -277,34 +260,28 @@ func (l *Log) Record(e Event) {
 	}
 	e.Time = e.Time.UTC()
 	capFields(&e)
-	b, err := json.Marshal(e)
+	b, err := jsonlog.Marshal(e)
 	if err != nil {
 		l.onError(fmt.Errorf("encode audit event: %w", err))
 		return
 	}
-	b = append(b, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		l.onError(fmt.Errorf("audit log %s is closed", l.main.path))
+		l.onError(fmt.Errorf("audit log %s is closed", l.path))
 		return
 	}
-	if l.main.size+int64(len(b)) > l.maxBytes && l.main.size > 0 {
-		if err := l.rotateMainLocked(); err != nil {
-			l.onError(err) // keep writing to the current file
-		}
+	// A failed rotation is reported and the line written to the current
+	// file all the same.
+	if err := l.main.Write(b); err != nil {
+		l.onError(err)
 	}
-	l.main.write(b, l.onError)
 	if !IsAccess(e.Kind) {
 		return
 	}
-	if l.access.size+int64(len(b)) > l.maxBytes && l.access.size > 0 {
-		if err := l.access.rotate(l.clock.Now(), l.onWarn); err != nil {
-			l.onError(err)
-		}
-		l.access.prune(l.clock.Now(), l.maxBytes, l.onError)
+	if err := l.access.w.Write(b); err != nil {
+		l.onError(err)
 	}
-	l.access.write(b, l.onError)
 	if e.Time.After(l.access.newest) {
 		l.access.newest = e.Time
 	}
@@ -318,9 +295,9 @@ func (l *Log) Reopen() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return fmt.Errorf("reopen audit log %s: closed", l.main.path)
+		return fmt.Errorf("reopen audit log %s: closed", l.path)
 	}
-	return errors.Join(l.main.reopen(l.onWarn), l.access.reopen(l.onWarn))
+	return errors.Join(l.main.Reopen(), l.access.reopen())
 }
 
 // Close flushes and closes both files. Record after Close reports an error
@@ -332,7 +309,7 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
-	return errors.Join(l.main.close(), l.access.close())
+	return errors.Join(l.main.Close(), l.access.w.Close())
 }
 
 // capFields cuts every string field of e to MaxField bytes.
@@ -358,10 +335,3 @@ func cut(s string, n int) string {
 	}
 	return s[:i] + ellipsis
 }
-
-// funcClock adapts Open's now function to clock.Clock; the Log never makes
-// timers.
-type funcClock func() time.Time
-
-func (f funcClock) Now() time.Time                     { return f() }
-func (funcClock) NewTimer(d time.Duration) clock.Timer { return clock.Real{}.NewTimer(d) }

@@ -3,11 +3,14 @@ package audit
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 func readEvents(t *testing.T, path string) []Event {
@@ -35,7 +38,9 @@ func TestRecordReopenClose(t *testing.T) {
 	path := filepath.Join(dir, "sub", "audit.jsonl")
 	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.FixedZone("X", 3600))
 	var errs []error
-	l, err := Open(path, func() time.Time { return now }, func(err error) { errs = append(errs, err) })
+	l, err := OpenWith(Options{Path: path, Clock: clocktest.New(now),
+		OnError: func(err error) { errs = append(errs, err) },
+		OnWarn:  func(msg string) { errs = append(errs, errors.New(msg)) }})
 	if err != nil {
 		t.Fatal(err)
 	}

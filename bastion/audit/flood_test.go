@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 // floodSource returns the source of the i-th refused connection of a flood
@@ -64,11 +65,11 @@ func TestFloodKeepsLogin(t *testing.T) {
 	for i := range sources {
 		sources[i] = floodSource(i)
 	}
-	eventually(t, "Run waits on its timer", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 1 }, "Run waits on its timer")
 	for i := range n {
 		if i == n/2 { // one interval ends mid-flood
 			clk.Advance(SummaryInterval)
-			eventually(t, "Run waits on its next timer", func() bool { return clk.Pending() == 1 })
+			sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 1 }, "Run waits on its next timer")
 		}
 		s.Record(Event{Kind: KindRefused, Source: sources[i%len(sources)], Reason: "more than 64 connections pending authentication"})
 	}

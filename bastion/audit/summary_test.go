@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 // memRecorder keeps every event it is given.
@@ -38,20 +39,6 @@ func (m *memRecorder) summaries() []Event {
 		}
 	}
 	return out
-}
-
-// eventually polls cond until it holds or 10 s have passed.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		<-tick.C
-	}
 }
 
 // brief is an event reduced to what the table compares.
@@ -349,18 +336,18 @@ func TestSummarizerRun(t *testing.T) {
 		}
 	}
 
-	eventually(t, "Run waits on its timer", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 1 }, "Run waits on its timer")
 	flood(5, "one")
 	if n := len(out.all()); n != 1 {
 		t.Fatalf("%d events before the interval ended, want the first only", n)
 	}
 	clk.Advance(30 * time.Second)
-	eventually(t, "first summary", func() bool { return len(out.summaries()) == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return len(out.summaries()) == 1 }, "first summary")
 	if e := out.summaries()[0]; e.Count != 4 || e.Reason != "4 more failed logins like this from 198.51.100.7 in 30s (last: one)" {
 		t.Errorf("first summary: %+v", e)
 	}
 
-	eventually(t, "Run waits on its next timer", func() bool { return clk.Pending() == 1 })
+	sshtest.Eventually(t, 10*time.Second, func() bool { return clk.Pending() == 1 }, "Run waits on its next timer")
 	clk.Advance(10 * time.Second)
 	flood(3, "two")
 	if n := len(out.all()); n != 3 {

@@ -78,7 +78,7 @@ func BenchmarkLoad(b *testing.B) {
 	_, _, _, _, a, o := benchPolicy(b, 1000)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Load(a, o); err != nil {
+		if _, err := load(a, o, time.Local); err != nil {
 			b.Fatal(err)
 		}
 	}

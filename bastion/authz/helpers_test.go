@@ -140,19 +140,3 @@ func signCert(t testing.TB, ca ssh.Signer, pub ssh.PublicKey, o certOpts) *ssh.C
 	}
 	return c
 }
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("after %v: %s", d, what)
-		case <-tick.C:
-		}
-	}
-}

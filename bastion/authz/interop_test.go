@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/sshalgo"
 )
 
@@ -74,7 +75,7 @@ func TestSSHKeygenCertificates(t *testing.T) {
 		"cert-authority " + string(rsaCALine) +
 		`from="127.0.0.0/8" ` + string(aliceLine)
 	a, o := writeFiles(t, agents, operators)
-	p, err := Load(a, o)
+	p, err := load(a, o, time.Local)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,10 +232,10 @@ func TestOverSSH(t *testing.T) {
 			}
 			defer c.Close()
 			var got *Identity
-			eventually(t, 5*time.Second, "server recorded the identity", func() bool {
+			sshtest.Eventually(t, 5*time.Second, func() bool {
 				got = srv.identity(string(c.SessionID()))
 				return got != nil
-			})
+			}, "server recorded the identity")
 			if got.Role != tc.role {
 				t.Errorf("role = %v, want %v", got.Role, tc.role)
 			}

@@ -187,12 +187,3 @@ func parseOptions(s string) ([]option, string, error) {
 func isOptionNameByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '@' || c == '.'
 }
-
-// quoteOption formats o as it would be written in a file (the inverse of
-// parseOptions for one option).
-func quoteOption(o option) string {
-	if !o.hasValue {
-		return o.name
-	}
-	return o.name + `="` + strings.ReplaceAll(o.value, `"`, `\"`) + `"`
-}

@@ -28,7 +28,7 @@ var (
 	ErrRevoked = errors.New("key revoked")
 )
 
-// entry is one line of a policy file. Entries are never modified after Load.
+// entry is one line of a policy file. Entries are never modified after LoadFiles.
 type entry struct {
 	role        Role
 	source      string // file:line
@@ -48,7 +48,7 @@ type entry struct {
 }
 
 // Policy is the set of keys allowed in, loaded from the agents and operators
-// files and the revocation list. It is immutable after Load and safe for
+// files and the revocation list. It is immutable after LoadFiles and safe for
 // concurrent use. A nil *Policy refuses every key.
 type Policy struct {
 	keys      map[string]*entry   // plain keys by SHA256 fingerprint
@@ -87,27 +87,19 @@ func (p *Policy) AgentKeys() []AgentKey {
 	return out
 }
 
-// Load reads the agents file and the operators file (OpenSSH authorized_keys
-// format) into a Policy. Blank lines and lines starting with # are ignored.
-// Every problem is reported, each naming file and line, in one errors.Join:
-// unreadable files, malformed lines, unknown or invalid options, options not
-// allowed for the file's role, agent keys without permitlisten, and a key
-// listed twice or in both files. Times in expiry-time= are in the local time
-// zone (time.Local, i.e. TZ) unless suffixed with Z, exactly as sshd reads
-// them. Load has no side effects: calling it again is how a reload is done.
-func Load(agentsPath, operatorsPath string) (*Policy, error) {
-	return load(agentsPath, operatorsPath, time.Local)
-}
-
-// LoadFiles is Load with a revocation list: f.RevokedKeys, when not empty,
-// is an OpenSSH KRL (see LoadRevocationList) whose keys and certificates
-// are refused in both roles. Its problems are reported with the others'.
+// LoadFiles reads the agents file and the operators file (OpenSSH
+// authorized_keys format) into a Policy. Blank lines and lines starting
+// with # are ignored. f.RevokedKeys, when not empty, is an OpenSSH KRL (see
+// LoadRevocationList) whose keys and certificates are refused in both
+// roles. Every problem is reported, each naming file and line, in one
+// errors.Join: unreadable files, malformed lines, unknown or invalid
+// options, options not allowed for the file's role, agent keys without
+// permitlisten, a key listed twice or in both files, and the revocation
+// list's. Times in expiry-time= are in the local time zone (time.Local,
+// i.e. TZ) unless suffixed with Z, exactly as sshd reads them. LoadFiles
+// has no side effects: calling it again is how a reload is done.
 func LoadFiles(f Files) (*Policy, error) {
 	return loadFiles(f, time.Local)
-}
-
-func load(agentsPath, operatorsPath string, loc *time.Location) (*Policy, error) {
-	return loadFiles(Files{Agents: agentsPath, Operators: operatorsPath}, loc)
 }
 
 func loadFiles(f Files, loc *time.Location) (*Policy, error) {

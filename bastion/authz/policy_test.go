@@ -123,7 +123,7 @@ func TestLoadErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			a, o := writeFiles(t, k.expand(tc.agents), k.expand(tc.operators))
-			p, err := Load(a, o)
+			p, err := load(a, o, time.Local)
 			if err == nil {
 				t.Fatalf("Load succeeded (%d/%d entries), want an error", p.agents, p.operators)
 			}
@@ -148,12 +148,12 @@ func TestLoadUnreadable(t *testing.T) {
 		{a, missing, "read operator file: open " + missing},
 		{dir, o, "read agent file: read " + dir},
 	} {
-		_, err := Load(tc.agents, tc.operators)
+		_, err := load(tc.agents, tc.operators, time.Local)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Load(%s, %s) = %v, want error containing %q", tc.agents, tc.operators, err, tc.want)
 		}
 	}
-	if _, err := Load(missing, missing); err == nil || strings.Count(err.Error(), missing) != 2 {
+	if _, err := load(missing, missing, time.Local); err == nil || strings.Count(err.Error(), missing) != 2 {
 		t.Errorf("both files missing: want both named, got %v", err)
 	}
 }
@@ -165,7 +165,7 @@ func TestLoadCountsAndReload(t *testing.T) {
 		`restrict,no-pty,no-agent-forwarding,no-X11-forwarding,no-user-rc,permitlisten="pi2:22,pi3:22" {agent2}` + "\n")
 	operators := k.expand("{op} alice\r\n" + `cert-authority,principals="ops" {ca} corp CA` + "\n" + `cert-authority,principals="guest",permitopen="pi:22" {ca}` + "\n")
 	a, o := writeFiles(t, agents, operators)
-	p1, err := Load(a, o)
+	p1, err := load(a, o, time.Local)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestLoadCountsAndReload(t *testing.T) {
 	}
 	// A reload is a second Load: same files, equivalent policy; the first
 	// stays usable and unchanged.
-	p2, err := Load(a, o)
+	p2, err := load(a, o, time.Local)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestLoadCountsAndReload(t *testing.T) {
 	if err := os.WriteFile(o, []byte(k.expand("{op2} bob\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p3, err := Load(a, o)
+	p3, err := load(a, o, time.Local)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/lifeline-dev/lifeline/shared/clock"
 )
 
 // MaxTracked bounds memory under a scan from many addresses. When the list
@@ -23,7 +25,7 @@ type List struct {
 	after  int
 	window time.Duration
 	banFor time.Duration
-	now    func() time.Time
+	clock  clock.Clock
 	m      map[netip.Prefix]*entry
 }
 
@@ -34,12 +36,13 @@ type entry struct {
 }
 
 // New returns a list that bans a source for banFor after `after` failures
-// within window. after <= 0 disables banning.
-func New(after int, window, banFor time.Duration, now func() time.Time) *List {
-	if now == nil {
-		now = time.Now
+// within window, reading the time from clk (nil means clock.Real{}).
+// after <= 0 disables banning.
+func New(after int, window, banFor time.Duration, clk clock.Clock) *List {
+	if clk == nil {
+		clk = clock.Real{}
 	}
-	return &List{max: MaxTracked, after: after, window: window, banFor: banFor, now: now, m: make(map[netip.Prefix]*entry)}
+	return &List{max: MaxTracked, after: after, window: window, banFor: banFor, clock: clk, m: make(map[netip.Prefix]*entry)}
 }
 
 // Source is the unit failures are counted per: an IPv4 address, or the /64
@@ -65,7 +68,7 @@ func (l *List) Banned(a netip.Addr) (bool, time.Time) {
 	if !ok {
 		return false, time.Time{}
 	}
-	if now := l.now(); now.Before(e.until) {
+	if now := l.clock.Now(); now.Before(e.until) {
 		return true, e.until
 	}
 	return false, time.Time{}
@@ -79,7 +82,7 @@ func (l *List) Fail(a netip.Addr) (banned bool) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.now()
+	now := l.clock.Now()
 	k := Source(a)
 	e, ok := l.m[k]
 	if !ok || now.Sub(e.first) > l.window && !now.Before(e.until) {
@@ -100,13 +103,6 @@ func (l *List) Fail(a netip.Addr) (banned bool) {
 		return true
 	}
 	return false
-}
-
-// Len is the number of sources tracked.
-func (l *List) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.m)
 }
 
 // pruneLocked makes room: see MaxTracked.

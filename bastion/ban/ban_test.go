@@ -4,12 +4,14 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/lifeline-dev/lifeline/internal/clocktest"
 )
 
 func TestBanAfterFailuresWithinWindow(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(0, 0)
-	l := New(3, time.Minute, 10*time.Minute, func() time.Time { return now })
+	clk := clocktest.New(time.Unix(0, 0))
+	l := New(3, time.Minute, 10*time.Minute, clk)
 	a := netip.MustParseAddr("198.51.100.20")
 	other := netip.MustParseAddr("198.51.100.21")
 	if l.Fail(a) || l.Fail(a) {
@@ -21,13 +23,13 @@ func TestBanAfterFailuresWithinWindow(t *testing.T) {
 	if !l.Fail(a) {
 		t.Fatal("third failure did not ban")
 	}
-	if b, until := l.Banned(a); !b || !until.Equal(now.Add(10*time.Minute)) {
+	if b, until := l.Banned(a); !b || !until.Equal(clk.Now().Add(10*time.Minute)) {
 		t.Fatalf("banned = %v until %v", b, until)
 	}
 	if b, _ := l.Banned(other); b {
 		t.Fatal("another source is banned")
 	}
-	now = now.Add(10*time.Minute + time.Second)
+	clk.Advance(10*time.Minute + time.Second)
 	if b, _ := l.Banned(a); b {
 		t.Fatal("ban did not expire")
 	}
@@ -35,16 +37,16 @@ func TestBanAfterFailuresWithinWindow(t *testing.T) {
 
 func TestFailuresOutsideWindowDoNotAccumulate(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(0, 0)
-	l := New(3, time.Minute, time.Hour, func() time.Time { return now })
+	clk := clocktest.New(time.Unix(0, 0))
+	l := New(3, time.Minute, time.Hour, clk)
 	a := netip.MustParseAddr("203.0.113.5")
 	for range 10 {
 		if l.Fail(a) {
 			t.Fatal("slow failures were banned")
 		}
-		now = now.Add(31 * time.Second)
+		clk.Advance(31 * time.Second)
 		l.Fail(a)
-		now = now.Add(31 * time.Second)
+		clk.Advance(31 * time.Second)
 	}
 }
 
@@ -104,8 +106,8 @@ func TestBoundedUnderFlood(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			now := time.Unix(0, 0)
-			l := New(tc.after, time.Minute, time.Hour, func() time.Time { return now })
+			clk := clocktest.New(time.Unix(0, 0))
+			l := New(tc.after, time.Minute, time.Hour, clk)
 			l.max = 1000
 			last := netip.MustParseAddr("2001:db8::")
 			for i := range 5 * l.max {
@@ -114,10 +116,10 @@ func TestBoundedUnderFlood(t *testing.T) {
 				b[4], b[5], b[6] = byte(i>>16), byte(i>>8), byte(i)
 				last = netip.AddrFrom16(b)
 				l.Fail(last)
-				if n := l.Len(); n > l.max {
+				if n := l.tracked(); n > l.max {
 					t.Fatalf("after %d sources the list holds %d > %d", i+1, n, l.max)
 				}
-				now = now.Add(time.Millisecond)
+				clk.Advance(time.Millisecond)
 			}
 			if tc.after == 1 {
 				if b, _ := l.Banned(last); !b {
@@ -134,7 +136,7 @@ func TestBoundedAtMaxTracked(t *testing.T) {
 	for i := range MaxTracked + 10 {
 		l.Fail(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
 	}
-	if n := l.Len(); n > MaxTracked {
+	if n := l.tracked(); n > MaxTracked {
 		t.Fatalf("list holds %d > MaxTracked %d", n, MaxTracked)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/lifeline-dev/lifeline/bastion/alert"
 	"github.com/lifeline-dev/lifeline/bastion/audit"
@@ -78,20 +77,13 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		}
 	}()
 
-	// Twilio when all four SMS settings are set, the log (with a loud
-	// warning) when none are; config.Validate already refused a half set.
-	notifier, err := alert.SelectNotifier(alert.TwilioConfig{
-		AccountSID: cfg.TwilioSID, AuthToken: cfg.TwilioToken, From: cfg.SMSFrom, To: cfg.SMSToList,
-		BaseURL: cfg.TwilioURL, Timeout: 15 * time.Second,
-	}, log)
+	sender, err := cfg.Sender(log)
 	if err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
-	alerter, err := alert.New(alert.Config{
-		Dir: cfg.StateDir, Notifier: notifier, Log: log, Audit: auditLog, BastionName: cfg.Name,
-		QuietFrom: cfg.QuietCIDRs, DownAfter: cfg.AgentDownAfter, PerMinute: cfg.SMSPerMinute,
-		FailedLoginEvery: cfg.FailedLoginEach, FailedLoginMin: cfg.FailedLoginMin,
-	})
+	ac := cfg.Alerts
+	ac.Sender, ac.Log, ac.Audit = sender, log, auditLog
+	alerter, err := alert.New(ac)
 	if err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
@@ -134,10 +126,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 			MaxConnsPerKey:      cfg.MaxConnsPerKey, MaxNamesPerConn: cfg.MaxNamesPerConn, RequestsPerSecond: cfg.RequestsPerSecond,
 			ReportEvery: cfg.ReportEvery, IdleTimeout: cfg.IdleTimeout,
 		},
-		StatusExtra: func() (string, any) {
-			st := alerter.Status()
-			return st.String(), st
-		},
+		Alerts: alerter,
 	})
 	if err != nil {
 		return nil, err
@@ -207,11 +196,8 @@ func availableMemory() (int64, string) {
 	return 0, ""
 }
 
-// Addr is the address the bastion listens on.
-func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
-
 // Run serves until ctx is done, then shuts down within a few seconds:
-// stop accepting, close every session, leave undelivered alerts spooled.
+// stop accepting, close every connection, leave undelivered alerts spooled.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.audit.Close()
 	actx, cancelAlerts := context.WithCancel(context.WithoutCancel(ctx))
@@ -296,8 +282,8 @@ func (e events) AgentUp(id *authz.Identity, names []string) {
 func (e events) AgentDown(id *authz.Identity, names []string) {
 	e.a.AgentDown(agentOf(id, names))
 }
-func (e events) LinkReport(id *authz.Identity, names []string, r report.LinkReport) {
-	e.a.LinkReport(agentOf(id, names), r)
+func (e events) LinkReport(id *authz.Identity, names []string, prev, r report.LinkReport) {
+	e.a.LinkReport(agentOf(id, names), prev, r)
 }
 func (e events) NameMoved(target string, to, from *authz.Identity, takeover bool) {
 	e.a.NameMoved(target, agentOf(to, nil), agentOf(from, nil), takeover)

@@ -17,11 +17,12 @@ func Configuration(where string) (cfg config.Config, ok bool, checks []Check) {
 		place = "the bastion's environment"
 	}
 	fix := "correct it in " + place + " (lifeline-bastion --help lists every variable and its default), then systemctl restart lifeline-bastion"
-	cfg, err := config.Decode()
+	env, err := config.Decode()
 	if err != nil {
 		return config.Config{}, false, []Check{fail("configuration", err.Error(), fix+"; the other checks need a configuration that decodes")}
 	}
-	if err := cfg.Validate(); err != nil {
+	cfg, err = env.Check()
+	if err != nil {
 		for _, e := range flatten(err) {
 			checks = append(checks, fail("configuration", strings.TrimPrefix(e.Error(), "configuration: "), fix))
 		}

@@ -34,10 +34,10 @@ func newFixture(t *testing.T) *fixture {
 	if _, _, err := keyfile.LoadOrCreate(filepath.Join(state, "host_key"), "test"); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Config{
-		Listen: "127.0.0.1:0", HostKey: filepath.Join(state, "host_key"), StateDir: state, Name: "test-bastion",
+	cfg := config.Config{Name: "test-bastion", Env: config.Env{
+		Listen: "127.0.0.1:0", HostKey: filepath.Join(state, "host_key"), StateDir: state,
 		Agents: filepath.Join(dir, "agents"), Operators: filepath.Join(dir, "operators"), TwilioURL: "http://127.0.0.1:1",
-	}
+	}}
 	d := &Doctor{Config: cfg, EnvFile: "/etc/lifeline/bastion.env", Owner: os.Geteuid(), Systemd: fakeSystemd{},
 		FreeSpace: func(string) (uint64, error) { return 20e9, nil }}
 	return &fixture{dir: dir, d: d, op: op}

@@ -7,10 +7,8 @@ import (
 	"strings"
 
 	"github.com/lifeline-dev/lifeline/bastion/alert"
+	"github.com/lifeline-dev/lifeline/bastion/config"
 )
-
-// smsVars are the four settings SMS alerts need, all or none.
-var smsVars = []string{"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "LIFELINE_SMS_FROM", "LIFELINE_SMS_TO"}
 
 // Twilio checks the SMS settings: all four or none (none means nobody is
 // texted: a ✗, since texts on every login are what the bastion is for),
@@ -19,13 +17,8 @@ var smsVars = []string{"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "LIFELINE_SMS_
 // text. With SendTest it then texts every LIFELINE_SMS_TO number once.
 func (d *Doctor) Twilio(ctx context.Context) []Check {
 	cfg := d.Config
-	values := []string{cfg.TwilioSID, cfg.TwilioToken, cfg.SMSFrom, cfg.SMSTo}
-	var missing []string
-	for i, v := range values {
-		if v == "" {
-			missing = append(missing, smsVars[i])
-		}
-	}
+	smsVars := config.SMSVars()
+	missing := cfg.SMSMissing()
 	restart := "then systemctl restart " + Unit
 	switch len(missing) {
 	case len(smsVars):
@@ -36,15 +29,7 @@ func (d *Doctor) Twilio(ctx context.Context) []Check {
 		return []Check{fail("SMS alerts", "half configured: "+strings.Join(missing, ", ")+" not set, so the bastion refuses to start",
 			"set them too in "+d.where()+", or unset all four to run without texts, "+restart)}
 	}
-	to, err := alert.SplitNumbers(cfg.SMSTo)
-	if err != nil {
-		err = fmt.Errorf("LIFELINE_SMS_TO: %w", err)
-	}
-	tc := alert.TwilioConfig{AccountSID: cfg.TwilioSID, AuthToken: cfg.TwilioToken, From: cfg.SMSFrom, To: to,
-		BaseURL: cfg.TwilioURL, Timeout: d.timeout(), Transport: d.Transport}
-	if err == nil {
-		err = tc.Validate()
-	}
+	tcp, err := cfg.Env.Twilio()
 	if err != nil {
 		var checks []Check
 		for _, e := range flatten(err) {
@@ -52,6 +37,9 @@ func (d *Doctor) Twilio(ctx context.Context) []Check {
 		}
 		return checks
 	}
+	tc := *tcp
+	tc.Timeout, tc.Transport = d.timeout(), d.Transport
+	to := tc.To
 	what := "Twilio account " + cfg.TwilioSID
 	acct, err := alert.FetchTwilioAccount(ctx, tc)
 	if err != nil {

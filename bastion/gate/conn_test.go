@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -155,13 +156,13 @@ func (s *sshServer) wait(t testing.TB, nc net.Conn, d time.Duration) result {
 	t.Helper()
 	local := nc.LocalAddr().(*net.TCPAddr).AddrPort()
 	var r result
-	eventually(t, d, "no server result for "+local.String(), func() bool {
+	sshtest.Eventually(t, d, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		var ok bool
 		r, ok = s.results[local]
 		return ok
-	})
+	}, "no server result for %s", local)
 	return r
 }
 
@@ -468,7 +469,7 @@ func TestOneSourceCannotLockOut(t *testing.T) {
 		for range 64 {
 			s.dialFrom(t, "127.0.20.1")
 		}
-		eventually(t, 10*time.Second, "60 refusals", func() bool { return s.refusalCount() == 60 })
+		sshtest.Eventually(t, 10*time.Second, func() bool { return s.refusalCount() == 60 }, "60 refusals")
 		if st := s.g.Stats(); st.Pending != 4 || st.Refused[ReasonPerSource] != 60 {
 			t.Fatalf("stats = %+v, want 4 pending and 60 per-source refusals", st)
 		}
@@ -491,10 +492,10 @@ func TestOneSourceCannotLockOut(t *testing.T) {
 				}()
 			}
 		}
-		eventually(t, 20*time.Second, "the attack to fill the gate", func() bool {
+		sshtest.Eventually(t, 20*time.Second, func() bool {
 			st := s.g.Stats()
 			return st.Pending == 64 && st.Refused[ReasonFull] > 0
-		})
+		}, "the attack to fill the gate")
 		for i := range 5 {
 			operatorLogsIn(t, s, fmt.Sprintf("127.0.22.%d", i+1))
 		}
@@ -509,7 +510,7 @@ func TestOneSourceCannotLockOut(t *testing.T) {
 		var idle []net.Conn
 		for range 4 {
 			idle = append(idle, s.dialFrom(t, "127.0.23.1"))
-			eventually(t, 5*time.Second, "admission", func() bool { return s.g.Stats().Pending == len(idle) })
+			sshtest.Eventually(t, 5*time.Second, func() bool { return s.g.Stats().Pending == len(idle) }, "admission")
 		}
 		operatorLogsIn(t, s, "127.0.23.2")
 		r := s.wait(t, idle[0], 5*time.Second)

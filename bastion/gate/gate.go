@@ -190,17 +190,6 @@ func (r *Refusal) Error() string {
 	return fmt.Sprintf("%s refused: %s", who, r.Reason)
 }
 
-// Stats is a snapshot of the gate, for status and benchmarks.
-type Stats struct {
-	Pending   int               // connections admitted, neither Authenticated nor Done nor evicted
-	Sources   int               // sources holding at least one of them
-	Throttled int               // sources throttled now
-	Trusted   int               // sources trusted now
-	Tracked   int               // entries in the throttle-count map (at most MaxTracked)
-	Evictions uint64            // pending connections closed to make room, since New
-	Refused   map[Reason]uint64 // refusals since New, by reason
-}
-
 // Gate admits connections. Safe for concurrent use.
 type Gate struct {
 	cfg        Config
@@ -213,8 +202,8 @@ type Gate struct {
 	seq       uint64
 	ends      map[netip.Prefix]*ends
 	trust     map[netip.Prefix]time.Time // source -> trusted until
-	evictions uint64
-	refused   map[Reason]uint64
+	evictions uint64                     // since New; these two are read by the tests' Stats
+	refused   map[Reason]uint64          // since New, by reason
 }
 
 // ends counts one source's connections that ended without authenticating.
@@ -326,9 +315,6 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 	}
 	return p.Masked()
 }
-
-// Config is the configuration in effect, defaults filled in.
-func (g *Gate) Config() Config { return g.cfg }
 
 // Admit is called right after Accept, before anything is read or written.
 // It returns either a Ticket, whose Conn the caller hands to
@@ -448,9 +434,6 @@ func (g *Gate) releaseLocked(t *Ticket) {
 // deadlines on it before Authenticated. Closing it closes the socket.
 func (t *Ticket) Conn() net.Conn { return t.conn }
 
-// Source is the source the connection counts under.
-func (t *Ticket) Source() netip.Prefix { return t.src }
-
 // Evicted reports whether the gate closed this connection to make room for
 // another source's: the handshake error the caller then sees is the closed
 // socket, and this says why.
@@ -525,42 +508,6 @@ func (g *Gate) Failed(a netip.Addr) (banned bool) {
 		return false
 	}
 	return g.cfg.Bans.Fail(a)
-}
-
-// Trusted reports whether a's source authenticated a key within TrustFor.
-func (g *Gate) Trusted(a netip.Addr) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.trustedLocked(ban.Source(a), g.cfg.Clock.Now())
-}
-
-// Stats returns a snapshot. It walks the per-source maps: call it for
-// status, not per connection.
-func (g *Gate) Stats() Stats {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := g.cfg.Clock.Now()
-	s := Stats{
-		Pending:   g.total,
-		Sources:   len(g.pending),
-		Tracked:   len(g.ends),
-		Evictions: g.evictions,
-		Refused:   make(map[Reason]uint64, len(g.refused)),
-	}
-	for r, n := range g.refused {
-		s.Refused[r] = n
-	}
-	for _, e := range g.ends {
-		if now.Before(e.until) {
-			s.Throttled++
-		}
-	}
-	for _, until := range g.trust {
-		if now.Before(until) {
-			s.Trusted++
-		}
-	}
-	return s
 }
 
 func (g *Gate) exempt(a netip.Addr) bool {

@@ -108,19 +108,3 @@ func pendingOf(g *Gate, addr string) int {
 	}
 	return 0
 }
-
-// eventually polls cond until it holds or d passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("after %v: %s", d, what)
-		case <-tick.C:
-		}
-	}
-}

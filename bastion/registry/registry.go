@@ -213,13 +213,6 @@ func (r *Registry[S]) Snapshot() []Binding[S] {
 	return out
 }
 
-// Len is the number of names registered.
-func (r *Registry[S]) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.m)
-}
-
 func compareBindings[S comparable](a, b Binding[S]) int {
 	if c := cmp.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name)); c != 0 {
 		return c

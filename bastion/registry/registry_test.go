@@ -42,8 +42,8 @@ func TestRegisterReplaceUnregister(t *testing.T) {
 	if ok, _ := r.Unregister("PI", 22, 2); !ok {
 		t.Fatal("holder could not unregister")
 	}
-	if r.Len() != 0 {
-		t.Fatalf("len = %d after unregister", r.Len())
+	if len(r.Snapshot()) != 0 {
+		t.Fatalf("len = %d after unregister", len(r.Snapshot()))
 	}
 }
 
@@ -75,8 +75,8 @@ func TestNameReturnsToEarlierHolder(t *testing.T) {
 		t.Fatalf("cancel by c = %v, %+v", ok, mv)
 	}
 	gone, moves = r.RemoveSession("a")
-	if len(gone) != 2 || len(moves) != 0 || r.Len() != 0 {
-		t.Fatalf("last holder left: gone %+v moves %+v len %d", gone, moves, r.Len())
+	if len(gone) != 2 || len(moves) != 0 || len(r.Snapshot()) != 0 {
+		t.Fatalf("last holder left: gone %+v moves %+v len %d", gone, moves, len(r.Snapshot()))
 	}
 }
 
@@ -129,8 +129,8 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if r.Len() > 10 {
-		t.Fatalf("len = %d", r.Len())
+	if len(r.Snapshot()) > 10 {
+		t.Fatalf("len = %d", len(r.Snapshot()))
 	}
 }
 
@@ -146,8 +146,8 @@ func TestIndexFollowsTakeover(t *testing.T) {
 	if got := r.Of(2); len(got) != 1 || got[0].Target() != "pi:22" {
 		t.Fatalf("new session indexed with %+v", got)
 	}
-	if gone, _ := r.RemoveSession(1); len(gone) != 1 || r.Len() != 1 || r.Holds(1) != 0 {
-		t.Fatalf("remove: %+v, len %d", gone, r.Len())
+	if gone, _ := r.RemoveSession(1); len(gone) != 1 || len(r.Snapshot()) != 1 || r.Holds(1) != 0 {
+		t.Fatalf("remove: %+v, len %d", gone, len(r.Snapshot()))
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -30,9 +29,9 @@ const jumpHelp = `lifeline: this is a jump host, not a shell; only ` + "`status`
 `
 
 // help fills jumpHelp in for this operator.
-func (ss *session) help() string {
-	host := ss.helpHostName()
-	sites := ss.s.sitesFor(ss.identity())
+func (c *conn) help() string {
+	host := c.helpHostName()
+	sites := c.s.sitesFor(c.identity())
 	example := "pi"
 	for _, t := range sites {
 		if t.Port == 22 {
@@ -54,11 +53,11 @@ func (ss *session) help() string {
 // helpHostName is the jump host as the operator names it: what the client
 // said (SetEnv LIFELINE_HOST=…), else LIFELINE_NAME, which is the Host of
 // the Terraform module's ssh_config.
-func (ss *session) helpHostName() string {
-	if h := ss.helpHost.Load(); h != nil {
+func (c *conn) helpHostName() string {
+	if h := c.helpHost.Load(); h != nil {
 		return *h
 	}
-	return ss.s.cfg.Name
+	return c.s.cfg.Name
 }
 
 // listOf joins at most n items, saying how many more there are.
@@ -98,84 +97,84 @@ func (s *Server) sitesFor(viewer *authz.Identity) []authz.Target {
 
 // refuseChannel rejects nc with reason, which the client sees (it must name
 // no server path) and the audit log keeps.
-func (ss *session) refuseChannel(nc ssh.NewChannel, why ssh.RejectionReason, reason string) {
-	ss.refuseChannelDetail(nc, why, reason, "")
+func (c *conn) refuseChannel(nc ssh.NewChannel, why ssh.RejectionReason, reason string) {
+	c.refuseChannelDetail(nc, why, reason, "")
 }
 
 // refuseChannelDetail is refuseChannel with detail for the audit log only
 // (key files and lines, the operator's permits).
-func (ss *session) refuseChannelDetail(nc ssh.NewChannel, why ssh.RejectionReason, reason, detail string) {
+func (c *conn) refuseChannelDetail(nc ssh.NewChannel, why ssh.RejectionReason, reason, detail string) {
 	reason = redact(reason)
-	ev := ss.event(audit.KindRefused)
+	ev := c.event(audit.KindRefused)
 	ev.Reason = nc.ChannelType() + ": " + reason
 	if detail != "" {
 		ev.Reason += " [" + detail + "]"
 	}
-	ss.s.cfg.Audit.Record(ev)
-	ss.s.cfg.Log.Debug("refused channel", "type", nc.ChannelType(), "key", ss.identity().Name, "remote", ss.remote, "reason", reason, "detail", detail)
+	c.s.cfg.Audit.Record(ev)
+	c.s.cfg.Log.Debug("refused channel", "type", nc.ChannelType(), "key", c.identity().Name, "remote", c.remote, "reason", reason, "detail", detail)
 	nc.Reject(why, reason)
 }
 
-func (ss *session) handleChannel(ctx context.Context, nc ssh.NewChannel) {
-	if !ss.allow() {
-		ss.refuseChannel(nc, ssh.ResourceShortage, fmt.Sprintf("more than %d requests a second (LIFELINE_REQUESTS_PER_SECOND)", ss.s.cfg.Limits.RequestsPerSecond))
+func (c *conn) handleChannel(ctx context.Context, nc ssh.NewChannel) {
+	if !c.allow() {
+		c.refuseChannel(nc, ssh.ResourceShortage, fmt.Sprintf("more than %d requests a second (LIFELINE_REQUESTS_PER_SECOND)", c.s.cfg.Limits.RequestsPerSecond))
 		return
 	}
-	if ss.isAgent() {
+	if c.isAgent() {
 		switch nc.ChannelType() {
 		case "direct-tcpip":
-			ss.refuseChannel(nc, ssh.Prohibited, "agent keys may not open connections through the bastion")
+			c.refuseChannel(nc, ssh.Prohibited, "agent keys may not open connections through the bastion")
 		case "session":
-			ss.refuseChannel(nc, ssh.Prohibited, "agent keys may not open sessions")
+			c.refuseChannel(nc, ssh.Prohibited, "agent keys may not open sessions")
 		default:
-			ss.refuseChannel(nc, ssh.Prohibited, "channel type not offered by this jump host")
+			c.refuseChannel(nc, ssh.Prohibited, "channel type not offered by this jump host")
 		}
 		return
 	}
 	switch nc.ChannelType() {
 	case "direct-tcpip", "session":
 	default:
-		ss.refuseChannel(nc, ssh.Prohibited, "channel type not offered by this jump host")
+		c.refuseChannel(nc, ssh.Prohibited, "channel type not offered by this jump host")
 		return
 	}
 	// Every channel re-checks the current policy: a key removed by a
 	// reload, or a login past its expiry, opens nothing more.
-	if !ss.recheck("checked at a new channel") {
+	if !c.recheck("checked at a new channel") {
 		nc.Reject(ssh.Prohibited, "this key is no longer authorized")
 		return
 	}
-	id := ss.identity()
+	id := c.identity()
 	switch nc.ChannelType() {
 	case "direct-tcpip":
 		if id.NoPortForwarding {
-			ss.refuseChannel(nc, ssh.Prohibited, "this key may not jump (no-port-forwarding)")
+			c.refuseChannel(nc, ssh.Prohibited, "this key may not jump (no-port-forwarding)")
 			return
 		}
 		d, err := wire.ParseDirectTCPIP(nc.ExtraData())
 		if err != nil {
-			ss.refuseChannel(nc, ssh.ConnectionFailed, err.Error())
+			c.refuseChannel(nc, ssh.ConnectionFailed, err.Error())
 			return
 		}
-		target, b, reason, detail := ss.route(d)
+		target, b, reason, detail := c.route(d)
 		if reason != "" {
-			ss.refuseChannelDetail(nc, ssh.Prohibited, reason, detail)
+			c.refuseChannelDetail(nc, ssh.Prohibited, reason, detail)
 			return
 		}
-		release, reason := ss.acquire(b.agent)
+		release, reason := c.acquire(b.agent)
 		if reason != "" {
-			ss.refuseChannel(nc, ssh.ResourceShortage, reason)
+			c.refuseChannel(nc, ssh.ResourceShortage, reason)
 			return
 		}
-		ss.wg.Add(1)
+		c.wg.Add(1)
 		go func() {
-			defer ss.wg.Done()
+			defer c.wg.Done()
 			defer release()
-			ss.jump(ctx, nc, target, b)
+			c.jump(ctx, nc, target, b)
 		}()
 	case "session":
-		release, reason := ss.acquire(nil)
+		release, reason := c.acquire(nil)
 		if reason != "" {
-			ss.refuseChannel(nc, ssh.ResourceShortage, reason)
+			c.refuseChannel(nc, ssh.ResourceShortage, reason)
 			return
 		}
 		ch, reqs, err := nc.Accept()
@@ -183,19 +182,19 @@ func (ss *session) handleChannel(ctx context.Context, nc ssh.NewChannel) {
 			release()
 			return
 		}
-		ss.wg.Add(1)
+		c.wg.Add(1)
 		go func() {
-			defer ss.wg.Done()
+			defer c.wg.Done()
 			defer release()
-			ss.serveSession(ctx, ch, reqs)
+			c.serveSession(ctx, ch, reqs)
 		}()
 	}
 }
 
 // route decides where an operator's direct-tcpip goes. It returns a reason
 // the client sees when the request is refused, and detail for the audit log.
-func (ss *session) route(d wire.DirectTCPIP) (t authz.Target, b bindingView, reason, detail string) {
-	s := ss.s
+func (c *conn) route(d wire.DirectTCPIP) (t authz.Target, b bindingView, reason, detail string) {
+	s := c.s
 	t = authz.Target{Host: d.Host, Port: d.Port}
 	host := strings.TrimSuffix(strings.ToLower(d.Host), ".")
 	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
@@ -204,7 +203,7 @@ func (ss *session) route(d wire.DirectTCPIP) (t authz.Target, b bindingView, rea
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return t, b, fmt.Sprintf("%s: the bastion never connects to itself", t), ""
 	}
-	id := ss.identity()
+	id := c.identity()
 	see := "see: ssh " + s.cfg.Name + " status"
 	if !id.MayOpen(t) {
 		mine := make([]string, 0, len(id.Open))
@@ -217,7 +216,7 @@ func (ss *session) route(d wire.DirectTCPIP) (t authz.Target, b bindingView, rea
 	if r, ok := s.reg.Lookup(d.Host, d.Port); ok {
 		return t, bindingView{name: r.Name, port: r.Port, agent: r.Session}, "", ""
 	}
-	now := s.cfg.Now()
+	now := s.cfg.Clock.Now()
 	for _, k := range s.knownSites() {
 		if !sameTargetFold(k.target, t) {
 			continue
@@ -249,16 +248,16 @@ func sameTargetFold(a, b authz.Target) bool {
 type bindingView struct {
 	name  string
 	port  uint32
-	agent *session
+	agent *conn
 }
 
 // jump relays an operator's channel to the agent holding the name.
-func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, b bindingView) {
-	s := ss.s
-	start := s.cfg.Now()
+func (c *conn) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, b bindingView) {
+	s := c.s
+	start := s.cfg.Clock.Now()
 	payload := wire.ForwardedTCPIP{
 		Addr: b.name, Port: b.port,
-		OriginAddr: ss.remote.Addr().Unmap().String(), OriginPort: uint32(ss.remote.Port()),
+		OriginAddr: c.remote.Addr().Unmap().String(), OriginPort: uint32(c.remote.Port()),
 	}.Marshal()
 
 	type opened struct {
@@ -267,32 +266,32 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 		err  error
 	}
 	res := make(chan opened, 1)
-	ss.wg.Add(1)
+	c.wg.Add(1)
 	go func() {
-		defer ss.wg.Done()
-		ch, reqs, err := b.agent.conn.OpenChannel("forwarded-tcpip", payload)
+		defer c.wg.Done()
+		ch, reqs, err := b.agent.sc.OpenChannel("forwarded-tcpip", payload)
 		res <- opened{ch, reqs, err}
 	}()
-	timer := time.NewTimer(s.cfg.OpenTimeout)
+	timer := s.cfg.Clock.NewTimer(s.cfg.OpenTimeout)
 	defer timer.Stop()
 	var up opened
 	select {
 	case up = <-res:
-	case <-timer.C:
+	case <-timer.C():
 		up.err = fmt.Errorf("agent did not answer within %s", s.cfg.OpenTimeout)
 		// Close whatever arrives late.
-		ss.wg.Add(1)
+		c.wg.Add(1)
 		go func() {
-			defer ss.wg.Done()
+			defer c.wg.Done()
 			if late := <-res; late.err == nil {
 				late.ch.Close()
 			}
 		}()
 	case <-ctx.Done():
 		up.err = ctx.Err()
-		ss.wg.Add(1)
+		c.wg.Add(1)
 		go func() {
-			defer ss.wg.Done()
+			defer c.wg.Done()
 			if late := <-res; late.err == nil {
 				late.ch.Close()
 			}
@@ -300,7 +299,7 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 	}
 	if up.err != nil {
 		reason := fmt.Sprintf("%s: agent %s could not connect: %v", t, b.agent.identity().Name, up.err)
-		ss.refuseChannel(nc, ssh.ConnectionFailed, reason)
+		c.refuseChannel(nc, ssh.ConnectionFailed, reason)
 		return
 	}
 	down, downReqs, err := nc.Accept()
@@ -308,15 +307,15 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 		up.ch.Close()
 		return
 	}
-	ss.wg.Add(2)
-	go func() { defer ss.wg.Done(); ssh.DiscardRequests(up.reqs) }()
-	go func() { defer ss.wg.Done(); ssh.DiscardRequests(downReqs) }()
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); ssh.DiscardRequests(up.reqs) }()
+	go func() { defer c.wg.Done(); ssh.DiscardRequests(downReqs) }()
 
-	ev := ss.event(audit.KindJump)
+	ev := c.event(audit.KindJump)
 	ev.Target = t.String()
 	ev.Agent = describe(b.agent.identity()) + " from " + b.agent.remote.String()
 	s.cfg.Audit.Record(ev)
-	s.cfg.Log.Info("jump", "operator", ss.identity().Name, "target", t.String(), "agent", b.agent.identity().Name, "session", ss.id)
+	s.cfg.Log.Info("jump", "operator", c.identity().Name, "target", t.String(), "agent", b.agent.identity().Name, "session", c.id)
 
 	stop := context.AfterFunc(ctx, func() {
 		down.Close()
@@ -326,11 +325,11 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 	in, out := relay.Copy(down, up.ch)
 	stop()
 
-	end := ss.event(audit.KindJumpEnd)
+	end := c.event(audit.KindJumpEnd)
 	end.Target = t.String()
 	end.Agent = ev.Agent
 	end.BytesIn, end.BytesOut = in, out
-	end.DurationMS = s.cfg.Now().Sub(start).Milliseconds()
+	end.DurationMS = s.cfg.Clock.Now().Sub(start).Milliseconds()
 	s.cfg.Audit.Record(end)
 }
 
@@ -338,7 +337,7 @@ func (ss *session) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, 
 // `status --json` run; everything else is refused with a short help. A PTY
 // is granted only so that the help reaches a terminal in raw mode: a shell
 // then gets the help and exit status 1, `status` still runs.
-func (ss *session) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request) {
+func (c *conn) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
@@ -351,7 +350,7 @@ func (ss *session) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan
 				req.Reply(false, nil)
 				continue
 			}
-			ss.exec(ch, req, strings.TrimSpace(cmd.Command), pty)
+			c.exec(ch, req, strings.TrimSpace(cmd.Command), pty)
 			return
 		case "shell":
 			// Accept the request only to explain, then exit 1: nothing runs.
@@ -359,9 +358,9 @@ func (ss *session) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan
 			if pty {
 				what = "shell with a PTY"
 			}
-			ss.audit(audit.KindRefused, what+": this is a jump host")
+			c.audit(audit.KindRefused, what+": this is a jump host")
 			req.Reply(true, nil)
-			ss.writeHelp(ch, pty)
+			c.writeHelp(ch, pty)
 			exit(ch, 1)
 			return
 		case "pty-req":
@@ -376,9 +375,9 @@ func (ss *session) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan
 			var kv struct{ Name, Value string }
 			if ssh.Unmarshal(req.Payload, &kv) == nil && kv.Name == "LIFELINE_HOST" && validHostName(kv.Value) {
 				v := kv.Value
-				ss.helpHost.Store(&v)
+				c.helpHost.Store(&v)
 			}
-			ss.refuseSessionReq(req, "env is not offered by this jump host")
+			c.refuseSessionReq(req, "env is not offered by this jump host")
 		case "subsystem":
 			// Accepted only to explain on stderr, then exit 1, like a
 			// shell: OpenSSH exits at a refused subsystem without
@@ -386,15 +385,15 @@ func (ss *session) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan
 			var sub struct{ Name string }
 			ssh.Unmarshal(req.Payload, &sub)
 			name := truncate(strings.Map(printable, sub.Name), 40)
-			ss.audit(audit.KindRefused, "subsystem "+name+" is not offered by this jump host")
+			c.audit(audit.KindRefused, "subsystem "+name+" is not offered by this jump host")
 			req.Reply(true, nil)
-			host := ss.helpHostName()
+			host := c.helpHostName()
 			fmt.Fprintf(ch.Stderr(), "lifeline: %s is a jump host without %s: go through it, e.g. scp -J %s file pi: or sftp -J %s pi\n",
 				host, orQuoted(name), host, host)
 			exit(ch, 1)
 			return
 		case "x11-req", "auth-agent-req@openssh.com", "keepalive@openssh.com":
-			ss.refuseSessionReq(req, req.Type+" is not offered by this jump host")
+			c.refuseSessionReq(req, req.Type+" is not offered by this jump host")
 		default:
 			if req.WantReply {
 				req.Reply(false, nil)
@@ -434,8 +433,8 @@ func validHostName(s string) bool {
 
 // writeHelp writes the help: on stderr, or with a PTY on stdout with the
 // CR LF line ends a terminal in raw mode needs.
-func (ss *session) writeHelp(ch ssh.Channel, pty bool) {
-	text := ss.help()
+func (c *conn) writeHelp(ch ssh.Channel, pty bool) {
+	text := c.help()
 	if pty {
 		io.WriteString(ch, strings.ReplaceAll(text, "\n", "\r\n"))
 		return
@@ -443,22 +442,22 @@ func (ss *session) writeHelp(ch ssh.Channel, pty bool) {
 	io.WriteString(ch.Stderr(), text)
 }
 
-func (ss *session) audit(kind, reason string) {
-	ev := ss.event(kind)
+func (c *conn) audit(kind, reason string) {
+	ev := c.event(kind)
 	ev.Reason = reason
-	ss.s.cfg.Audit.Record(ev)
+	c.s.cfg.Audit.Record(ev)
 }
 
-func (ss *session) refuseSessionReq(req *ssh.Request, reason string) {
+func (c *conn) refuseSessionReq(req *ssh.Request, reason string) {
 	if req.Type != "keepalive@openssh.com" && req.Type != "env" {
-		ss.audit(audit.KindRefused, reason)
+		c.audit(audit.KindRefused, reason)
 	}
 	if req.WantReply {
 		req.Reply(false, nil)
 	}
 }
 
-func (ss *session) exec(ch ssh.Channel, req *ssh.Request, cmd string, pty bool) {
+func (c *conn) exec(ch ssh.Channel, req *ssh.Request, cmd string, pty bool) {
 	fields := strings.Fields(cmd)
 	if len(fields) >= 1 && fields[0] == "status" && len(fields) <= 2 {
 		asJSON := len(fields) == 2 && (fields[1] == "--json" || fields[1] == "-j")
@@ -469,12 +468,12 @@ func (ss *session) exec(ch ssh.Channel, req *ssh.Request, cmd string, pty bool) 
 			return
 		}
 		req.Reply(true, nil)
-		ss.audit(audit.KindStatus, cmd)
+		c.audit(audit.KindStatus, cmd)
 		var out io.Writer = ch
 		if pty {
 			out = crlfWriter{ch}
 		}
-		if err := ss.s.writeStatus(out, ss.identity(), asJSON); err != nil {
+		if err := c.s.writeStatus(out, c.identity(), asJSON); err != nil {
 			fmt.Fprintf(ch.Stderr(), "lifeline: status: %v\n", err)
 			exit(ch, 1)
 			return
@@ -482,9 +481,9 @@ func (ss *session) exec(ch ssh.Channel, req *ssh.Request, cmd string, pty bool) 
 		exit(ch, 0)
 		return
 	}
-	ss.audit(audit.KindRefused, fmt.Sprintf("exec %q: only `status` runs here", truncate(cmd, 80)))
+	c.audit(audit.KindRefused, fmt.Sprintf("exec %q: only `status` runs here", truncate(cmd, 80)))
 	req.Reply(true, nil)
-	ss.writeHelp(ch, pty)
+	c.writeHelp(ch, pty)
 	exit(ch, 1)
 }
 

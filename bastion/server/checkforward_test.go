@@ -124,8 +124,8 @@ func TestCheckForward(t *testing.T) {
 // sessionOf is the session ID of a client's connection, as the audit log
 // names it.
 func (w *world) sessionOf(c *ssh.Client) string {
-	for _, ss := range w.srv.snapshotSessions() {
-		if string(ss.conn.SessionID()) == string(c.SessionID()) {
+	for _, ss := range w.srv.snapshotConns() {
+		if string(ss.sc.SessionID()) == string(c.SessionID()) {
 			return ss.id
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -19,7 +20,7 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/authz"
 	"github.com/lifeline-dev/lifeline/bastion/ban"
 	"github.com/lifeline-dev/lifeline/internal/sshtest"
-	"github.com/lifeline-dev/lifeline/shared/logging"
+	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/sshalgo"
 )
@@ -99,7 +100,7 @@ func (r *recorder) AgentUp(id *authz.Identity, names []string) {
 func (r *recorder) AgentDown(id *authz.Identity, names []string) {
 	r.alert("down %s %v", id.Name, names)
 }
-func (r *recorder) LinkReport(id *authz.Identity, names []string, rep report.LinkReport) {
+func (r *recorder) LinkReport(id *authz.Identity, names []string, prev, rep report.LinkReport) {
 	r.alert("report %s %s", id.Name, rep.Verdict)
 }
 func (r *recorder) NameMoved(target string, to, from *authz.Identity, takeover bool) {
@@ -126,12 +127,13 @@ type world struct {
 }
 
 type worldOpts struct {
-	keepalive   time.Duration
-	bans        *ban.List
-	grace       time.Duration
-	pending     int
-	limits      Limits
-	statusExtra func() (string, any)
+	keepalive time.Duration
+	bans      *ban.List
+	grace     time.Duration
+	pending   int
+	limits    Limits
+	alerts    AlertQueue
+	clock     clock.Clock // nil: the wall clock
 }
 
 func newWorld(t *testing.T, o worldOpts) *world {
@@ -158,7 +160,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	op := filepath.Join(dir, "operators")
 	os.WriteFile(ap, []byte(agents+"\n"), 0o600)
 	os.WriteFile(op, []byte(operators+"\n"), 0o600)
-	policy, err := authz.Load(ap, op)
+	policy, err := authz.LoadFiles(authz.Files{Agents: ap, Operators: op})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,10 +171,10 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	w.addr = ln.Addr().String()
 	w.port = ln.Addr().(*net.TCPAddr).Port
 	srv, err := New(Config{
-		HostKey: w.hostKey.Signer, Policy: policy, Log: logging.Discard(), Audit: w.rec, Events: w.rec,
+		HostKey: w.hostKey.Signer, Policy: policy, Log: slog.New(slog.DiscardHandler), Audit: w.rec, Events: w.rec,
 		Name: "test-bastion", AgentQuiet: o.keepalive, AgentDeadAfter: 3 * o.keepalive, Bans: o.bans,
 		LoginGrace: o.grace, MaxPending: o.pending, OpenTimeout: 5 * time.Second,
-		Limits: o.limits, StatusExtra: o.statusExtra,
+		Limits: o.limits, Alerts: o.alerts, Clock: o.clock,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +195,7 @@ func (w *world) reload(agents, operators []string) int {
 	op := filepath.Join(w.dir, "operators")
 	os.WriteFile(ap, []byte(strings.Join(agents, "\n")+"\n"), 0o600)
 	os.WriteFile(op, []byte(strings.Join(operators, "\n")+"\n"), 0o600)
-	p, err := authz.Load(ap, op)
+	p, err := authz.LoadFiles(authz.Files{Agents: ap, Operators: op})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -300,4 +302,11 @@ func (w *world) knownHosts() string {
 	line := fmt.Sprintf("[127.0.0.1]:%d %s", w.port, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(w.hostKey.Signer.PublicKey()))))
 	os.WriteFile(path, []byte(line+"\n"), 0o600)
 	return path
+}
+
+// liveConns is the number of authenticated connections the server tracks.
+func (s *Server) liveConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }

@@ -3,15 +3,18 @@ package server
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/lifeline-dev/lifeline/bastion/alert"
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/report"
@@ -151,7 +154,7 @@ func TestConnectionsPerKeyNewestWins(t *testing.T) {
 		go func() { c.Wait(); closed <- i }()
 		// Let the bastion track this login before the next one, so that
 		// "oldest" is well defined.
-		sshtest.Eventually(t, 5*time.Second, func() bool { return w.srv.Sessions() >= min(i+1, 2) }, "login %d not tracked", i)
+		sshtest.Eventually(t, 5*time.Second, func() bool { return w.srv.liveConns() >= min(i+1, 2) }, "login %d not tracked", i)
 	}
 	select {
 	case i := <-closed:
@@ -161,7 +164,7 @@ func TestConnectionsPerKeyNewestWins(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no connection closed with 3 of one key and a cap of 2")
 	}
-	sshtest.Eventually(t, 5*time.Second, func() bool { return w.srv.Sessions() == 2 }, "sessions = %d, want 2", w.srv.Sessions())
+	sshtest.Eventually(t, 5*time.Second, func() bool { return w.srv.liveConns() == 2 }, "sessions = %d, want 2", w.srv.liveConns())
 }
 
 func TestRequestRateLimited(t *testing.T) {
@@ -292,7 +295,7 @@ func TestReloadClosesRevokedConnections(t *testing.T) {
 		t.Fatal("bob reached pi:22 before the reload")
 	}
 	// The server tracks a connection just after the client's handshake ends.
-	sshtest.Eventually(t, 5*time.Second, func() bool { return w.srv.Sessions() == 3 }, "connections not tracked")
+	sshtest.Eventually(t, 5*time.Second, func() bool { return w.srv.liveConns() == 3 }, "connections not tracked")
 	agents := []string{w.agent.AuthorizedLine(`permitlisten="pi:22",permitlisten="nuc:3389"`, "site-agent")}
 	// alice is removed; bob may now reach pi:22 instead of nuc:3389.
 	closed := w.reload(agents, []string{w.limited.AuthorizedLine(`permitopen="pi:22"`, "bob@phone")})
@@ -374,7 +377,8 @@ func TestNameTakenOverThenHandedBack(t *testing.T) {
 
 func TestStatusAlertSectionOnlyForUnrestrictedOperators(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, worldOpts{statusExtra: func() (string, any) { return "alerts: texting +15551234567 via AC123", "x" }})
+	q := &alertQueue{st: alert.Status{Sender: "twilio", Permanent: 1, LastPermanent: "texting +15551234567 via AC123 failed"}}
+	w := newWorld(t, worldOpts{alerts: q})
 	w.siteWith(w.agent, "pi:22", "nuc:3389")
 	status := func(key sshtest.Key) string {
 		c := w.mustDial(key)
@@ -462,5 +466,72 @@ func TestChannelsPerKeyToOneAgent(t *testing.T) {
 	bob := w.mustDial(w.limited)
 	if _, err := openErr(t, bob, "nuc:3389"); err != nil {
 		t.Fatalf("another key was kept from the site: %v", err)
+	}
+}
+
+// alertQueue is a hand-written AlertQueue that counts its snapshots.
+type alertQueue struct {
+	mu    sync.Mutex
+	st    alert.Status
+	calls int
+}
+
+func (q *alertQueue) Status() alert.Status {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.calls++
+	st := q.st
+	st.Sent = q.calls // every snapshot differs
+	return st
+}
+
+func (q *alertQueue) count() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.calls
+}
+
+// One status command takes one snapshot of the alert queue, and its text
+// and --json show that snapshot, under the --json field names of before.
+func TestStatusTakesOneAlertSnapshot(t *testing.T) {
+	t.Parallel()
+	q := &alertQueue{st: alert.Status{Sender: "twilio"}}
+	w := newWorld(t, worldOpts{alerts: q})
+	run := func(cmd string) string {
+		c := w.mustDial(w.operator)
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		out, err := s.Output(cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		return string(out)
+	}
+	before := q.count()
+	out := run("status")
+	if n := q.count() - before; n != 1 {
+		t.Errorf("text status took %d alert snapshots, want 1", n)
+	}
+	if want := fmt.Sprintf("alerts via twilio: 0 pending, %d texts sent", q.count()); !strings.Contains(out, want) {
+		t.Errorf("text status lacks %q:\n%s", want, out)
+	}
+	before = q.count()
+	out = run("status --json")
+	if n := q.count() - before; n != 1 {
+		t.Errorf("status --json took %d alert snapshots, want 1", n)
+	}
+	var got struct {
+		Alerts map[string]any `json:"alerts"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	for _, k := range []string{"notifier", "pending", "sent", "rate_limited", "overflow", "quiet", "undeliverable"} {
+		if _, ok := got.Alerts[k]; !ok {
+			t.Errorf("status --json alerts lacks %q: %v", k, got.Alerts)
+		}
 	}
 }

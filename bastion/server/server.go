@@ -22,11 +22,13 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/lifeline-dev/lifeline/bastion/alert"
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 	"github.com/lifeline-dev/lifeline/bastion/authz"
 	"github.com/lifeline-dev/lifeline/bastion/ban"
 	"github.com/lifeline-dev/lifeline/bastion/gate"
 	"github.com/lifeline-dev/lifeline/bastion/registry"
+	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/sshalgo"
 )
@@ -41,7 +43,9 @@ type Events interface {
 	// at least one name; AgentDown when its last such connection is gone.
 	AgentUp(id *authz.Identity, names []string)
 	AgentDown(id *authz.Identity, names []string)
-	LinkReport(id *authz.Identity, names []string, r report.LinkReport)
+	// LinkReport is called with each link report taken and the key's
+	// previous one (zero: none since the start); the server keeps them.
+	LinkReport(id *authz.Identity, names []string, prev, r report.LinkReport)
 	// NameMoved is called when connections to target start reaching another
 	// agent key: a newer registration took it over (takeover), or the
 	// holder left and an earlier one still connected has it back.
@@ -166,12 +170,20 @@ type Config struct {
 	OpenTimeout time.Duration
 	// Limits after login; zero fields take DefaultLimits.
 	Limits Limits
-	// StatusExtra, if set, adds a section to `status` (e.g. the alert
-	// queue). It is shown only to operators whose key is not restricted by
-	// permitopen: it names other operators and the owner's alert settings.
-	StatusExtra func() (text string, value any)
-	// Now is the clock (default time.Now).
-	Now func() time.Time
+	// Alerts, if set, adds the alert queue's section to `status`. It is
+	// shown only to operators whose key is not restricted by permitopen:
+	// it names other operators and the owner's alert settings.
+	Alerts AlertQueue
+	// Clock drives every deadline and timestamp of the server: logins'
+	// expiry, idle connections, keepalives, rate limits (default
+	// clock.Real{}). Socket deadlines use the wall clock.
+	Clock clock.Clock
+}
+
+// AlertQueue is the alert queue as status shows it (*alert.Alerter).
+type AlertQueue interface {
+	// Status returns a snapshot; it must not block.
+	Status() alert.Status
 }
 
 // Server is the jump host. Create with New, run with Serve.
@@ -179,17 +191,17 @@ type Server struct {
 	cfg    Config
 	sshcfg map[profile]*ssh.ServerConfig // by the client's software (algos.go)
 	policy atomic.Pointer[authz.Policy]
-	reg    *registry.Registry[*session]
+	reg    *registry.Registry[*conn]
 
 	gate *gate.Gate
 	wg   sync.WaitGroup
 
 	mu            sync.Mutex
-	sessions      map[*session]struct{}
+	conns         map[*conn]struct{}
 	agents        map[string]int // agent fingerprint -> connections holding names
 	reports       map[string]report.LinkReport
 	reportAt      map[string]*reportBudget // agent fingerprint -> link report allowance
-	byKey         map[string][]*session    // fingerprint -> connections, oldest first
+	byKey         map[string][]*conn       // fingerprint -> connections, oldest first
 	buckets       map[string]*bucket       // fingerprint -> request budget of the key's connections
 	penalty       map[string]time.Time     // fingerprint -> logins refused until (flooding)
 	keyChans      map[string]int           // operator fingerprint -> channels open
@@ -258,8 +270,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.OpenTimeout <= 0 {
 		cfg.OpenTimeout = 30 * time.Second
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	cfg.Limits.defaults()
 	g := cfg.Gate
@@ -278,19 +290,19 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:           cfg,
-		reg:           registry.New[*session](),
+		reg:           registry.New[*conn](),
 		gate:          g,
-		sessions:      make(map[*session]struct{}),
+		conns:         make(map[*conn]struct{}),
 		agents:        make(map[string]int),
 		reports:       make(map[string]report.LinkReport),
 		reportAt:      make(map[string]*reportBudget),
-		byKey:         make(map[string][]*session),
+		byKey:         make(map[string][]*conn),
 		keyChans:      make(map[string]int),
 		keyAgentChans: make(map[keyAgent]int),
 		buckets:       make(map[string]*bucket),
 		penalty:       make(map[string]time.Time),
 		departed:      make(map[string]departure),
-		started:       cfg.Now(),
+		started:       cfg.Clock.Now(),
 		telling:       make(chan struct{}, maxTelling),
 	}
 	s.policy.Store(cfg.Policy)
@@ -317,20 +329,20 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) SetPolicy(p *authz.Policy) int {
 	s.policy.Store(p)
 	closed := 0
-	for _, sess := range s.snapshotSessions() {
-		if !sess.recheck("the key files were reloaded") {
+	for _, c := range s.snapshotConns() {
+		if !c.recheck("the key files were reloaded") {
 			closed++
 		}
 	}
 	return closed
 }
 
-func (s *Server) snapshotSessions() []*session {
+func (s *Server) snapshotConns() []*conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	all := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		all = append(all, sess)
+	all := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		all = append(all, c)
 	}
 	return all
 }
@@ -344,7 +356,7 @@ func (r *refusal) Error() string { return r.reason }
 
 func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	remote := addrPort(meta.RemoteAddr())
-	now := s.cfg.Now()
+	now := s.cfg.Clock.Now()
 	id, err := s.policy.Load().Authenticate(meta.User(), remote.Addr(), key, now)
 	if err != nil {
 		return nil, &refusal{user: meta.User(), fingerprint: ssh.FingerprintSHA256(key), reason: err.Error()}
@@ -367,7 +379,7 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 }
 
 // Serve accepts connections on ln until ctx is done, then closes ln and
-// every session and returns once all goroutines have finished (within a few
+// every connection and returns once all goroutines have finished (within a few
 // seconds). It returns nil on a clean shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.cfg.Audit.Record(audit.Event{Kind: audit.KindStart, Message: "listening on " + ln.Addr().String()})
@@ -408,8 +420,8 @@ func (s *Server) closeAll() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
-	for _, sess := range s.snapshotSessions() {
-		sess.close("bastion shutting down")
+	for _, c := range s.snapshotConns() {
+		c.close("bastion shutting down")
 	}
 }
 
@@ -435,8 +447,8 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 		s.handshakeFailed(remote, err, ticket.Evicted())
 		return
 	}
-	heard := &heardConn{Conn: pc, now: s.cfg.Now}
-	conn, chans, reqs, err := ssh.NewServerConn(heard, s.sshcfg[profileFor(version)])
+	heard := &heardConn{Conn: pc, now: s.cfg.Clock.Now}
+	sc, chans, reqs, err := ssh.NewServerConn(heard, s.sshcfg[profileFor(version)])
 	if err != nil {
 		stop()
 		nc.Close()
@@ -444,31 +456,31 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	ticket.Authenticated()
-	id, _ := conn.Permissions.ExtraData[identityKey{}].(*authz.Identity)
-	key, _ := conn.Permissions.ExtraData[publicKeyKey{}].(ssh.PublicKey)
+	id, _ := sc.Permissions.ExtraData[identityKey{}].(*authz.Identity)
+	key, _ := sc.Permissions.ExtraData[publicKeyKey{}].(ssh.PublicKey)
 	if id == nil || key == nil {
 		stop()
-		conn.Close()
+		sc.Close()
 		s.cfg.Log.Error("authenticated connection without identity", "remote", remote)
 		return
 	}
-	sess := s.newSession(conn, nc, id, key, remote)
-	sess.heard = heard
-	if !s.track(sess) {
+	c := s.newConn(sc, nc, id, key, remote)
+	c.heard = heard
+	if !s.track(c) {
 		stop()
-		conn.Close()
+		sc.Close()
 		return
 	}
 	// A reload between the key check and track did not see this
 	// connection: check it again under the policy in force now.
-	if !sess.recheck("the key files were reloaded during the login") {
+	if !c.recheck("the key files were reloaded during the login") {
 		stop()
-		s.untrack(sess)
+		s.untrack(c)
 		return
 	}
 	stop()
-	sess.run(ctx, chans, reqs)
-	s.untrack(sess)
+	c.run(ctx, chans, reqs)
+	s.untrack(c)
 }
 
 func (s *Server) handshakeFailed(remote netip.AddrPort, err error, evicted bool) {
@@ -511,31 +523,31 @@ func (s *Server) handshakeFailed(remote netip.AddrPort, err error, evicted bool)
 	}
 }
 
-// track adds sess to the live sessions. When its key now has more than
+// track adds c to the live connections. When its key now has more than
 // MaxConnsPerKey connections, the oldest is closed: the newest wins.
-func (s *Server) track(sess *session) bool {
+func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return false
 	}
-	fp := sess.identity().Fingerprint
+	fp := c.identity().Fingerprint
 	// A connection that authenticated just before its key was penalised
 	// for flooding, but was not tracked yet, is not spared.
-	if until, ok := s.penalty[fp]; ok && s.cfg.Now().Before(until) {
+	if until, ok := s.penalty[fp]; ok && s.cfg.Clock.Now().Before(until) {
 		s.mu.Unlock()
-		s.cfg.Log.Info("closed a new connection of a flooding key", "key", sess.identity().Name, "remote", sess.remote)
+		s.cfg.Log.Info("closed a new connection of a flooding key", "key", c.identity().Name, "remote", c.remote)
 		return false
 	}
-	s.sessions[sess] = struct{}{}
+	s.conns[c] = struct{}{}
 	b := s.buckets[fp]
 	if b == nil {
-		b = newBucket(s.cfg.Limits.RequestsPerSecond, s.cfg.Now())
+		b = newBucket(s.cfg.Limits.RequestsPerSecond, s.cfg.Clock.Now())
 		s.buckets[fp] = b
 	}
-	sess.bucket = b
-	conns := append(s.byKey[fp], sess)
-	var oldest *session
+	c.bucket = b
+	conns := append(s.byKey[fp], c)
+	var oldest *conn
 	if len(conns) > s.cfg.Limits.MaxConnsPerKey {
 		oldest, conns = conns[0], conns[1:]
 	}
@@ -577,11 +589,11 @@ func (s *Server) penalise(id *authz.Identity, now time.Time) {
 // maxPenalties bounds the flood penalties kept before expired ones are swept.
 const maxPenalties = 1024
 
-func (s *Server) untrack(sess *session) {
+func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
-	delete(s.sessions, sess)
-	fp := sess.identity().Fingerprint
-	conns := slices.DeleteFunc(s.byKey[fp], func(o *session) bool { return o == sess })
+	delete(s.conns, c)
+	fp := c.identity().Fingerprint
+	conns := slices.DeleteFunc(s.byKey[fp], func(o *conn) bool { return o == c })
 	if len(conns) == 0 {
 		delete(s.byKey, fp)
 		delete(s.buckets, fp)
@@ -589,13 +601,6 @@ func (s *Server) untrack(sess *session) {
 		s.byKey[fp] = conns
 	}
 	s.mu.Unlock()
-}
-
-// Sessions reports the number of authenticated connections.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sessions)
 }
 
 // addrPort is the one form addresses are logged in: IPv4-mapped IPv6

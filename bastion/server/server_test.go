@@ -521,3 +521,24 @@ func TestKeepaliveOnlyToQuietAgents(t *testing.T) {
 		t.Errorf("asked %d times in %s of quiet with a 1s quiet period, want one a quiet period", n, time.Since(quiet).Round(time.Millisecond))
 	}
 }
+
+// An agent that cancels its last name goes down naming it: the SITE DOWN
+// text says which site (releaseIfEmpty used to report no names at all).
+func TestCancelLastNameReportsItDown(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, worldOpts{})
+	a := w.mustDial(w.agent)
+	register(a, "pi", 22)
+	sshtest.Eventually(t, 5*time.Second, func() bool { return w.rec.alertsWith("up site-agent") == 1 }, "no agent-up:\n%s", w.rec.dump())
+	ok, _, _ := a.SendRequest("cancel-tcpip-forward", true, ssh.Marshal(struct {
+		A string
+		P uint32
+	}{"pi", 22}))
+	if !ok {
+		t.Fatal("cancel refused")
+	}
+	sshtest.Eventually(t, 5*time.Second, func() bool { return w.rec.alertsWith("down site-agent") == 1 }, "no agent-down:\n%s", w.rec.dump())
+	if w.rec.alertsWith("down site-agent [pi:22]") != 1 {
+		t.Errorf("agent-down does not name pi:22:\n%s", w.rec.dump())
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lifeline-dev/lifeline/bastion/alert"
 	"github.com/lifeline-dev/lifeline/bastion/authz"
 	"github.com/lifeline-dev/lifeline/shared/report"
 )
@@ -26,7 +27,8 @@ type Status struct {
 	// the agents file, and every name registered since the start.
 	Offline   []OfflineStatus `json:"offline"`
 	Operators int             `json:"operators_connected"`
-	Alerts    any             `json:"alerts,omitempty"`
+	// Alerts is the alert queue (Config.Alerts), for viewers who see all.
+	Alerts *alert.Status `json:"alerts,omitempty"`
 }
 
 // TargetStatus describes one registered name.
@@ -67,17 +69,18 @@ type OfflineStatus struct {
 
 // Snapshot returns the status as seen by viewer: an operator restricted by
 // permitopen sees only the targets it may open, online or offline. nil
-// viewer sees everything.
+// viewer sees everything. One status command takes one snapshot, and makes
+// both its text and its --json from it.
 func (s *Server) Snapshot(viewer *authz.Identity) Status {
-	now := s.cfg.Now()
+	now := s.cfg.Clock.Now()
 	st := Status{Bastion: s.cfg.Name, Time: now.UTC(), Started: s.started.UTC(), Targets: []TargetStatus{}, Offline: []OfflineStatus{}}
 	s.mu.Lock()
 	reports := make(map[string]report.LinkReport, len(s.reports))
 	for k, v := range s.reports {
 		reports[k] = v
 	}
-	for sess := range s.sessions {
-		if !sess.isAgent() {
+	for c := range s.conns {
+		if !c.isAgent() {
 			st.Operators++
 		}
 	}
@@ -123,8 +126,9 @@ func (s *Server) Snapshot(viewer *authz.Identity) Status {
 		}
 		st.Offline = append(st.Offline, o)
 	}
-	if s.cfg.StatusExtra != nil && seesAll(viewer) {
-		_, st.Alerts = s.cfg.StatusExtra()
+	if s.cfg.Alerts != nil && seesAll(viewer) {
+		a := s.cfg.Alerts.Status()
+		st.Alerts = &a
 	}
 	return st
 }
@@ -179,8 +183,8 @@ func (s *Server) writeStatus(w io.Writer, viewer *authz.Identity, asJSON bool) e
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
-	if s.cfg.StatusExtra != nil && seesAll(viewer) {
-		if text, _ := s.cfg.StatusExtra(); strings.TrimSpace(text) != "" {
+	if st.Alerts != nil { // the same snapshot as the rest
+		if text := st.Alerts.String(); strings.TrimSpace(text) != "" {
 			fmt.Fprintln(w, strings.TrimRight(text, "\n"))
 		}
 	}

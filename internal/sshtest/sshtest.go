@@ -25,12 +25,15 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Eventually polls cond every 20ms until it is true or timeout passes, then
-// fails the test with the message. Arguments of type func() string are
-// called at failure time, so they can show output gathered meanwhile.
+// Eventually polls cond until it is true or timeout passes, then fails the
+// test with the message. It looks again after 1ms, then twice as long each
+// time up to every 20ms, so a condition that holds soon (a goroutine
+// parking on a fake clock) costs little. Arguments of type func() string
+// are called at failure time, so they can show output gathered meanwhile.
 func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, a ...any) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
 	for {
 		if cond() {
 			return
@@ -43,8 +46,8 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format st
 			}
 			t.Fatalf("after %s: "+format, append([]any{timeout}, a...)...)
 		}
-		tick := time.NewTimer(20 * time.Millisecond)
-		<-tick.C
+		time.Sleep(wait)
+		wait = min(2*wait, 20*time.Millisecond)
 	}
 }
 

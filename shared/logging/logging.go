@@ -162,6 +162,3 @@ func (p *prefixWriter) Write(line []byte) (int, error) {
 	}
 	return len(line), nil
 }
-
-// Discard is a logger that drops everything (for tests that do not look).
-func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -91,13 +91,7 @@ const (
 )
 
 func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer) int {
-	var cfg config.Config
-	var checks linkcheck.Config
-	if err := errors.Join(envconf.Process(&cfg), envconf.Process(&checks)); err != nil {
-		fmt.Fprintf(stderr, "lifeline-agent: %v\n", err)
-		return exitUsage
-	}
-	log, err := logging.New(stderr, cfg.LogLevel)
+	cfg, checks, log, err := loadAgent(stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "lifeline-agent: %v\n", err)
 		return exitUsage
@@ -105,37 +99,22 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 	if getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(min(runtime.GOMAXPROCS(0), maxProcs))
 	}
-	signer, created, err := keyfile.LoadOrCreate(cfg.Key, keyComment())
-	if err != nil {
-		log.Error("cannot load the agent key", "err", err)
+	signer, ok := agentSigner(cfg.Key, log)
+	if !ok {
 		return exitFailed
-	}
-	if created {
-		log.Warn("created a new agent key: put the line of `sudo lifeline-agent pair` in the bastion's agents file", "key", cfg.Key, "fingerprint", keyfile.Fingerprint(signer.PublicKey()))
-	}
-	// A site paired by certificate (ssh-keygen -s SITE_CA -n pi:22 KEY.pub)
-	// presents it; the bastion's agents file then needs no line of its own.
-	signer, cert, err := keyfile.WithCertificate(signer, cfg.Key, time.Now())
-	if err != nil {
-		log.Error("cannot use the agent's certificate (remove it to log in with the bare key)", "err", err)
-		return exitFailed
-	}
-	if cert != nil {
-		log.Info("presenting a certificate", "path", keyfile.CertPath(cfg.Key), "id", cert.KeyId, "principals", cert.ValidPrincipals,
-			"valid_before", certTime(cert.ValidBefore))
 	}
 	t, err := tunnel.New(tunnel.Config{
-		Bastions:      cfg.Bastions(),
+		Bastions:      cfg.Bastions,
 		User:          cfg.User,
 		Signer:        signer,
 		HostKeys:      hostkeys.New(cfg.KnownHosts, cfg.TrustNewBastion, log),
-		Forwards:      cfg.ForwardList(),
+		Forwards:      cfg.ForwardList,
 		Interface:     cfg.Interface,
 		Keepalive:     cfg.Keepalive,
 		DeadAfter:     cfg.DeadAfter,
 		BackoffMax:    cfg.BackoffMax,
 		MaxChannels:   cfg.MaxChannels,
-		Notifier:      sdnotify.FromEnv(getenv),
+		Systemd:       sdnotify.FromEnv(getenv),
 		WatchdogEvery: sdnotify.WatchdogInterval(getenv, os.Getpid()),
 		Log:           log,
 	})
@@ -145,20 +124,64 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 	}
 	// The link checks' schedule and monthly data go in systemd's STATUS=
 	// after the tunnels' state.
-	checker, err := linkcheck.New(checks, log.With("part", "linkcheck"), linkcheck.WithStatus(t.SetNote))
+	checks.Status = t.SetNote
+	checker, err := linkcheck.New(checks, log.With("part", "linkcheck"))
 	if err != nil {
 		log.Error("cannot start link checks", "err", err)
 		return exitFailed
 	}
-	log.Info("lifeline-agent starting", "version", version.Version, "bastions", strings.Join(cfg.Bastions(), ","),
+	log.Info("lifeline-agent starting", "version", version.Version, "bastions", strings.Join(cfg.Bastions, ","),
 		"forwards", cfg.Forwards, "key", keyfile.Fingerprint(signer.PublicKey()), "check_every", checks.CheckEvery)
+	return serveAgent(ctx, cfg, t, checker, log)
+}
+
+// loadAgent reads the agent's configuration and the link checks' from the
+// environment, every problem at once, and makes the log.
+func loadAgent(stderr io.Writer) (*config.Config, linkcheck.Config, *slog.Logger, error) {
+	var checks linkcheck.Config
+	cfg, err := config.Load()
+	if err := errors.Join(err, envconf.Process(&checks)); err != nil {
+		return nil, checks, nil, err
+	}
+	log, err := logging.New(stderr, cfg.LogLevel)
+	return cfg, checks, log, err
+}
+
+// agentSigner loads the agent's key (made if missing) and, when the site
+// was paired by certificate (ssh-keygen -s SITE_CA -n pi:22 KEY.pub), the
+// certificate beside it: then the bastion's agents file needs no line of
+// its own. It logs why it failed (false).
+func agentSigner(key string, log *slog.Logger) (ssh.Signer, bool) {
+	signer, created, err := keyfile.LoadOrCreate(key, keyComment())
+	if err != nil {
+		log.Error("cannot load the agent key", "err", err)
+		return nil, false
+	}
+	if created {
+		log.Warn("created a new agent key: put the line of `sudo lifeline-agent pair` in the bastion's agents file", "key", key, "fingerprint", keyfile.Fingerprint(signer.PublicKey()))
+	}
+	signer, cert, err := keyfile.WithCertificate(signer, key, time.Now())
+	if err != nil {
+		log.Error("cannot use the agent's certificate (remove it to log in with the bare key)", "err", err)
+		return nil, false
+	}
+	if cert != nil {
+		log.Info("presenting a certificate", "path", keyfile.CertPath(key), "id", cert.KeyId, "principals", cert.ValidPrincipals,
+			"valid_before", certTime(cert.ValidBefore))
+	}
+	return signer, true
+}
+
+// serveAgent runs the tunnels and, beside them, the link checks (which
+// report over them), the memory's upkeep and the watch for upgrades, until
+// ctx ends or an upgrade asks for a restart; it waits for all of them.
+func serveAgent(ctx context.Context, cfg *config.Config, t *tunnel.Tunnels, checker *linkcheck.Checker, log *slog.Logger) int {
 	// A package upgrade restarts nothing: the agent stops by itself once no
 	// operator depends on it (restartOnUpgrade), the same way as on SIGTERM.
 	ctx, restart := context.WithCancelCause(ctx)
 	defer restart(nil)
-	// Link checks run beside the tunnels and report over them; both stop
-	// with ctx, and the agent waits for both. SIGUSR1 logs the memory; the
-	// heap's free pages go back to the OS every scavengeEvery.
+	// SIGUSR1 logs the memory; the heap's free pages go back to the OS
+	// every scavengeEvery.
 	logMemory := memstat.OnSignal(log)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -168,8 +191,8 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 	})
 	wg.Go(func() { logMemory(ctx) })
 	wg.Go(func() { memstat.Scavenge(ctx, clock.Real{}, scavengeEvery, scavengeSlack) })
-	wg.Go(func() { restartOnUpgrade(ctx, restart, &cfg, t.Activity, log) })
-	err = t.Run(ctx)
+	wg.Go(func() { restartOnUpgrade(ctx, restart, cfg, t.Activity, log) })
+	err := t.Run(ctx)
 	wg.Wait()
 	if err != nil {
 		log.Error("stopped", "err", err)

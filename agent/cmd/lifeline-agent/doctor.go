@@ -45,7 +45,7 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			"(it checks as the service's user %s, who alone can read the agent's key)\n", svc.Name)
 		return exitUsage
 	}
-	envPath, n, err := loadEnvFile()
+	envPath, n, _, err := config.LoadEnvFile()
 	if err != nil {
 		r := doctor.Failed("configuration", "the environment file does not read", "correct it (one NAME=VALUE a line; lifeline-agent --help lists every variable)")
 		r.Detail = strings.Split(err.Error(), "\n")
@@ -57,7 +57,7 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	// Decoded (values read) but maybe invalid: the other checks use it.
 	cfg.AgentDecoded = envconfig.Process(envconf.Prefix, &config.Config{}) == nil
 	cfg.ChecksErr = envconf.Process(&cfg.Checks)
-	if os.Getenv("LIFELINE_LAN_INTERFACE") != "" {
+	if config.Routes() {
 		cfg.Net = &netsetup.Config{}
 		cfg.NetErr = envconf.Process(cfg.Net)
 	}

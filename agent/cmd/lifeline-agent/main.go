@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/lifeline-dev/lifeline/agent/config"
 	"github.com/lifeline-dev/lifeline/agent/linkcheck"
 	"github.com/lifeline-dev/lifeline/agent/netsetup"
 	"github.com/lifeline-dev/lifeline/shared/version"
@@ -46,7 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return doctorMain(ctx, args[1:], stdout, stderr)
 	case "check":
 		// Run by hand, it checks with the service's configuration.
-		if _, _, err := loadEnvFile(); err != nil {
+		if _, _, _, err := config.LoadEnvFile(); err != nil {
 			fmt.Fprintf(stderr, "lifeline-agent check: %v\n", err)
 			return exitUsage
 		}

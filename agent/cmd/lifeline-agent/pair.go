@@ -19,44 +19,8 @@ import (
 	"github.com/lifeline-dev/lifeline/agent/doctor"
 	"github.com/lifeline-dev/lifeline/agent/forward"
 	"github.com/lifeline-dev/lifeline/shared/envconf"
-	"github.com/lifeline-dev/lifeline/shared/envfile"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
-
-// The installed configuration, and the service's user (systemd/
-// lifeline-agent.service: User=lifeline, EnvironmentFile=agent.env).
-// LIFELINE_ENV_FILE and LIFELINE_SERVICE_USER name others (tests, a
-// hand-made setup).
-const (
-	envFileDefault     = "/etc/lifeline/agent.env"
-	serviceUserDefault = "lifeline"
-)
-
-// loadEnvFile sets the variables of LIFELINE_ENV_FILE (default
-// /etc/lifeline/agent.env) that the environment does not already hold, as
-// systemd gives them to the service. A missing default file is no error
-// (path ""); a missing file given explicitly is. n is how many variables
-// the file set.
-func loadEnvFile() (path string, n int, err error) {
-	path = os.Getenv("LIFELINE_ENV_FILE")
-	explicit := path != ""
-	if !explicit {
-		path = envFileDefault
-	}
-	vars, err := envfile.Read(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist) && !explicit:
-		return "", 0, nil
-	case errors.Is(err, fs.ErrNotExist):
-		return path, 0, fmt.Errorf("LIFELINE_ENV_FILE=%s: %w", path, err)
-	case errors.Is(err, fs.ErrPermission):
-		return path, 0, fmt.Errorf("%w: it is readable by root only, run this with sudo", err)
-	case err != nil:
-		return path, 0, err // file:line for every bad line
-	}
-	set, err := envfile.Apply(vars)
-	return path, len(set), err
-}
 
 // account is the service's user, looked up.
 type account struct {
@@ -64,12 +28,9 @@ type account struct {
 	groups []int
 }
 
-// serviceAccount looks up LIFELINE_SERVICE_USER (default lifeline).
+// serviceAccount looks up the service's user (config.ServiceUser).
 func serviceAccount() account {
-	name := os.Getenv("LIFELINE_SERVICE_USER")
-	if name == "" {
-		name = serviceUserDefault
-	}
+	name := config.ServiceUser()
 	a := account{ServiceUser: doctor.ServiceUser{Name: name, UID: -1, GID: -1}}
 	u, err := user.Lookup(name)
 	if err != nil {
@@ -183,9 +144,9 @@ func pair(stdout, stderr io.Writer, o pairOptions) int {
 			"(it makes or reads the agent's key as the service's user %s, so the service can use it; nothing was changed)\n", name, svc.Name)
 		return exitUsage
 	}
-	envPath, _, err := loadEnvFile()
+	envPath, _, explicit, err := config.LoadEnvFile()
 	if err != nil {
-		if !(o.compat && !root && errors.Is(err, fs.ErrPermission) && os.Getenv("LIFELINE_ENV_FILE") == "") {
+		if !(o.compat && !root && errors.Is(err, fs.ErrPermission) && !explicit) {
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
 			return exitUsage
 		}
@@ -270,7 +231,7 @@ func keyAccessHint(key string, svc account, root bool) string {
 // nextSteps prints what to do with the line, numbered.
 func nextSteps(w io.Writer, line string, cfg config.Pubkey, envPath string) {
 	if envPath == "" {
-		envPath = envFileDefault
+		envPath = config.DefaultEnvFile
 	}
 	bastions, err := config.ParseBastions(cfg.Bastion)
 	hosts, names := "ADDRESS:PORT", []string(nil)

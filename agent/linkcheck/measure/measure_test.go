@@ -9,24 +9,9 @@ import (
 
 	"github.com/lifeline-dev/lifeline/agent/linkcheck"
 	speedtestfake "github.com/lifeline-dev/lifeline/integration/fake/speedtest"
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 	"github.com/lifeline-dev/lifeline/shared/units"
 )
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(20 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
 
 // checker measures with speedtest-go in this process (as the link check
 // program does) against a fresh fake.
@@ -47,7 +32,8 @@ func checker(t *testing.T, fc speedtestfake.Config) (*linkcheck.Checker, *speedt
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := linkcheck.New(cfg, nil, linkcheck.WithSpeedTester(tester))
+	cfg.Tester = tester
+	c, err := linkcheck.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,8 +44,8 @@ func checker(t *testing.T, fc speedtestfake.Config) (*linkcheck.Checker, *speedt
 func TestMeasure(t *testing.T) {
 	t.Parallel()
 	c, f := checker(t, speedtestfake.Config{ISP: "Starlink Internet", ClientIP: "203.0.113.7"})
-	r := c.Check(context.Background())
-	if !r.OK() || r.ISP != "Starlink Internet" || r.IP != "203.0.113.7" || !strings.Contains(r.Server, "lifeline fake") ||
+	r, err := c.CheckNow(context.Background(), true)
+	if err != nil || !r.OK() || r.ISP != "Starlink Internet" || r.IP != "203.0.113.7" || !strings.Contains(r.Server, "lifeline fake") ||
 		r.LatencyMS <= 0 || r.DownloadBps < 10e6 || r.Bytes <= 0 || r.Bytes > 50e6 {
 		t.Fatalf("result %+v", r)
 	}
@@ -75,24 +61,24 @@ func TestMeasure(t *testing.T) {
 func TestNoGoroutineLeft(t *testing.T) {
 	c, fake := checker(t, speedtestfake.Config{RateBps: 50e6})
 	before := runtime.NumGoroutine()
-	if r := c.Check(context.Background()); !r.OK() {
-		t.Fatalf("check failed: %s", r.Summary())
+	if r, err := c.CheckNow(context.Background(), true); err != nil || !r.OK() {
+		t.Fatalf("check failed: %s, %v", r.Summary(), err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	n := fake.Stats().DownloadRequests
-	go func() { defer close(done); c.Check(ctx) }()
-	eventually(t, "the download", func() bool { return fake.Stats().DownloadRequests > n })
+	go func() { defer close(done); _, _ = c.CheckNow(ctx, true) }()
+	sshtest.Eventually(t, 20*time.Second, func() bool { return fake.Stats().DownloadRequests > n }, "the download")
 	cancel()
-	eventually(t, "the cancelled check to end", func() bool {
+	sshtest.Eventually(t, 20*time.Second, func() bool {
 		select {
 		case <-done:
 			return true
 		default:
 			return false
 		}
-	})
-	eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	}, "the cancelled check to end")
+	sshtest.Eventually(t, 20*time.Second, func() bool { return runtime.NumGoroutine() <= before }, "goroutines to end")
 }
 
 // TestLightCheck: a light check asks for the client info, the server list

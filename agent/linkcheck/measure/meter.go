@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lifeline-dev/lifeline/shared/clock"
 )
 
 // errBudget is returned for traffic the budget does not allow.
@@ -56,7 +58,7 @@ var randomFile = regexp.MustCompile(`/random\d+x\d+\.jpg$`)
 // and writes stop at the budget.
 type meter struct {
 	budget int64
-	now    func() time.Time
+	clock  clock.Clock
 
 	mu        sync.Mutex
 	spent     int64
@@ -82,8 +84,8 @@ type meter struct {
 	lastCtlErr error // last error of a control request
 }
 
-func newMeter(budget int64, now func() time.Time) *meter {
-	return &meter{budget: budget, now: now, conns: map[*meteredConn]struct{}{}, estimate: firstEstimate, phaseCap: budget, changed: make(chan struct{})}
+func newMeter(budget int64, clk clock.Clock) *meter {
+	return &meter{budget: budget, clock: clk, conns: map[*meteredConn]struct{}{}, estimate: firstEstimate, phaseCap: budget, changed: make(chan struct{})}
 }
 
 // Spent is every byte moved so far. A read still waiting on a connection
@@ -137,7 +139,7 @@ func (m *meter) beginPhase(p phase, share float64) {
 	m.phase = p
 	m.phaseCap = used + int64(float64(m.budget-used)*share)
 	m.stopped, m.errStreak, m.firstErr, m.moved, m.budgetHit = nil, 0, nil, 0, false
-	m.start = m.now()
+	m.start = m.clock.Now()
 	m.last = m.start
 }
 
@@ -297,7 +299,7 @@ func (g *grant) moved(n int) {
 	g.body -= k
 	m.pending -= k
 	m.moved += int64(n)
-	m.last = m.now()
+	m.last = m.clock.Now()
 }
 
 // finish releases the header allowance (the headers' real bytes are in

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
+	"github.com/lifeline-dev/lifeline/shared/clock"
 )
 
 // TestMeterAdmission: the admission rules on their own, without a network.
 func TestMeterAdmission(t *testing.T) {
 	t.Parallel()
-	m := newMeter(10_000_000, time.Now)
+	m := newMeter(10_000_000, clock.Real{})
 	m.beginPhase(phaseDownload, 1)
 	ctx := context.Background()
 
@@ -31,16 +34,16 @@ func TestMeterAdmission(t *testing.T) {
 		fifth = g
 		got <- err
 	}()
-	eventually(t, "the fifth to wait", func() bool {
+	sshtest.Eventually(t, 20*time.Second, func() bool {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return len(got) == 0 && m.unsized == 4
-	})
+	}, "the fifth to wait")
 	// ...and fits once a response says the files are 1 MB.
 	if err := m.resize(grants[0], 1_000_000); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the fifth to be admitted", func() bool { return len(got) == 1 })
+	sshtest.Eventually(t, 20*time.Second, func() bool { return len(got) == 1 }, "the fifth to be admitted")
 	if err := <-got; err != nil {
 		t.Fatalf("fifth: %v", err)
 	}
@@ -95,7 +98,7 @@ func TestMeterAdmission(t *testing.T) {
 // when admission was not consulted (a body of unknown length).
 func TestMeterHardCap(t *testing.T) {
 	t.Parallel()
-	m := newMeter(1000, time.Now)
+	m := newMeter(1000, clock.Real{})
 	if k := m.allow(600); k != 600 {
 		t.Fatalf("allow 600 = %d", k)
 	}

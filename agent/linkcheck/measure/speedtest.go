@@ -18,6 +18,7 @@ import (
 	"github.com/showwin/speedtest-go/speedtest"
 
 	"github.com/lifeline-dev/lifeline/agent/linkcheck"
+	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/netbind"
 	"github.com/lifeline-dev/lifeline/shared/version"
 )
@@ -34,6 +35,8 @@ type SpeedtestGoConfig struct {
 	// Interface binds every socket of the test, DNS lookups included, to
 	// this interface; empty: any.
 	Interface string
+	// Clock times the measured phases. nil: clock.Real.
+	Clock clock.Clock
 }
 
 // speedtestGo is the SpeedTester built on github.com/showwin/speedtest-go.
@@ -62,11 +65,14 @@ type speedtestGo struct {
 // (LIFELINE_SPEEDTEST_URL), fixed test server (LIFELINE_SPEEDTEST_SERVER)
 // and interface (LIFELINE_INTERFACE). The limits come with each Measure.
 func New(cfg linkcheck.Config) (linkcheck.SpeedTester, error) {
-	return NewSpeedtestGo(SpeedtestGoConfig{APIURL: cfg.SpeedtestURL, Server: cfg.SpeedtestServer, Interface: cfg.Interface})
+	return NewSpeedtestGo(SpeedtestGoConfig{APIURL: cfg.SpeedtestURL, Server: cfg.SpeedtestServer, Interface: cfg.Interface, Clock: cfg.Clock})
 }
 
 // NewSpeedtestGo returns the production SpeedTester.
 func NewSpeedtestGo(cfg SpeedtestGoConfig) (linkcheck.SpeedTester, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
 	t := &speedtestGo{cfg: cfg}
 	if cfg.APIURL != "" {
 		u, err := url.Parse(cfg.APIURL)
@@ -91,7 +97,7 @@ const (
 )
 
 func (t *speedtestGo) Measure(ctx context.Context, lim linkcheck.Limits) (m linkcheck.Measurement) {
-	meter := newMeter(lim.Budget, time.Now)
+	meter := newMeter(lim.Budget, t.cfg.Clock)
 	defer func() { m.Bytes = meter.Spent() }()
 	stop := context.AfterFunc(ctx, func() { meter.abort(fmt.Errorf("check stopped: %w", context.Cause(ctx))) })
 	defer stop()

@@ -1,0 +1,292 @@
+package alert
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifeline-dev/lifeline/bastion/audit"
+	"github.com/lifeline-dev/lifeline/shared/clock"
+	"github.com/lifeline-dev/lifeline/shared/report"
+)
+
+// maxFailSources bounds the sources remembered in a failed-login window;
+// more are counted together.
+const maxFailSources = 256
+
+// Login is a successful operator authentication.
+type Login struct {
+	// Operator is the key comment or the certificate's key id.
+	Operator    string
+	Fingerprint string // SHA256:...
+	User        string // the SSH user name asked for
+	Source      netip.AddrPort
+	Certificate bool
+}
+
+// Agent identifies a site agent. Fingerprint keys the agent's state (Name
+// when Fingerprint is empty).
+type Agent struct {
+	Name        string // the key comment
+	Fingerprint string
+	Names       []string // the names it registers (pi, ...)
+}
+
+func (a Agent) key() string {
+	if a.Fingerprint != "" {
+		return a.Fingerprint
+	}
+	return a.Name
+}
+
+// intake is the state the event methods keep between events: the agents
+// that are away (the caller says when an agent goes and comes back; the
+// intake only times the outage), the open failed-login window and the
+// quiet-login count.
+type intake struct {
+	wakeTimer chan struct{} // a deadline was set or cleared
+
+	mu        sync.Mutex
+	away      map[string]*absence // by Agent.key()
+	fails     failWindow
+	quiet     int
+	lastQuiet string
+}
+
+// absence is an agent that went away: "site down" is due at deadline, or
+// was sent (deadline zero).
+type absence struct {
+	agent    Agent
+	since    time.Time
+	deadline time.Time // zero: "down" was sent
+}
+
+type failWindow struct {
+	end      time.Time // zero: no window open
+	total    int
+	bySource map[netip.Addr]int
+	others   int
+}
+
+func (in *intake) init() {
+	in.wakeTimer = make(chan struct{}, 1)
+	in.away = map[string]*absence{}
+}
+
+func (in *intake) quietCount() (int, string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.quiet, in.lastQuiet
+}
+
+// Login texts an operator login, unless its source is in QuietFrom (then it
+// is only audited and counted in Status).
+func (a *Alerter) Login(l Login) {
+	now := a.cfg.Clock.Now()
+	text := loginText(a.cfg.BastionName, l)
+	ev := audit.Event{Time: now, Key: l.Operator, Fingerprint: l.Fingerprint, User: l.User}
+	if l.Source.IsValid() {
+		ev.Source = addrString(l.Source)
+	}
+	if a.quiet(l.Source.Addr()) {
+		ev.Kind, ev.Reason, ev.Message = audit.KindAlert, KindQuietLogin, "not texted ("+a.cfg.QuietSetting+"): "+text
+		a.record(ev)
+		a.in.mu.Lock()
+		a.in.quiet++
+		a.in.lastQuiet = text
+		a.in.mu.Unlock()
+		return
+	}
+	a.enqueue(entry{Message: Message{Kind: KindLogin, Text: text, Created: now}, Subject: clean(l.Operator, 32)}, ev)
+}
+
+func (a *Alerter) quiet(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, p := range a.cfg.QuietFrom {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// AuthFailed counts a failed authentication. Failures are summarised at most
+// once per FailedLoginEvery, and only when there were at least
+// FailedLoginMin of them.
+func (a *Alerter) AuthFailed(source netip.Addr, user string) {
+	source = source.Unmap()
+	now := a.cfg.Clock.Now()
+	a.in.mu.Lock()
+	defer a.in.mu.Unlock()
+	w := &a.in.fails
+	if w.end.IsZero() {
+		*w = failWindow{end: now.Add(a.cfg.FailedLoginEvery), bySource: map[netip.Addr]int{}}
+		wake(a.in.wakeTimer)
+	}
+	w.total++
+	if _, ok := w.bySource[source]; ok || len(w.bySource) < maxFailSources {
+		w.bySource[source]++
+	} else {
+		w.others++
+	}
+}
+
+// AgentUp is told that agent is back: it has a connection holding names
+// again. If "site down" was sent, it texts "site back" with the outage's
+// length; a pending "down" is cancelled. The caller decides when an agent
+// is up (the server counts its connections); AgentUp keeps no count.
+func (a *Alerter) AgentUp(agent Agent) {
+	now := a.cfg.Clock.Now()
+	a.in.mu.Lock()
+	ab := a.in.away[agent.key()]
+	delete(a.in.away, agent.key())
+	a.in.mu.Unlock()
+	wake(a.in.wakeTimer)
+	if ab != nil && ab.deadline.IsZero() {
+		text := backText(a.cfg.BastionName, agent, now.Sub(ab.since))
+		a.enqueue(entry{Message: Message{Kind: KindAgentBack, Text: text, Created: now}, Subject: clean(agent.Name, 32)},
+			audit.Event{Time: now, Agent: agent.Name, Fingerprint: agent.Fingerprint, DurationMS: now.Sub(ab.since).Milliseconds()})
+	}
+}
+
+// AgentDown is told that agent's last connection holding names is gone.
+// "Site down", naming agent.Names, is texted only if no AgentUp follows
+// within DownAfter. A repeated AgentDown changes nothing.
+func (a *Alerter) AgentDown(agent Agent) {
+	now := a.cfg.Clock.Now()
+	a.in.mu.Lock()
+	if _, ok := a.in.away[agent.key()]; !ok {
+		a.in.away[agent.key()] = &absence{agent: agent, since: now, deadline: now.Add(a.cfg.DownAfter)}
+	}
+	a.in.mu.Unlock()
+	wake(a.in.wakeTimer)
+}
+
+// NameMoved texts that the name target (NAME:PORT) is now served by agent
+// to instead of from: taken over by a newer registration of another key
+// (takeover), or handed back to an earlier holder after from left. Both
+// mean that connections to the name reach another machine than before.
+func (a *Alerter) NameMoved(target string, to, from Agent, takeover bool) {
+	now := a.cfg.Clock.Now()
+	text := nameMovedText(a.cfg.BastionName, target, to, from, takeover)
+	a.enqueue(entry{Message: Message{Kind: KindNameMoved, Text: text, Created: now}, Subject: clean(to.Name, 32)},
+		audit.Event{Time: now, Target: target, Agent: to.Name, Fingerprint: to.Fingerprint})
+}
+
+// LinkReport texts when an agent's link verdict changes from prev, the
+// agent's previous report (zero: none since the start), to r: failed (also
+// as the first report), then ok again. Repeats send nothing. The caller
+// keeps the reports.
+func (a *Alerter) LinkReport(agent Agent, prev, r report.LinkReport) {
+	now := a.cfg.Clock.Now()
+	var e entry
+	switch {
+	// A new failure, or a failed link failing for another reason (a test
+	// error, then the wrong ISP): the owner needs the new reason.
+	case r.Verdict == report.VerdictFailed && (prev.Verdict != report.VerdictFailed || failureKinds(prev) != failureKinds(r)):
+		e.Kind = KindLinkFailed
+		e.Text, e.Detail = linkFailedText(a.cfg.BastionName, agent, r)
+	case r.Verdict == report.VerdictOK && prev.Verdict == report.VerdictFailed:
+		e.Kind, e.Text = KindLinkOK, linkOKText(a.cfg.BastionName, agent, r)
+	default:
+		return
+	}
+	e.Created, e.Subject = now, clean(agent.Name, 32)
+	a.enqueue(e, audit.Event{Time: now, Agent: agent.Name, Fingerprint: agent.Fingerprint})
+}
+
+// failureKinds names what kinds of failure a report has, ignoring the
+// figures in them: the first word of each reason ("wrong", "download",
+// "latency", "speed"), sorted. Repeats of the same kinds are not texted.
+func failureKinds(r report.LinkReport) string {
+	if r.Verdict != report.VerdictFailed {
+		return ""
+	}
+	kinds := make([]string, 0, len(r.Reasons))
+	for _, why := range r.Reasons {
+		if f := strings.Fields(why); len(f) > 0 {
+			kinds = append(kinds, strings.ToLower(strings.Trim(f[0], ":")))
+		}
+	}
+	slices.Sort(kinds)
+	return strings.Join(slices.Compact(kinds), ",")
+}
+
+// timeLoop fires agent-down and failed-login deadlines.
+func (a *Alerter) timeLoop(ctx context.Context) {
+	for {
+		next, ok := a.in.nextDeadline()
+		var t clock.Timer
+		var fire <-chan time.Time
+		if ok {
+			t = a.cfg.Clock.NewTimer(next.Sub(a.cfg.Clock.Now()))
+			fire = t.C()
+		}
+		select {
+		case <-ctx.Done():
+			if t != nil {
+				t.Stop()
+			}
+			return
+		case <-a.in.wakeTimer:
+			if t != nil {
+				t.Stop()
+			}
+		case <-fire:
+			a.fireDue()
+		}
+	}
+}
+
+func (in *intake) nextDeadline() (time.Time, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var next time.Time
+	consider := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for _, ab := range in.away {
+		consider(ab.deadline)
+	}
+	consider(in.fails.end)
+	return next, !next.IsZero()
+}
+
+func (a *Alerter) fireDue() {
+	now := a.cfg.Clock.Now()
+	type due struct {
+		e  entry
+		ev audit.Event
+	}
+	var out []due
+	a.in.mu.Lock()
+	for _, ab := range a.in.away {
+		if ab.deadline.IsZero() || ab.deadline.After(now) {
+			continue
+		}
+		ab.deadline = time.Time{}
+		ag := ab.agent
+		out = append(out, due{
+			entry{Message: Message{Kind: KindAgentDown, Text: downText(a.cfg.BastionName, ag, ab.since, a.cfg.DownAfter), Created: now}, Subject: clean(ag.Name, 32)},
+			audit.Event{Time: now, Agent: ag.Name, Fingerprint: ag.Fingerprint, DurationMS: now.Sub(ab.since).Milliseconds()},
+		})
+	}
+	if w := a.in.fails; !w.end.IsZero() && !w.end.After(now) {
+		if w.total >= a.cfg.FailedLoginMin {
+			out = append(out, due{
+				entry{Message: Message{Kind: KindAuthFailed, Text: failedLoginsText(a.cfg.BastionName, w.total, a.cfg.FailedLoginEvery, w.bySource, w.others), Created: now}},
+				audit.Event{Time: now},
+			})
+		}
+		a.in.fails = failWindow{}
+	}
+	a.in.mu.Unlock()
+	for _, d := range out {
+		a.enqueue(d.e, d.ev)
+	}
+}
