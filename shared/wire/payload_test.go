@@ -133,3 +133,18 @@ func FuzzParseForwardedTCPIP(f *testing.F) {
 		}
 	})
 }
+
+func TestParseSiteRole(t *testing.T) {
+	t.Parallel()
+	for _, want := range []SiteRole{{true}, {false}} {
+		got, err := ParseSiteRole(want.Marshal())
+		if err != nil || got != want {
+			t.Errorf("ParseSiteRole(%+v) = %+v, %v", want, got, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, {1, 0}} {
+		if r, err := ParseSiteRole(bad); err == nil {
+			t.Errorf("ParseSiteRole(%x) = %+v, accepted", bad, r)
+		}
+	}
+}

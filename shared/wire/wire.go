@@ -3,7 +3,11 @@
 // (payload.go) and lifeline's own requests beyond stock SSH.
 package wire
 
-import "golang.org/x/crypto/ssh"
+import (
+	"fmt"
+
+	"golang.org/x/crypto/ssh"
+)
 
 // CheckForwardRequest is the global request an agent's doctor sends to ask,
 // without registering anything, whether its key may register a name. The
@@ -26,3 +30,40 @@ type CheckForwardReason struct {
 
 // Marshal encodes the reason as one SSH string.
 func (r CheckForwardReason) Marshal() []byte { return ssh.Marshal(&r) }
+
+// SiteRoleRequest is the global request an agent holding tunnels to
+// several bastions sends each of them, so that a site event is texted once
+// and not once per bastion. The payload is SiteRole. The agent names as
+// its reporter the first bastion of its list (LIFELINE_BASTION order) it
+// is connected to, and every other one not; it sends the request after
+// connecting, before registering names, and again whenever the reporter
+// changes (the reporter's connection was lost, or an earlier bastion came
+// back).
+//
+// A bastion texts the site's events (SITE DOWN and back, link verdicts,
+// main internet down and back) for an agent key only while that key's
+// last word was Reporter true; it keeps and shows every report either way.
+// A key that never sent the request (an older agent, a single bastion) is
+// its bastion's to text. Logins are texted by the bastion that saw them,
+// whatever the role.
+//
+// The bastion replies success with an empty payload. An older bastion
+// replies failure: it texts everything, as before.
+const SiteRoleRequest = "site-role@lifeline"
+
+// SiteRole is the payload of SiteRoleRequest.
+type SiteRole struct {
+	Reporter bool
+}
+
+// Marshal encodes the role.
+func (r SiteRole) Marshal() []byte { return ssh.Marshal(&r) }
+
+// ParseSiteRole decodes a SiteRoleRequest payload strictly.
+func ParseSiteRole(payload []byte) (SiteRole, error) {
+	var r SiteRole
+	if err := ssh.Unmarshal(payload, &r); err != nil {
+		return SiteRole{}, fmt.Errorf("malformed %s request: %w", SiteRoleRequest, err)
+	}
+	return r, nil
+}
