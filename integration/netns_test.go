@@ -8,7 +8,8 @@ package integration
 //
 //             +---------------------- cloud (ll<pid>-cloud), bridge br0 ----------------------+
 //             | 203.0.113.10 lifeline-bastion :2222   203.0.113.20 fake Twilio :8089,         |
-//             |                                        fake speedtest :8080   198.51.100.1     |
+//             | (203.0.113.11 a second one)            fake speedtest :8080   198.51.100.1     |
+//             | 203.0.113.53 dnsmasq :53, the main link's probe target                          |
 //             +-----+----------------------------+------------------------------+-------------+
 //                   | 203.0.113.1                | 203.0.113.2                  | 198.51.100.20
 //          +--------+---------+        +---------+--------+            +--------+---------+
@@ -38,7 +39,12 @@ import (
 )
 
 const (
-	bastionIP   = "203.0.113.10"
+	bastionIP = "203.0.113.10"
+	// secondBastionIP is a second jump host (TestTwoBastionsOneText).
+	secondBastionIP = "203.0.113.11"
+	// resolverIP is a DNS server on the internet: the main link's probe
+	// target, reached only through the site's main router.
+	resolverIP  = "203.0.113.53"
 	servicesIP  = "203.0.113.20"
 	carrierOut  = "203.0.113.1"
 	mainOut     = "203.0.113.2"
@@ -103,7 +109,7 @@ func newNetSite(t testing.TB) *netSite {
 	// Bridges: the "internet" in cloud, the site LAN in lan.
 	s.in("cloud", "ip", "link", "add", "br0", "type", "bridge")
 	s.in("cloud", "ip", "link", "set", "br0", "up")
-	for _, a := range []string{bastionIP + "/24", servicesIP + "/24", "198.51.100.1/24"} {
+	for _, a := range []string{bastionIP + "/24", secondBastionIP + "/24", servicesIP + "/24", resolverIP + "/24", "198.51.100.1/24"} {
 		s.in("cloud", "ip", "addr", "add", a, "dev", "br0")
 	}
 	s.in("lan", "ip", "link", "add", "brlan", "type", "bridge")
@@ -158,6 +164,16 @@ func (s *netSite) destroy() {
 			exec.Command("ip", "netns", "del", n).Run()
 		}
 	}
+}
+
+// cutMain drops everything the site's main router would send to its ISP
+// (the main internet fails; the LAN keeps working), or stops dropping.
+func (s *netSite) cutMain(on bool) {
+	if on {
+		s.in("main", "nft", "add table ip cut; add chain ip cut upstream { type filter hook forward priority 0; }; add rule ip cut upstream oifname out0 drop")
+		return
+	}
+	s.in("main", "nft", "delete table ip cut")
 }
 
 // blackhole silently drops everything the carrier would forward.

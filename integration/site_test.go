@@ -5,6 +5,7 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,8 @@ type siteWorld struct {
 	*netSite
 	dir        string
 	bastion    *sshtest.Process
+	second     *sshtest.Process // the second bastion, with siteOptions.secondBastion
+	dns        *sshtest.Process // dnsmasq: the main link's probe target
 	agent      *sshtest.Process
 	twilio     *sshtest.Process
 	speedtest  *sshtest.Process
@@ -24,17 +27,40 @@ type siteWorld struct {
 	operator   sshtest.Key
 	sshConfig  string
 	bastionEnv []string
+	secondEnv  []string
 	agentEnv   []string
 	netEnv     []string
 }
+
+// siteOptions change the site startSite builds.
+type siteOptions struct {
+	// secondBastion starts a second jump host (secondBastionIP, named
+	// second-bastion, its own state, the same keys and the same fake
+	// Twilio) and lists it second in the agent's LIFELINE_BASTION.
+	secondBastion bool
+}
+
+const (
+	// The main link's watch: the agent asks dnsmasq in the cloud through
+	// the site's main router every second and calls the main link down
+	// after 4 s of failures.
+	mainEvery = time.Second
+	// secondSMSTo is the number the second bastion texts.
+	secondSMSTo   = "+15551234568"
+	mainDownAfter = 4 * time.Second
+)
 
 const (
 	carrierISP = "Carrier Mobile"
 	mainISP    = "Main Street Broadband"
 )
 
-func startSite(t testing.TB) *siteWorld {
+func startSite(t testing.TB, opts ...siteOptions) *siteWorld {
 	t.Helper()
+	var o siteOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	s := &siteWorld{netSite: newNetSite(t), dir: t.TempDir()}
 	d := s.dir
 	for _, sub := range []string{"bastion", "agent", "netsetup", "sysctl"} {
@@ -47,6 +73,15 @@ func startSite(t testing.TB) *siteWorld {
 		bin("fake-twilio"), "-addr", servicesIP+":8089")
 	s.speedtest = s.start("cloud", nil, bin("fake-speedtest"), "-addr", servicesIP+":8080", "-isp", carrierISP,
 		"-isp-by-source", mainOut+"="+mainISP, "-rate", "100Mbps")
+	// A resolver on the internet, as the main link's probe target: a real
+	// DNS server (dnsmasq) answering the probe's question itself.
+	s.dns = s.start("cloud", nil, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+		"--listen-address="+resolverIP, "--bind-interfaces", "--port=53", "--address=/a.root-servers.net/198.41.0.4",
+		"--user=root", "--pid-file=", "--log-facility=-")
+	bastions := bastionIP + ":2222"
+	if o.secondBastion {
+		bastions += "," + secondBastionIP + ":2222"
+	}
 	s.bastionEnv = []string{
 		"LIFELINE_LISTEN=" + bastionIP + ":2222", "LIFELINE_NAME=cloud-bastion",
 		"LIFELINE_HOST_KEY=" + filepath.Join(d, "bastion", "host_key"), "LIFELINE_STATE_DIR=" + filepath.Join(d, "bastion"),
@@ -55,18 +90,22 @@ func startSite(t testing.TB) *siteWorld {
 		"LIFELINE_SMS_FROM=+15005550006", "LIFELINE_SMS_TO=+15551234567", "LIFELINE_TWILIO_URL=http://" + servicesIP + ":8089",
 		"LIFELINE_AGENT_DOWN_AFTER=6s", "LIFELINE_REPORT_EVERY=1s", "LIFELINE_QUIET_FROM=" + pollerIP + "/32", "LIFELINE_AGENT_DEAD_AFTER=3s", "LIFELINE_AGENT_QUIET=1s", "LIFELINE_SMS_PER_MINUTE=60",
 	}
+	main := []string{"LIFELINE_MAIN_GATEWAY=" + mainLANIP, "LIFELINE_MAIN_TARGETS=dns://" + resolverIP}
 	s.agentEnv = []string{
-		"LIFELINE_BASTION=" + bastionIP + ":2222",
+		"LIFELINE_BASTION=" + bastions,
 		"LIFELINE_KEY=" + filepath.Join(d, "agent", "key"), "LIFELINE_KNOWN_HOSTS=" + filepath.Join(d, "agent", "known_hosts"),
 		"LIFELINE_FORWARDS=pi:22=127.0.0.1:22,nuc:3389=" + nucIP + ":3389", "LIFELINE_STATE_DIR=" + filepath.Join(d, "agent"),
 		"LIFELINE_DEAD_AFTER=3s", "LIFELINE_BACKOFF_MAX=5s",
 		"LIFELINE_CHECK_EVERY=8s", "LIFELINE_SPEEDTEST_URL=http://" + servicesIP + ":8080", "LIFELINE_EXPECT_ISP=carrier",
 		"LIFELINE_MIN_DOWNLOAD=2Mbps", "LIFELINE_MAX_LATENCY=1s", "LIFELINE_CHECK_BUDGET=6MB", "LIFELINE_CHECK_DURATION=1s", "LIFELINE_CHECK_MONTHLY_BUDGET=0",
+		"LIFELINE_MAIN_EVERY=" + mainEvery.String(), "LIFELINE_MAIN_DOWN_AFTER=" + mainDownAfter.String(),
 	}
+	s.agentEnv = append(s.agentEnv, main...)
 	s.netEnv = []string{
-		"LIFELINE_LAN_INTERFACE=eth0", "LIFELINE_UPLINK_GATEWAY=" + carrierIn, "LIFELINE_BASTION=" + bastionIP + ":2222",
+		"LIFELINE_LAN_INTERFACE=eth0", "LIFELINE_UPLINK_GATEWAY=" + carrierIn, "LIFELINE_BASTION=" + bastions,
 		"LIFELINE_SYSCTL_DIR=" + filepath.Join(d, "sysctl"), "LIFELINE_STATE_DIR=" + filepath.Join(d, "netsetup"),
 	}
+	s.netEnv = append(s.netEnv, main...)
 	// Pairing, as the README says.
 	pub, err := sshtest.Stdout(t.Context(), 20*time.Second, s.agentEnv, bin("lifeline-agent"), "pubkey")
 	if err != nil {
@@ -75,8 +114,20 @@ func startSite(t testing.TB) *siteWorld {
 	os.WriteFile(filepath.Join(d, "agents"), []byte(pub), 0o600)
 	os.WriteFile(filepath.Join(d, "operators"), []byte(s.operator.AuthorizedLine("", "alice@laptop")+"\n"), 0o600)
 	bastionKnown := knownHostsFor(bastionIP+":2222", bastionHostKey(t, s.bastionEnv))
-	os.WriteFile(filepath.Join(d, "agent", "known_hosts"), []byte(bastionKnown+"\n"), 0o600)
+	agentKnown := bastionKnown + "\n"
+	if o.secondBastion {
+		os.MkdirAll(filepath.Join(d, "second"), 0o700)
+		s.secondEnv = append(slices.Clone(s.bastionEnv), "LIFELINE_LISTEN="+secondBastionIP+":2222", "LIFELINE_NAME=second-bastion",
+			"LIFELINE_HOST_KEY="+filepath.Join(d, "second", "host_key"), "LIFELINE_STATE_DIR="+filepath.Join(d, "second"),
+			// Another number, only so that the test tells the two bastions' texts apart.
+			"LIFELINE_SMS_TO="+secondSMSTo)
+		agentKnown += knownHostsFor(secondBastionIP+":2222", bastionHostKey(t, s.secondEnv)) + "\n"
+	}
+	os.WriteFile(filepath.Join(d, "agent", "known_hosts"), []byte(agentKnown), 0o600)
 	s.startBastion(t)
+	if o.secondBastion {
+		s.startSecond(t)
+	}
 
 	// The site: the LAN device, the Pi's sshd, netsetup, the agent.
 	s.start("lan", []string{"LIFELINE_TEST_SERVE=" + nucIP + ":3389", "LIFELINE_TEST_BANNER=NUC-RDP"}, os.Args[0])
@@ -88,10 +139,17 @@ func startSite(t testing.TB) *siteWorld {
 
 	// The operator's ssh_config, host keys checked at both hops.
 	known := filepath.Join(d, "operator_known_hosts")
-	os.WriteFile(known, []byte(bastionKnown+"\n"+s.piSSHD.KnownHostsLine("pi")+"\n"), 0o600)
+	os.WriteFile(known, []byte(agentKnown+s.piSSHD.KnownHostsLine("pi")+"\n"), 0o600)
 	s.sshConfig = sshtest.OperatorConfig(t, d, bastionIP, 2222, s.operator.Path, known)
 	s.waitTargets(t, "pi:22", "nuc:3389")
 	return s
+}
+
+// startSecond starts the second bastion (siteOptions.secondBastion).
+func (s *siteWorld) startSecond(t testing.TB) {
+	s.second = s.start("cloud", s.secondEnv, bin("lifeline-bastion"))
+	sshtest.Eventually(t, 15*time.Second, func() bool { return strings.Contains(s.second.Output(), "bastion listening") },
+		"second bastion did not start:\n%s", s.second.Output)
 }
 
 func (s *siteWorld) startBastion(t testing.TB) {
@@ -305,6 +363,101 @@ func TestSiteInABox(t *testing.T) {
 			if !strings.Contains(string(audit), want) {
 				t.Errorf("refusal of %s not in the audit log", want)
 			}
+		}
+	})
+
+	t.Run("9 the site's main internet fails, then comes back", func(t *testing.T) {
+		downBefore, backBefore := s.countSMS("MAIN INTERNET DOWN"), s.countSMS("main internet back")
+		s.cutMain(true)
+		cut := time.Now()
+		// The agent watches through the main router (host route to the
+		// resolver via 192.168.1.1) and tells the owner through the
+		// backup tunnel within LIFELINE_MAIN_DOWN_AFTER plus an interval
+		// (and the text's delivery).
+		sms := s.waitSMS(t, mainDownAfter+mainEvery+15*time.Second, "MAIN INTERNET DOWN since", "backup up", "ssh -J cloud-bastion pi")
+		t.Logf("main-down text %s after the cut: %s", time.Since(cut).Round(100*time.Millisecond), sms)
+		// The site stays reachable over the backup: the Pi and the LAN device.
+		s.jump(t)
+		if out, err := s.ssh("-W", "nuc:3389", "bastion"); err != nil || !strings.Contains(out, "NUC-RDP") {
+			t.Fatalf("ssh -W nuc:3389 bastion while the main link is down: %v\n%s", err, out)
+		}
+		sshtest.Eventually(t, 10*time.Second, func() bool {
+			st, _ := s.ssh("-b", pollerIP, "bastion", "status", "--json")
+			return strings.Contains(st, `"main_link"`) && strings.Contains(st, "main_")
+		}, "status --json does not show the main link down:\n%s", s.status)
+		s.cutMain(false)
+		s.waitSMS(t, 20*time.Second, "main internet back after")
+		if d, b := s.countSMS("MAIN INTERNET DOWN")-downBefore, s.countSMS("main internet back")-backBefore; d != 1 || b != 1 {
+			t.Errorf("main down texted %d times, back %d times; want once each:\n%s", d, b, s.twilio.Output())
+		}
+		s.jump(t)
+	})
+}
+
+// TestTwoBastionsOneText: an agent with tunnels to two jump hosts has each
+// site event texted once, by the first bastion of its list it is connected
+// to, and by the second when the first is gone. Logins stay texted by the
+// bastion that saw them.
+func TestTwoBastionsOneText(t *testing.T) {
+	s := startSite(t, siteOptions{secondBastion: true})
+	secondStatus := func() string {
+		out, _ := s.try("operator", "ssh", "-F", s.sshConfig, "-b", pollerIP, "-p", "2222", secondBastionIP, "status", "--json")
+		return out
+	}
+	sshtest.Eventually(t, 40*time.Second, func() bool { return strings.Contains(secondStatus(), `"pi:22"`) },
+		"the agent never registered with the second bastion:\n%s\nagent:\n%s", secondStatus, s.agent.Output)
+
+	texts := func(sub string) (first, second int) {
+		for _, l := range sshtest.Lines(s.twilio.Output()) {
+			if !strings.Contains(l, " SMS ") || !strings.Contains(l, sub) {
+				continue
+			}
+			if strings.Contains(l, "-> "+secondSMSTo+" ") {
+				second++
+			} else {
+				first++
+			}
+		}
+		return first, second
+	}
+
+	t.Run("main internet down and back: texted by the first bastion only", func(t *testing.T) {
+		s.cutMain(true)
+		s.waitSMS(t, mainDownAfter+mainEvery+15*time.Second, "MAIN INTERNET DOWN", "ssh -J cloud-bastion pi")
+		// The second bastion got the report too (it shows it) but did not text it.
+		sshtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(secondStatus(), `"main_link"`) },
+			"the second bastion does not show the main link:\n%s", secondStatus)
+		s.cutMain(false)
+		s.waitSMS(t, 20*time.Second, "main internet back", "-> +15551234567 ")
+		if f, sec := texts("MAIN INTERNET DOWN"); f != 1 || sec != 0 {
+			t.Errorf("main down texted %d times by the first bastion and %d by the second; want 1 and 0:\n%s", f, sec, s.twilio.Output())
+		}
+	})
+
+	t.Run("site down and back: one SITE DOWN, one site back", func(t *testing.T) {
+		s.blackhole(true)
+		s.waitSMS(t, 40*time.Second, "SITE DOWN")
+		s.blackhole(false)
+		s.waitTargets(t, "pi:22", "nuc:3389")
+		s.waitSMS(t, 40*time.Second, "site back")
+		sshtest.Eventually(t, 40*time.Second, func() bool { return strings.Contains(secondStatus(), `"pi:22"`) },
+			"the agent did not come back to the second bastion:\n%s", secondStatus)
+		if f, sec := texts("SITE DOWN"); f+sec != 1 {
+			t.Errorf("SITE DOWN texted %d times by the first bastion and %d by the second; want once:\n%s", f, sec, s.twilio.Output())
+		}
+		if f, sec := texts("site back"); f+sec != 1 {
+			t.Errorf("site back texted %d + %d times; want once:\n%s", f, sec, s.twilio.Output())
+		}
+	})
+
+	t.Run("the first bastion gone: the second texts", func(t *testing.T) {
+		s.bastion.Stop()
+		s.cutMain(true)
+		s.waitSMS(t, mainDownAfter+mainEvery+20*time.Second, "MAIN INTERNET DOWN", "ssh -J second-bastion pi")
+		s.cutMain(false)
+		s.waitSMS(t, 20*time.Second, "main internet back", "-> "+secondSMSTo+" ")
+		if _, sec := texts("MAIN INTERNET DOWN"); sec != 1 {
+			t.Errorf("the second bastion texted main down %d times; want once:\n%s", sec, s.twilio.Output())
 		}
 	})
 }

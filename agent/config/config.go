@@ -31,11 +31,19 @@ type Config struct {
 	MaxChannels     int           `envconfig:"MAX_CHANNELS" default:"8" desc:"forwarded connections served at once per bastion; each may buffer up to 2 MiB when its target or operator stalls, so 8 keeps the agent under 32 MB"`
 	UpgradeQuiet    time.Duration `envconfig:"UPGRADE_QUIET" default:"1m" desc:"once a package upgrade replaced the agent's binary, restart into it when no operator connection has been open through the agent for this long (systemctl restart lifeline-agent restarts at once)"`
 	UpgradePoll     time.Duration `envconfig:"UPGRADE_POLL" default:"30s" desc:"how often the agent looks whether its binary was replaced"`
+	MainGateway     string        `envconfig:"MAIN_GATEWAY" desc:"the main router's IPv4 address on the site LAN: setting it turns on the watch of the site's main internet (reported down and back through the tunnel); netsetup routes the targets via it; empty: no watch"`
+	MainTargets     string        `envconfig:"MAIN_TARGETS" default:"dns://1.0.0.1,dns://149.112.112.112,tcp://1.0.0.1:443" desc:"main internet watch: comma-separated dns://IP[:port] and tcp://IP:port (IPv4 literals), probed in order until one answers; each gets a host route via LIFELINE_MAIN_GATEWAY, so do not use one as the Pi's DNS resolver"`
+	MainEvery       time.Duration `envconfig:"MAIN_EVERY" default:"30s" desc:"main internet watch: time between probe rounds"`
+	MainDownAfter   time.Duration `envconfig:"MAIN_DOWN_AFTER" default:"5m" desc:"main internet watch: how long every round must fail before the main link is reported down (back after 2 good rounds)"`
 
 	// Bastions and ForwardList are Bastion and Forwards parsed, filled by
 	// Validate (nil while either is invalid).
 	Bastions    []string          `ignored:"true"`
 	ForwardList []forward.Forward `ignored:"true"`
+	// Main is the main-link watch, filled by Validate when
+	// LIFELINE_MAIN_GATEWAY is set and every LIFELINE_MAIN_* is valid;
+	// nil: no watch.
+	Main *MainWatch `ignored:"true"`
 }
 
 // Load reads the agent's configuration from the environment once, applies
@@ -50,7 +58,7 @@ func Load() (*Config, error) {
 }
 
 // Validate reports every problem at once, each naming its variable, and
-// fills Bastions and ForwardList.
+// fills Bastions, ForwardList and Main.
 func (c *Config) Validate() error {
 	var errs []error
 	var err error
@@ -88,6 +96,7 @@ func (c *Config) Validate() error {
 	if _, err := logging.New(nil, c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateMain()...)
 	return errors.Join(errs...)
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeline-dev/lifeline/agent/mainwatch"
 	"github.com/lifeline-dev/lifeline/shared/envconf"
 )
 
@@ -15,6 +16,7 @@ func valid() Config {
 		Bastion: "bastion.example:22", Key: "/k", KnownHosts: "/kh", Forwards: "pi:22=127.0.0.1:22",
 		Keepalive: 5 * time.Minute, DeadAfter: 15 * time.Second, BackoffMax: 30 * time.Second, User: "lifeline-agent", LogLevel: "info", MaxChannels: 8,
 		UpgradeQuiet: time.Minute, UpgradePoll: 30 * time.Second,
+		MainTargets: mainwatch.DefaultTargets, MainEvery: 30 * time.Second, MainDownAfter: 5 * time.Minute,
 	}
 }
 
@@ -46,6 +48,31 @@ func TestValidate(t *testing.T) {
 		{name: "upgrade quiet zero", change: func(c *Config) { c.UpgradeQuiet = 0 }, want: []string{"LIFELINE_UPGRADE_QUIET=0s", "from 1s to 24h"}},
 		{name: "upgrade quiet a week", change: func(c *Config) { c.UpgradeQuiet = 7 * 24 * time.Hour }, want: []string{"LIFELINE_UPGRADE_QUIET"}},
 		{name: "upgrade poll tiny", change: func(c *Config) { c.UpgradePoll = time.Millisecond }, want: []string{"LIFELINE_UPGRADE_POLL=1ms", "from 100ms to 1h"}},
+		{name: "main watch", change: func(c *Config) { c.MainGateway = "192.168.1.1" }},
+		{name: "main watch, own targets", change: func(c *Config) {
+			c.MainGateway, c.MainTargets, c.MainEvery, c.MainDownAfter = "192.168.1.1", "tcp://192.0.2.80:443", time.Minute, 10*time.Minute
+		}},
+		{name: "main gateway not an address", change: func(c *Config) { c.MainGateway = "router.lan" },
+			want: []string{"LIFELINE_MAIN_GATEWAY=\"router.lan\"", "not an IP address", "main router's address on the site LAN"}},
+		{name: "main gateway IPv6", change: func(c *Config) { c.MainGateway = "fe80::1" }, want: []string{"LIFELINE_MAIN_GATEWAY", "IPv4"}},
+		{name: "main gateway loopback", change: func(c *Config) { c.MainGateway = "127.0.0.1" }, want: []string{"LIFELINE_MAIN_GATEWAY", "unicast"}},
+		{name: "main target a name", change: func(c *Config) { c.MainGateway, c.MainTargets = "192.168.1.1", "dns://one.one.one.one" },
+			want: []string{"LIFELINE_MAIN_TARGETS", "host name"}},
+		{name: "main target IPv6", change: func(c *Config) { c.MainGateway, c.MainTargets = "192.168.1.1", "dns://2606:4700::1111" },
+			want: []string{"LIFELINE_MAIN_TARGETS", "IPv6", "IPv4 targets"}},
+		{name: "main target the gateway", change: func(c *Config) { c.MainGateway, c.MainTargets = "192.168.1.1", "dns://192.168.1.1" },
+			want: []string{"LIFELINE_MAIN_TARGETS", "LIFELINE_MAIN_GATEWAY itself"}},
+		{name: "main target a bastion", change: func(c *Config) {
+			c.Bastion, c.MainGateway, c.MainTargets = "a.example:22, 203.0.113.10:2222", "192.168.1.1", "dns://1.0.0.1, tcp://203.0.113.10:443"
+		}, want: []string{"LIFELINE_MAIN_TARGETS", "203.0.113.10 is the bastion", "backup link"}},
+		{name: "main every too short", change: func(c *Config) { c.MainGateway, c.MainEvery = "192.168.1.1", time.Millisecond },
+			want: []string{"LIFELINE_MAIN_EVERY=1ms", "from 1s to 1h"}},
+		{name: "main down after below every", change: func(c *Config) { c.MainGateway, c.MainDownAfter = "192.168.1.1", 10*time.Second },
+			want: []string{"LIFELINE_MAIN_DOWN_AFTER=10s", "LIFELINE_MAIN_EVERY"}},
+		{name: "main targets without gateway", change: func(c *Config) { c.MainTargets = "dns://9.9.9.9" },
+			want: []string{"LIFELINE_MAIN_TARGETS is set but LIFELINE_MAIN_GATEWAY is not", "set LIFELINE_MAIN_GATEWAY", "remove LIFELINE_MAIN_TARGETS"}},
+		{name: "main timing without gateway", change: func(c *Config) { c.MainEvery, c.MainDownAfter = time.Minute, 10*time.Minute },
+			want: []string{"LIFELINE_MAIN_EVERY is set but", "LIFELINE_MAIN_DOWN_AFTER is set but"}},
 		{name: "all at once", change: func(c *Config) { c.Bastion, c.DeadAfter, c.User = "", -1, "" },
 			want: []string{"LIFELINE_BASTION", "LIFELINE_DEAD_AFTER", "LIFELINE_USER"}},
 	}
@@ -94,6 +121,18 @@ func TestFromEnvironment(t *testing.T) {
 	if c.UpgradeQuiet != time.Minute || c.UpgradePoll != 30*time.Second {
 		t.Errorf("upgrade defaults not applied: quiet %s, poll %s", c.UpgradeQuiet, c.UpgradePoll)
 	}
+	// The main-link watch is off by default, its defaults mainwatch's.
+	if c.Main != nil || c.MainTargets != mainwatch.DefaultTargets || c.MainEvery != mainwatch.DefaultEvery || c.MainDownAfter != mainwatch.DefaultDownAfter {
+		t.Errorf("main watch defaults: %+v, targets %q, every %s, down after %s", c.Main, c.MainTargets, c.MainEvery, c.MainDownAfter)
+	}
+	t.Setenv("LIFELINE_MAIN_GATEWAY", "192.168.1.1")
+	if c, err = Load(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Main == nil || c.Main.Gateway.String() != "192.168.1.1" || len(c.Main.Targets) != 3 || c.Main.Targets[2].String() != "tcp://1.0.0.1:443" ||
+		c.Main.Every != 30*time.Second || c.Main.DownAfter != 5*time.Minute {
+		t.Errorf("main watch: %+v", c.Main)
+	}
 
 	t.Setenv("LIFELINE_KEEPALIVE", "five seconds")
 	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "LIFELINE_KEEPALIVE") {
@@ -108,7 +147,7 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, v := range []string{"LIFELINE_BASTION", "LIFELINE_KEY", "LIFELINE_KNOWN_HOSTS", "LIFELINE_TRUST_NEW_BASTION", "LIFELINE_FORWARDS",
-		"LIFELINE_INTERFACE", "LIFELINE_KEEPALIVE", "LIFELINE_DEAD_AFTER", "LIFELINE_BACKOFF_MAX", "LIFELINE_USER", "LIFELINE_LOG_LEVEL", "LIFELINE_UPGRADE_QUIET", "LIFELINE_UPGRADE_POLL", "15s", "pi:22=127.0.0.1:22"} {
+		"LIFELINE_INTERFACE", "LIFELINE_KEEPALIVE", "LIFELINE_DEAD_AFTER", "LIFELINE_BACKOFF_MAX", "LIFELINE_USER", "LIFELINE_LOG_LEVEL", "LIFELINE_UPGRADE_QUIET", "LIFELINE_UPGRADE_POLL", "LIFELINE_MAIN_GATEWAY", "LIFELINE_MAIN_TARGETS", "LIFELINE_MAIN_EVERY", "LIFELINE_MAIN_DOWN_AFTER", mainwatch.DefaultTargets, "15s", "pi:22=127.0.0.1:22"} {
 		if !strings.Contains(b.String(), v) {
 			t.Errorf("usage lacks %s:\n%s", v, b.String())
 		}

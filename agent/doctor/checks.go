@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/lifeline-dev/lifeline/agent/config"
 	"github.com/lifeline-dev/lifeline/agent/forward"
 	"github.com/lifeline-dev/lifeline/agent/linkcheck"
+	"github.com/lifeline-dev/lifeline/agent/mainwatch"
 	"github.com/lifeline-dev/lifeline/agent/netsetup"
 	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
@@ -92,6 +94,14 @@ type Config struct {
 	TargetDialer Dialer
 	// NetStatus is netsetup's status (nil: netsetup.New(*Net).Status).
 	NetStatus func(ctx context.Context) (netsetup.Report, error)
+	// Route says how the kernel routes an address, for the main internet
+	// watch's targets (nil: netsetup.Netlink{}.Get, ip route get).
+	Route func(netip.Addr) (netsetup.Lookup, error)
+	// MainProbe probes the main internet watch's targets once (nil: a
+	// mainwatch.Watcher's ProbeOnce).
+	MainProbe func(ctx context.Context, targets []mainwatch.Target) ([]mainwatch.Result, error)
+	// ResolvConf is the Pi's resolver configuration ("": /etc/resolv.conf).
+	ResolvConf string
 	// Unit says whether systemd runs this machine and the agent unit's
 	// state (nil: /run/systemd/system and `systemctl is-active`).
 	Unit func(ctx context.Context) (booted bool, state string, err error)
@@ -138,6 +148,15 @@ func New(cfg Config) *Doctor {
 	if cfg.Unit == nil {
 		cfg.Unit = systemdUnit
 	}
+	if cfg.Route == nil {
+		cfg.Route = netsetup.Netlink{}.Get
+	}
+	if cfg.MainProbe == nil {
+		cfg.MainProbe = probeOnce
+	}
+	if cfg.ResolvConf == "" {
+		cfg.ResolvConf = "/etc/resolv.conf"
+	}
 	d := &Doctor{cfg: cfg, key: &keyState{}, pinned: map[string]bool{}}
 	d.checks = d.build()
 	return d
@@ -176,6 +195,7 @@ func (d *Doctor) build() []Check {
 	for _, f := range localFirst(fwds) {
 		cs = append(cs, Check{Name: "target of " + f.Listen(), Run: func(ctx context.Context) Result { return d.checkTarget(ctx, f) }})
 	}
+	cs = append(cs, d.mainChecks()...)
 	return append(cs, d.systemChecks()...)
 }
 
@@ -327,6 +347,9 @@ func (d *Doctor) checkConfig(context.Context) Result {
 	what := fmt.Sprintf("configuration from %s: bastion %s; forwards %s", from, strings.Join(d.bastions(), ", "), c.Forwards)
 	if c.Interface != "" {
 		what += "; interface " + c.Interface
+	}
+	if c.Main != nil {
+		what += "; main internet watch via " + c.Main.Gateway.String()
 	}
 	return Passed(what)
 }

@@ -206,7 +206,7 @@ func (c *Checker) measureHere(ctx context.Context, lim Limits, timeout time.Dura
 	if m.HaveUpload {
 		r.UploadBps = nonNegative(m.UploadBps)
 	}
-	r.Reasons, r.SpeedNote = assess(c.cfg, m)
+	r.Reasons, r.Codes, r.SpeedNote = assess(c.cfg, m)
 	return r
 }
 
@@ -217,38 +217,43 @@ func (c *Checker) measureHere(ctx context.Context, lim Limits, timeout time.Dura
 // little about the link.
 const minJudgeTime = 2 * time.Second
 
-// assess lists every reason the measurement m fails cfg's thresholds; an
+// assess lists every reason the measurement m fails cfg's thresholds, and
+// the code of each (codes[i] is reasons[i]'s, a report.Code constant); an
 // empty list is an ok verdict. Thresholds apply only to what was measured;
 // whatever could not be measured is explained by m.Errors, each of which is
 // a reason. A download below LIFELINE_MIN_DOWNLOAD that its data allowance
 // cut short in less than minJudgeTime is no reason: it is too small to
 // judge, and speedNote says so.
-func assess(cfg Config, m Measurement) (reasons []string, speedNote string) {
+func assess(cfg Config, m Measurement) (reasons, codes []string, speedNote string) {
+	add := func(code, reason string) {
+		reasons = append(reasons, reason)
+		codes = append(codes, code)
+	}
 	for _, err := range m.Errors {
 		if err != nil {
-			reasons = append(reasons, "speed test: "+err.Error())
+			add(report.CodeUnreachable, "speed test: "+err.Error())
 		}
 	}
 	if cfg.ExpectISP != "" {
 		switch {
 		case m.ISP == "":
-			reasons = append(reasons, fmt.Sprintf("ISP unknown, expected %q", cfg.ExpectISP))
+			add(report.CodeISPUnknown, fmt.Sprintf("ISP unknown, expected %q", cfg.ExpectISP))
 		case !strings.Contains(strings.ToLower(m.ISP), strings.ToLower(cfg.ExpectISP)):
-			reasons = append(reasons, fmt.Sprintf("wrong ISP %q, expected %q: traffic may be leaving by another link", m.ISP, cfg.ExpectISP))
+			add(report.CodeISPChanged, fmt.Sprintf("wrong ISP %q, expected %q: traffic may be leaving by another link", m.ISP, cfg.ExpectISP))
 		}
 	}
 	if m.HaveLatency && cfg.MaxLatency > 0 && m.Latency > cfg.MaxLatency {
-		reasons = append(reasons, fmt.Sprintf("high latency %s, maximum %s", m.Latency.Round(time.Millisecond), cfg.MaxLatency))
+		add(report.CodeLatencyHigh, fmt.Sprintf("high latency %s, maximum %s", m.Latency.Round(time.Millisecond), cfg.MaxLatency))
 	}
 	if m.HaveDownload && cfg.MinDownload > 0 && m.DownloadBps < cfg.MinDownload.BitsPerSecond() {
 		if m.DownloadCut && m.DownloadTime < minJudgeTime {
 			speedNote = fmt.Sprintf("download %s over only %s, cut short by the check's data allowance: too small a measurement to judge against the minimum of %s",
 				mbit(m.DownloadBps), m.DownloadTime.Round(10*time.Millisecond), mbit(cfg.MinDownload.BitsPerSecond()))
 		} else {
-			reasons = append(reasons, fmt.Sprintf("low download speed %s, minimum %s", mbit(m.DownloadBps), mbit(cfg.MinDownload.BitsPerSecond())))
+			add(report.CodeDownloadSlow, fmt.Sprintf("low download speed %s, minimum %s", mbit(m.DownloadBps), mbit(cfg.MinDownload.BitsPerSecond())))
 		}
 	}
-	return reasons, speedNote
+	return reasons, codes, speedNote
 }
 
 func mbit(bps float64) string {
@@ -291,22 +296,45 @@ const (
 
 // sanitise makes r pass report.Validate whatever the network said: control
 // characters dropped, fields and reasons cut to their limits, at most
-// maxReasons reasons.
+// maxReasons reasons, and one code per reason. Reasons added without a code
+// (a program's error, a panic) get report.CodeOf's; the reasons beyond the
+// 15th become "and N more", whose code is report.CodeMore.
 func sanitise(r *report.LinkReport) {
 	r.ISP = clean(r.ISP, maxField)
 	r.IP = clean(r.IP, maxField)
 	r.Server = clean(r.Server, maxField)
 	r.SpeedNote = clean(r.SpeedNote, maxReason)
+	if r.Verdict == report.VerdictFailed && len(r.Reasons) == 0 {
+		r.Reasons, r.Codes = []string{"unknown failure"}, []string{report.CodeUnknown}
+	}
+	codes := make([]string, len(r.Reasons))
+	for i, why := range r.Reasons {
+		if i < len(r.Codes) && validCode(r.Codes[i]) {
+			codes[i] = r.Codes[i]
+		} else {
+			codes[i] = report.CodeOf(why)
+		}
+	}
 	if len(r.Reasons) > maxReasons {
 		extra := len(r.Reasons) - (maxReasons - 1)
 		r.Reasons = append(r.Reasons[:maxReasons-1], fmt.Sprintf("and %d more", extra))
+		codes = append(codes[:maxReasons-1], report.CodeMore)
+	}
+	r.Codes = codes
+	if len(r.Codes) == 0 {
+		r.Codes = nil
 	}
 	for i, s := range r.Reasons {
 		r.Reasons[i] = clean(s, maxReason)
 	}
-	if r.Verdict == report.VerdictFailed && len(r.Reasons) == 0 {
-		r.Reasons = []string{"unknown failure"}
+}
+
+// validCode reports whether c passes report.Validate as a code.
+func validCode(c string) bool {
+	if c == "" || len(c) > report.MaxCode {
+		return false
 	}
+	return !strings.ContainsFunc(c, func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '_') })
 }
 
 // clean removes control characters (newlines become spaces) and cuts s to

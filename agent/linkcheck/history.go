@@ -282,6 +282,7 @@ func interrupted(m marker) report.LinkReport {
 		Manual:  m.Manual,
 		Light:   m.Light,
 		Reasons: []string{fmt.Sprintf("check interrupted: its process ended during it (crash, kill or power cut); counted at its whole allowance of %s", mb(m.Budget))},
+		Codes:   []string{report.CodeCheckInterrupted},
 	}
 }
 

@@ -279,7 +279,7 @@ func (run *programRun) result() (report.LinkReport, error) {
 	}
 	// The measurement only: the rest is the agent's.
 	return report.LinkReport{ISP: r.ISP, IP: r.IP, Server: r.Server, LatencyMS: r.LatencyMS, JitterMS: r.JitterMS,
-		DownloadBps: r.DownloadBps, UploadBps: r.UploadBps, Bytes: r.Bytes, Reasons: r.Reasons, SpeedNote: r.SpeedNote}, nil
+		DownloadBps: r.DownloadBps, UploadBps: r.UploadBps, Bytes: r.Bytes, Reasons: r.Reasons, Codes: r.Codes, SpeedNote: r.SpeedNote}, nil
 }
 
 // programEnv is the agent's environment without what systemd meant for

@@ -99,9 +99,19 @@ func TestJudge(t *testing.T) {
 				tt.cfg(&c)
 			}
 			tt.m(&m)
-			got, _ := assess(c, m)
+			got, codes, _ := assess(c, m)
 			if len(got) != len(tt.wantIn) {
 				t.Fatalf("reasons %q, want %d", got, len(tt.wantIn))
+			}
+			// One code per reason, the one the reason's wording stands for
+			// (report.CodeOf classifies linkcheck's reasons by their start).
+			if len(codes) != len(got) {
+				t.Fatalf("codes %q for reasons %q", codes, got)
+			}
+			for i := range got {
+				if want := report.CodeOf(got[i]); codes[i] != want || want == report.CodeUnknown {
+					t.Errorf("code %d = %q for reason %q, want %q", i, codes[i], got[i], want)
+				}
 			}
 			for i, want := range tt.wantIn {
 				if !strings.Contains(got[i], want) {
@@ -172,6 +182,10 @@ func TestCheckResult(t *testing.T) {
 			if r.OK() || !hasReason(r, "check failed unexpectedly: kaboom") {
 				t.Errorf("a panicking test: %+v", r)
 			}
+			// The panic's reason, added without a code, gets its own.
+			if len(r.Codes) != len(r.Reasons) || r.Codes[len(r.Codes)-1] != report.CodeCheckFailed {
+				t.Errorf("codes %q for reasons %q", r.Codes, r.Reasons)
+			}
 		}},
 		{name: "control characters and long fields", tester: &fakeTester{m: Measurement{
 			ISP: "Evil\x1b[31mISP\n" + strings.Repeat("é", 300), IP: "1.2.3.4\x00", Server: "s\x7f",
@@ -187,6 +201,13 @@ func TestCheckResult(t *testing.T) {
 		{name: "too many reasons", tester: &fakeTester{m: Measurement{ISP: "Starlink", Errors: many}}, check: func(t *testing.T, r report.LinkReport) {
 			if len(r.Reasons) != 16 || r.Reasons[15] != "and 25 more" || len(r.Reasons[0]) > 512 {
 				t.Errorf("%d reasons, last %q", len(r.Reasons), r.Reasons[len(r.Reasons)-1])
+			}
+			// The codes are cut alongside: 15 of the speed test's, then more.
+			if len(r.Codes) != 16 || r.Codes[0] != report.CodeUnreachable || r.Codes[14] != report.CodeUnreachable || r.Codes[15] != report.CodeMore {
+				t.Errorf("codes %q", r.Codes)
+			}
+			if _, err := report.Encode(r); err != nil {
+				t.Error(err)
 			}
 		}},
 		{name: "negative and NaN figures", tester: &fakeTester{m: Measurement{ISP: "Starlink", HaveDownload: true, DownloadBps: -5,

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/lifeline-dev/lifeline/agent/config"
+	"github.com/lifeline-dev/lifeline/agent/mainwatch"
 )
 
 // Config is what netsetup reads from the environment. It is meant to be
@@ -21,6 +22,8 @@ type Config struct {
 	MSS             string `envconfig:"MSS" default:"1452" desc:"netsetup: TCP MSS clamp on forwarded SYNs, 536..65495 or pmtu"`
 	UplinkGateway   string `envconfig:"UPLINK_GATEWAY" desc:"netsetup: IPv4 gateway of the backup uplink; host routes send the bastion's addresses via it"`
 	Bastion         string `envconfig:"BASTION" desc:"comma-separated host:port list of bastions"`
+	MainGateway     string `envconfig:"MAIN_GATEWAY" desc:"the main router's IPv4 address on the LAN; netsetup routes each main internet watch target via it on the LAN interface"`
+	MainTargets     string `envconfig:"MAIN_TARGETS" default:"dns://1.0.0.1,dns://149.112.112.112,tcp://1.0.0.1:443" desc:"the main internet watch's targets (see the agent's variables)"`
 	SysctlDir       string `envconfig:"SYSCTL_DIR" default:"/etc/sysctl.d" desc:"netsetup: folder of the persistent ip_forward file"`
 	StateDir        string `envconfig:"STATE_DIR" default:"/var/lib/lifeline" desc:"folder where lifeline keeps its state (netsetup: ip_forward before apply)"`
 }
@@ -57,6 +60,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("LIFELINE_BASTION=%q: %w", c.Bastion, err))
 		}
 	}
+	if c.MainGateway != "" {
+		if _, _, err := c.main(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if !filepath.IsAbs(c.SysctlDir) {
 		errs = append(errs, fmt.Errorf("LIFELINE_SYSCTL_DIR=%q: must be an absolute path", c.SysctlDir))
 	}
@@ -64,6 +72,21 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("LIFELINE_STATE_DIR=%q: must be an absolute path", c.StateDir))
 	}
 	return errors.Join(errs...)
+}
+
+// main parses LIFELINE_MAIN_GATEWAY and LIFELINE_MAIN_TARGETS (config's
+// rules: IPv4, no target the gateway or a bastion given as an address).
+func (c *Config) main() (netip.Addr, []mainwatch.Target, error) {
+	gw, err := config.ParseMainGateway(c.MainGateway)
+	if err != nil {
+		return netip.Addr{}, nil, err
+	}
+	bastions, _ := config.ParseBastions(c.Bastion) // reported on its own
+	targets, err := config.ParseMainTargets(c.MainTargets, gw, bastions)
+	if err != nil {
+		return netip.Addr{}, nil, err
+	}
+	return gw, targets, nil
 }
 
 // MSS bounds: 536 is the IPv4 default MSS every host must accept; 65495 is

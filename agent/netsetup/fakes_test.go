@@ -78,7 +78,7 @@ func (f *fakeRouter) Add(r Route) error {
 		return fmt.Errorf("add route %s: %w", r, err)
 	}
 	for _, have := range append(slices.Clone(f.owned), f.foreign...) {
-		if have.Dst == r.Dst {
+		if have.Dst == r.Dst && have.Metric == r.Metric {
 			return fmt.Errorf("add route %s: exists", r)
 		}
 	}
@@ -104,8 +104,12 @@ func (f *fakeRouter) Get(dst netip.Addr) (Lookup, error) {
 		return l, nil
 	}
 	for _, r := range f.owned {
-		if r.Dst == dst {
-			return Lookup{Gateway: r.Gateway, Device: "up0"}, nil
+		if r.Dst == dst && !r.Unreachable {
+			dev := r.Dev
+			if dev == "" {
+				dev = "up0"
+			}
+			return Lookup{Gateway: r.Gateway, Device: dev}, nil
 		}
 	}
 	return Lookup{Gateway: f.defaultGW, Device: "eth0"}, nil

@@ -820,3 +820,109 @@ func BenchmarkNetnsApply(b *testing.B) {
 	b.ReportMetric(float64(statusTotal.Microseconds())/1000/float64(b.N), "ms/status")
 	tp.mustNetsetup(b, e, "remove")
 }
+
+// The main internet watch's targets in the namespaces of the diagram, with
+// the Pi's default route moved to the backup uplink (as on a site where the
+// Pi's own traffic leaves by the hotspot): 192.168.1.100 is the main
+// router, mainTarget an address it holds ("the internet beyond it").
+const mainTarget = "198.18.0.80"
+
+func TestNetnsMainRoutes(t *testing.T) {
+	t.Parallel()
+	tp := newTopo(t)
+	sh(t, "ip", "-n", tp.pi, "route", "replace", "default", "via", uplinkGW)
+	sh(t, "ip", "-n", tp.lan, "addr", "add", mainTarget+"/32", "dev", "lo")
+	e := tp.env().with("LIFELINE_MAIN_GATEWAY", lanDevice, "LIFELINE_MAIN_TARGETS", "tcp://"+mainTarget+":443, dns://"+mainTarget)
+	routes := func() string {
+		return sh(t, "ip", "-n", tp.pi, "route", "show", "proto", fmt.Sprint(RouteProtocol))
+	}
+	get := func() string {
+		out, _ := exec.Command("ip", "-n", tp.pi, "route", "get", mainTarget).CombinedOutput()
+		return string(out)
+	}
+	if got := get(); !strings.Contains(got, "via "+uplinkGW+" dev up0") {
+		t.Fatalf("before apply the target goes %q: the test's premise (default via the backup uplink) is wrong", got)
+	}
+
+	tp.mustNetsetup(t, e, "apply")
+	applied := routes()
+	t.Logf("routes after apply:\n%s", applied)
+	if got := get(); !strings.Contains(got, "via "+lanDevice+" dev eth0") {
+		t.Errorf("ip route get %s = %q, want via %s dev eth0", mainTarget, got, lanDevice)
+	}
+	if strings.Count(applied, mainTarget) != 2 || !strings.Contains(applied, "unreachable "+mainTarget) || !strings.Contains(applied, "metric 65535") {
+		t.Errorf("want one route via the main gateway and one unreachable fallback for %s:\n%s", mainTarget, applied)
+	}
+	// A probe from the Pi reaches the far side of the main router from the
+	// Pi's LAN address: it left by the LAN.
+	far := listenIn(t, tp.lan, mainTarget+":0")
+	if err := dialFrom(t, tp.pi, net.JoinHostPort(mainTarget, fmt.Sprint(far.port())), 3*time.Second); err != nil {
+		t.Fatalf("probe to %s: %v", mainTarget, err)
+	}
+	if got := far.nextPeer(t); got != piLAN {
+		t.Errorf("target saw source %s, want the Pi's LAN address %s", got, piLAN)
+	}
+	if r := tp.netsetup(t, e, "status"); r.code != 0 || !strings.Contains(r.stdout, "ok       route "+mainTarget+"/32 via "+lanDevice+" dev eth0") {
+		t.Errorf("status after apply: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// Idempotent.
+	tp.mustNetsetup(t, e, "apply")
+	if got := routes(); got != applied {
+		t.Errorf("second apply changed the routes:\n%s\nwant:\n%s", got, applied)
+	}
+
+	// The main router gone (its cable pulled): the route still points at
+	// it, so the probes fail, and a fresh apply works all the same.
+	sh(t, "ip", "-n", tp.lan, "link", "set", "eth0", "down")
+	if got := get(); !strings.Contains(got, "via "+lanDevice+" dev eth0") {
+		t.Errorf("with the main router gone, ip route get %s = %q, want still via %s dev eth0", mainTarget, got, lanDevice)
+	}
+	tp.mustNetsetup(t, e, "remove")
+	tp.mustNetsetup(t, e, "apply")
+	if got := strings.ReplaceAll(routes(), " linkdown", ""); got != applied {
+		t.Errorf("apply with the main router gone:\n%s\nwant:\n%s", got, applied)
+	}
+	sh(t, "ip", "-n", tp.lan, "link", "set", "eth0", "up")
+
+	// The LAN interface taken down: the kernel flushes the route via the
+	// main gateway, and the fallback keeps the target off the backup
+	// uplink (no route to host, and no SYN leaves by up0).
+	sh(t, "ip", "-n", tp.pi, "link", "set", "eth0", "down")
+	if got := get(); strings.Contains(got, "up0") || !strings.Contains(strings.ToLower(got), "no route to host") {
+		t.Errorf("with the LAN interface down, ip route get %s = %q, want no route to host", mainTarget, got)
+	}
+	if r := tp.netsetup(t, e, "status"); r.code != 1 || !strings.Contains(r.stdout, "route "+mainTarget+"/32 via "+lanDevice+" dev eth0 missing") {
+		t.Errorf("status with the LAN down: exit %d, want 1 naming the missing route\n%s", r.code, r.stdout)
+	}
+	if r := tp.netsetup(t, e, "apply"); r.code != 1 || !strings.Contains(r.stderr, "LIFELINE_MAIN_GATEWAY") || !strings.Contains(r.stderr, "nothing changed") {
+		t.Errorf("apply with the LAN down: exit %d, want 1 naming LIFELINE_MAIN_GATEWAY\n%s", r.code, r.stderr)
+	}
+	sh(t, "ip", "-n", tp.pi, "link", "set", "eth0", "up")
+	tp.mustNetsetup(t, e, "apply")
+	if got := routes(); got != applied {
+		t.Errorf("apply after the LAN came back:\n%s\nwant:\n%s", got, applied)
+	}
+
+	// Changed targets: exactly the new ones; remove: none.
+	tp.mustNetsetup(t, e.with("LIFELINE_MAIN_TARGETS", "dns://198.18.0.53"), "apply")
+	if got := routes(); strings.Contains(got, mainTarget) || strings.Count(got, "198.18.0.53") != 2 || !strings.Contains(got, bastionIP+" via "+uplinkGW) {
+		t.Errorf("routes after changing the targets:\n%s", got)
+	}
+	tp.mustNetsetup(t, e, "remove")
+	if got := routes(); got != "" {
+		t.Errorf("routes after remove:\n%s", got)
+	}
+
+	// A gateway that is not on the LAN, a target that is the bastion:
+	// refused, nothing applied.
+	if r := tp.netsetup(t, e.with("LIFELINE_MAIN_GATEWAY", uplinkGW), "apply"); r.code != 1 || !strings.Contains(r.stderr, "not on a subnet of the LAN interface eth0") {
+		t.Errorf("apply with the uplink's gateway as main gateway: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := tp.netsetup(t, e.with("LIFELINE_MAIN_TARGETS", "tcp://"+bastionIP+":443"), "apply"); r.code != 2 || !strings.Contains(r.stderr, "is the bastion") {
+		t.Errorf("apply with the bastion as a target: exit %d\n%s", r.code, r.stderr)
+	}
+	if got := routes(); got != "" {
+		t.Errorf("routes after the refused applies:\n%s", got)
+	}
+}

@@ -1,14 +1,17 @@
 // Package netsetup does the Pi's router duties: net.ipv4.ip_forward (now and
 // persistently), forwarding from the operator tunnel to the site LAN with
 // masquerade, LAN to tunnel for replies only, a TCP MSS clamp on forwarded
-// SYNs, and host routes sending the bastion's addresses via the backup
-// uplink gateway. Apply is idempotent and all-or-nothing, remove takes out
+// SYNs, host routes sending the bastion's addresses via the backup
+// uplink gateway, and host routes sending the main internet watch's target
+// addresses via the main router on the LAN (each with an unreachable
+// fallback, so a probe never leaves by the backup uplink). Apply is idempotent and all-or-nothing, remove takes out
 // exactly what apply added, status reports what differs and what defeats it.
 //
 // It needs CAP_NET_ADMIN and acts on the network namespace of the process.
 package netsetup
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/lifeline-dev/lifeline/agent/config"
+	"github.com/lifeline-dev/lifeline/agent/mainwatch"
 )
 
 // Resolver resolves bastion host names; *net.Resolver satisfies it.
@@ -46,8 +50,19 @@ type Setup struct {
 	cfg Config
 	mss int
 	gw  netip.Addr
-	o   Options
+	// mainGW and mainTargets are the main internet watch's (invalid and
+	// nil: no watch).
+	mainGW      netip.Addr
+	mainTargets []mainwatch.Target
+	o           Options
 }
+
+// FallbackMetric is the metric of the unreachable route beside each main
+// internet watch target's route via the main gateway (metric 0): it is
+// used only while that route is gone (its device went down and the kernel
+// flushed it), so that the probes fail, as they should, rather than leave
+// by the default route over the backup uplink and call the main link up.
+const FallbackMetric = 65535
 
 // New checks cfg (it must pass Validate) and fills unset options.
 func New(cfg Config, o Options) (*Setup, error) {
@@ -58,6 +73,9 @@ func New(cfg Config, o Options) (*Setup, error) {
 	s := &Setup{cfg: cfg, mss: mss, o: o}
 	if cfg.UplinkGateway != "" {
 		s.gw, _ = parseGateway(cfg.UplinkGateway)
+	}
+	if cfg.MainGateway != "" {
+		s.mainGW, s.mainTargets, _ = cfg.main()
 	}
 	if s.o.Firewall == nil {
 		s.o.Firewall = NFTables{}
@@ -100,19 +118,53 @@ func (s *Setup) statePath() string  { return filepath.Join(s.cfg.StateDir, State
 func (s *Setup) sysctlPath() string { return filepath.Join(s.cfg.SysctlDir, SysctlFile) }
 
 // routes resolves the bastion hosts to IPv4 addresses and returns the host
-// routes the configuration wants, sorted; none without an uplink gateway.
-// IPv6 addresses are left out: the uplink gateway is IPv4.
+// routes the configuration wants, sorted: each bastion address via the
+// uplink gateway (none without one; IPv6 addresses are left out, the
+// uplink gateway is IPv4), and each main internet watch target address
+// via the main gateway on the LAN interface, with its unreachable
+// fallback. A target that is a bastion address is an error: the tunnel
+// must leave by the backup link.
 func (s *Setup) routes(ctx context.Context) ([]Route, error) {
-	if !s.gw.IsValid() {
+	if !s.gw.IsValid() && !s.mainGW.IsValid() {
+		return nil, nil
+	}
+	var out []Route
+	bastions, err := s.bastionAddrs(ctx)
+	switch {
+	case s.gw.IsValid() && err != nil:
+		return nil, err
+	case s.gw.IsValid():
+		if len(bastions) == 0 {
+			return nil, fmt.Errorf("LIFELINE_BASTION=%q: no IPv4 address to route via the uplink gateway", s.cfg.Bastion)
+		}
+		for _, a := range bastions {
+			out = append(out, Route{Dst: a, Gateway: s.gw})
+		}
+	case err != nil:
+		s.o.Logger.Warn("netsetup: cannot check that no main internet watch target is a bastion's address", "err", err)
+	}
+	for _, a := range mainwatch.Addrs(s.mainTargets) {
+		if slices.Contains(bastions, a) {
+			return nil, fmt.Errorf("LIFELINE_MAIN_TARGETS=%q: %s is an address of a bastion (LIFELINE_BASTION=%q): its route must go via the backup uplink, not via the main gateway; give other targets", s.cfg.MainTargets, a, s.cfg.Bastion)
+		}
+		out = append(out, Route{Dst: a, Gateway: s.mainGW, Dev: s.cfg.LANInterface}, Route{Dst: a, Unreachable: true, Metric: FallbackMetric})
+	}
+	sortRoutes(out)
+	return out, nil
+}
+
+// bastionAddrs are the IPv4 addresses of the bastion hosts, each once;
+// none when LIFELINE_BASTION is empty.
+func (s *Setup) bastionAddrs(ctx context.Context) ([]netip.Addr, error) {
+	if strings.TrimSpace(s.cfg.Bastion) == "" {
 		return nil, nil
 	}
 	bastions, err := config.ParseBastions(s.cfg.Bastion)
 	if err != nil {
 		return nil, fmt.Errorf("LIFELINE_BASTION: %w", err)
 	}
-	hosts := config.BastionHosts(bastions)
-	var out []Route
-	for _, h := range hosts {
+	var out []netip.Addr
+	for _, h := range config.BastionHosts(bastions) {
 		var addrs []netip.Addr
 		if a, err := netip.ParseAddr(h); err == nil {
 			addrs = []netip.Addr{a}
@@ -124,21 +176,38 @@ func (s *Setup) routes(ctx context.Context) ([]Route, error) {
 		}
 		for _, a := range addrs {
 			a = a.Unmap()
-			if a.Is4() && !slices.ContainsFunc(out, func(r Route) bool { return r.Dst == a }) {
-				out = append(out, Route{Dst: a, Gateway: s.gw})
+			if a.Is4() && !slices.Contains(out, a) {
+				out = append(out, a)
 			}
 		}
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("LIFELINE_BASTION=%q: no IPv4 address to route via the uplink gateway", s.cfg.Bastion)
-	}
-	sortRoutes(out)
 	return out, nil
+}
+
+// checkMainGateway says whether LIFELINE_MAIN_GATEWAY is on a subnet of
+// the LAN interface, as the kernel routes it now.
+func (s *Setup) checkMainGateway() error {
+	l, err := s.o.Router.Get(s.mainGW)
+	if err != nil {
+		return fmt.Errorf("LIFELINE_MAIN_GATEWAY=%s: %w", s.mainGW, err)
+	}
+	if l.Device != s.cfg.LANInterface || l.Gateway.IsValid() {
+		how := "directly"
+		if l.Gateway.IsValid() {
+			how = "via " + l.Gateway.String()
+		}
+		return fmt.Errorf("LIFELINE_MAIN_GATEWAY=%s is not on a subnet of the LAN interface %s (LIFELINE_LAN_INTERFACE): the kernel reaches it %s dev %s; give the main router's address on the LAN, and check that %s is up with its address",
+			s.mainGW, s.cfg.LANInterface, how, l.Device, s.cfg.LANInterface)
+	}
+	return nil
 }
 
 func sortRoutes(rs []Route) {
 	slices.SortFunc(rs, func(a, b Route) int {
 		if c := a.Dst.Compare(b.Dst); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Metric, b.Metric); c != 0 {
 			return c
 		}
 		return a.Gateway.Compare(b.Gateway)
@@ -166,6 +235,11 @@ func (s *Setup) Apply(ctx context.Context) error {
 	wantRoutes, err := s.routes(ctx)
 	if err != nil {
 		return fmt.Errorf("apply: %w", err)
+	}
+	if s.mainGW.IsValid() {
+		if err := s.checkMainGateway(); err != nil {
+			return fmt.Errorf("apply: nothing changed: %w", err)
+		}
 	}
 	curForward, err := s.o.Sysctl.Get(ipForward)
 	if err != nil {
@@ -223,7 +297,7 @@ func (s *Setup) Apply(ctx context.Context) error {
 			},
 		},
 		{
-			name: "set uplink routes",
+			name: "set uplink routes and main internet watch routes",
 			do:   func() error { return s.syncRoutes(haveRoutes, wantRoutes) },
 			undo: func() error {
 				now, err := s.o.Router.Owned()
@@ -267,14 +341,14 @@ func (s *Setup) rollback(done []step, failed string, cause error) error {
 // same address does not collide with the old route.
 func (s *Setup) syncRoutes(have, want []Route) error {
 	for _, r := range have {
-		if !slices.Contains(want, r) {
+		if !slices.ContainsFunc(want, r.satisfies) {
 			if err := s.o.Router.Delete(r); err != nil {
 				return err
 			}
 		}
 	}
 	for _, r := range want {
-		if !slices.Contains(have, r) {
+		if !slices.ContainsFunc(have, func(h Route) bool { return h.satisfies(r) }) {
 			if err := s.o.Router.Add(r); err != nil {
 				return err
 			}
@@ -441,27 +515,39 @@ func (s *Setup) routeStatus(ctx context.Context, r *Report) error {
 		r.Differences = append(r.Differences, err.Error())
 		return nil
 	}
+	if s.mainGW.IsValid() {
+		if err := s.checkMainGateway(); err != nil {
+			r.Differences = append(r.Differences, err.Error())
+		}
+	}
 	for _, w := range want {
-		if slices.Contains(have, w) {
+		if slices.ContainsFunc(have, func(h Route) bool { return h.satisfies(w) }) {
 			r.Applied = append(r.Applied, "route "+w.String())
 		} else {
 			r.Differences = append(r.Differences, "route "+w.String()+" missing")
 		}
-		l, err := s.o.Router.Get(w.Dst)
-		if err != nil {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("bastion %s: %v", w.Dst, err))
+		if w.Unreachable {
 			continue
 		}
-		if l.Gateway != w.Gateway {
+		what, gateway := "bastion", "the uplink gateway"
+		if w.Dev != "" {
+			what, gateway = "main internet watch target", "the main gateway"
+		}
+		l, err := s.o.Router.Get(w.Dst)
+		if err != nil {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("%s %s: %v", what, w.Dst, err))
+			continue
+		}
+		if l.Gateway != w.Gateway || (w.Dev != "" && l.Device != w.Dev) {
 			via := "directly"
 			if l.Gateway.IsValid() {
 				via = "via " + l.Gateway.String()
 			}
-			r.Warnings = append(r.Warnings, fmt.Sprintf("traffic to bastion %s goes %s dev %s, not via the uplink gateway %s", w.Dst, via, l.Device, w.Gateway))
+			r.Warnings = append(r.Warnings, fmt.Sprintf("traffic to %s %s goes %s dev %s, not via %s %s", what, w.Dst, via, l.Device, gateway, w.Gateway))
 		}
 	}
 	for _, h := range have {
-		if !slices.Contains(want, h) {
+		if !slices.ContainsFunc(want, h.satisfies) {
 			r.Differences = append(r.Differences, "route "+h.String()+" not wanted")
 		}
 	}

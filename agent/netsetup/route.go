@@ -17,13 +17,45 @@ import (
 // routes and never deletes another owner's.
 const RouteProtocol = 76
 
-// Route is a host route lifeline adds: Dst/32 via Gateway in the main table.
+// Route is a host route lifeline adds: Dst/32 via Gateway in the main table
+// (on Dev when it is set; otherwise the kernel picks the device), or, when
+// Unreachable is set, an unreachable route to Dst/32 with no gateway: a
+// fallback of a higher Metric that answers "no route to host" whenever the
+// route via the gateway is gone (the kernel flushes it when its device goes
+// down), so that what it guards never takes the default route instead.
 type Route struct {
-	Dst     netip.Addr
-	Gateway netip.Addr
+	Dst         netip.Addr
+	Gateway     netip.Addr `json:",omitzero"`
+	Dev         string     `json:",omitempty"`
+	Unreachable bool       `json:",omitempty"`
+	Metric      uint32     `json:",omitempty"`
 }
 
-func (r Route) String() string { return fmt.Sprintf("%s/32 via %s", r.Dst, r.Gateway) }
+func (r Route) String() string {
+	var s string
+	if r.Unreachable {
+		s = fmt.Sprintf("unreachable %s/32", r.Dst)
+	} else {
+		s = fmt.Sprintf("%s/32 via %s", r.Dst, r.Gateway)
+	}
+	if r.Dev != "" {
+		s += " dev " + r.Dev
+	}
+	if r.Metric != 0 {
+		s += fmt.Sprintf(" metric %d", r.Metric)
+	}
+	return s
+}
+
+// satisfies reports whether have, a route in place, is the wanted route
+// want: the same in every field, except that a want without Dev takes
+// whatever device the kernel chose.
+func (have Route) satisfies(want Route) bool {
+	if want.Dev == "" {
+		have.Dev = ""
+	}
+	return have == want
+}
 
 // Lookup is where the kernel would send a packet (`ip route get`).
 type Lookup struct {
@@ -66,15 +98,30 @@ func rtmsg(dstLen, table, protocol, scope, typ uint8) []byte {
 }
 
 func routeMsg(r Route) ([]byte, error) {
-	dst, gw := r.Dst.As4(), r.Gateway.As4()
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
-		{Type: unix.RTA_DST, Data: dst[:]},
-		{Type: unix.RTA_GATEWAY, Data: gw[:]},
-	})
+	dst := r.Dst.As4()
+	typ := uint8(unix.RTN_UNICAST)
+	attrs := []netlink.Attribute{{Type: unix.RTA_DST, Data: dst[:]}}
+	if r.Unreachable {
+		typ = unix.RTN_UNREACHABLE
+	} else {
+		gw := r.Gateway.As4()
+		attrs = append(attrs, netlink.Attribute{Type: unix.RTA_GATEWAY, Data: gw[:]})
+	}
+	if r.Dev != "" {
+		ifi, err := net.InterfaceByName(r.Dev)
+		if err != nil {
+			return nil, fmt.Errorf("interface %s: %w", r.Dev, err)
+		}
+		attrs = append(attrs, netlink.Attribute{Type: unix.RTA_OIF, Data: binary.NativeEndian.AppendUint32(nil, uint32(ifi.Index))})
+	}
+	if r.Metric != 0 {
+		attrs = append(attrs, netlink.Attribute{Type: unix.RTA_PRIORITY, Data: binary.NativeEndian.AppendUint32(nil, r.Metric)})
+	}
+	b, err := netlink.MarshalAttributes(attrs)
 	if err != nil {
 		return nil, err
 	}
-	return append(rtmsg(32, unix.RT_TABLE_MAIN, RouteProtocol, unix.RT_SCOPE_UNIVERSE, unix.RTN_UNICAST), attrs...), nil
+	return append(rtmsg(32, unix.RT_TABLE_MAIN, RouteProtocol, unix.RT_SCOPE_UNIVERSE, typ), b...), nil
 }
 
 // Add implements Router.
@@ -93,7 +140,11 @@ func (Netlink) Add(r Route) error {
 		Data:   data,
 	})
 	if errors.Is(err, syscall.ENETUNREACH) {
-		return fmt.Errorf("add route %s: gateway %s is on no connected network (is the uplink up?): %w", r, r.Gateway, err)
+		on := "no connected network (is the uplink up?)"
+		if r.Dev != "" {
+			on = "no network of " + r.Dev + " (is it up, with its address?)"
+		}
+		return fmt.Errorf("add route %s: gateway %s is on %s: %w", r, r.Gateway, on, err)
 	}
 	if errors.Is(err, syscall.EEXIST) {
 		return fmt.Errorf("add route %s: a route to %s exists already and is not lifeline's: %w", r, r.Dst, err)
@@ -128,10 +179,10 @@ func (Netlink) Delete(r Route) error {
 
 // parsedRoute is the part of an RTM_NEWROUTE message lifeline reads.
 type parsedRoute struct {
-	dstLen, protocol uint8
-	table            uint32
-	dst, gw          netip.Addr
-	oif              uint32
+	dstLen, protocol, typ uint8
+	table                 uint32
+	dst, gw               netip.Addr
+	oif, priority         uint32
 }
 
 func parseRoute(b []byte) (parsedRoute, error) {
@@ -139,7 +190,7 @@ func parseRoute(b []byte) (parsedRoute, error) {
 	if len(b) < 12 {
 		return p, errors.New("short rtmsg")
 	}
-	p.dstLen, p.protocol, p.table = b[1], b[5], uint32(b[4])
+	p.dstLen, p.protocol, p.table, p.typ = b[1], b[5], uint32(b[4]), b[7]
 	ad, err := netlink.NewAttributeDecoder(b[12:])
 	if err != nil {
 		return p, err
@@ -152,6 +203,8 @@ func parseRoute(b []byte) (parsedRoute, error) {
 			p.gw, _ = netip.AddrFromSlice(ad.Bytes())
 		case unix.RTA_OIF:
 			p.oif = binary.NativeEndian.Uint32(ad.Bytes())
+		case unix.RTA_PRIORITY:
+			p.priority = binary.NativeEndian.Uint32(ad.Bytes())
 		case unix.RTA_TABLE:
 			p.table = binary.NativeEndian.Uint32(ad.Bytes())
 		}
@@ -160,7 +213,7 @@ func parseRoute(b []byte) (parsedRoute, error) {
 }
 
 // Owned implements Router: IPv4 host routes in the main table tagged with
-// RouteProtocol.
+// RouteProtocol, unicast (with their device) or unreachable.
 func (Netlink) Owned() ([]Route, error) {
 	c, err := rtnl()
 	if err != nil {
@@ -180,9 +233,21 @@ func (Netlink) Owned() ([]Route, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list routes: %w", err)
 		}
-		if p.protocol == RouteProtocol && p.table == unix.RT_TABLE_MAIN && p.dstLen == 32 && p.dst.Is4() {
-			out = append(out, Route{Dst: p.dst, Gateway: p.gw})
+		if p.protocol != RouteProtocol || p.table != unix.RT_TABLE_MAIN || p.dstLen != 32 || !p.dst.Is4() {
+			continue
 		}
+		r := Route{Dst: p.dst, Gateway: p.gw, Metric: p.priority}
+		switch p.typ {
+		case unix.RTN_UNICAST:
+			if p.oif != 0 {
+				r.Dev = ifName(p.oif)
+			}
+		case unix.RTN_UNREACHABLE:
+			r.Unreachable = true
+		default:
+			continue
+		}
+		out = append(out, r)
 	}
 	return out, nil
 }
@@ -213,11 +278,14 @@ func (Netlink) Get(dst netip.Addr) (Lookup, error) {
 	if err != nil {
 		return Lookup{}, fmt.Errorf("route get %s: %w", dst, err)
 	}
-	l := Lookup{Gateway: p.gw}
-	if ifi, err := net.InterfaceByIndex(int(p.oif)); err == nil {
-		l.Device = ifi.Name
-	} else {
-		l.Device = fmt.Sprintf("ifindex %d", p.oif)
+	return Lookup{Gateway: p.gw, Device: ifName(p.oif)}, nil
+}
+
+// ifName is the name of the interface of index i ("ifindex N" when it has
+// none any more).
+func ifName(i uint32) string {
+	if ifi, err := net.InterfaceByIndex(int(i)); err == nil {
+		return ifi.Name
 	}
-	return l, nil
+	return fmt.Sprintf("ifindex %d", i)
 }

@@ -44,7 +44,14 @@ type fakeBastion struct {
 	hangUp   bool // close every connection right after authentication
 	sessions int  // authenticated connections
 	requests []string
-	wg       sync.WaitGroup
+	// siteRoles makes it answer wire.SiteRoleRequest (and record each in
+	// roles); otherwise it refuses it, as an older bastion does.
+	siteRoles bool
+	roles     []bool
+	// v1Only makes it refuse main-link reports (version 2), as a bastion
+	// that predates them does.
+	v1Only bool
+	wg     sync.WaitGroup
 }
 
 func startFakeBastion(t *testing.T, agentKey ssh.PublicKey, refuse ...string) *fakeBastion {
@@ -141,8 +148,22 @@ func (b *fakeBastion) serve(c net.Conn, cfg *ssh.ServerConfig) {
 			b.names[name] = sc // newest wins
 			b.mu.Unlock()
 			r.Reply(true, nil)
+		case wire.SiteRoleRequest:
+			role, err := wire.ParseSiteRole(r.Payload)
+			b.mu.Lock()
+			ok := b.siteRoles && err == nil
+			if ok {
+				b.roles = append(b.roles, role.Reporter)
+			}
+			b.mu.Unlock()
+			r.Reply(ok, nil)
 		case report.RequestType:
 			rep, err := report.Decode(r.Payload)
+			b.mu.Lock()
+			if b.v1Only && rep.Version != report.Version {
+				err = errors.New("version 2 is not supported")
+			}
+			b.mu.Unlock()
 			if err == nil {
 				b.mu.Lock()
 				b.reports = append(b.reports, rep)

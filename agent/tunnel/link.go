@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jpillora/backoff"
@@ -299,7 +300,9 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 
 	l.mu.Lock()
 	l.conn = nil
+	l.st.Registered = nil
 	l.mu.Unlock()
+	l.t.rolesChanged()
 	up = cfg.Clock.Now().Sub(connected)
 	if ctx.Err() != nil {
 		l.log.Info("closed", "after", up.Round(time.Millisecond))
@@ -323,7 +326,11 @@ type conn struct {
 	closed bool
 	wg     sync.WaitGroup // every goroutine of this connection
 	slots  chan struct{}  // bounds concurrent forwarded connections
-	resent sync.Once      // the latest link report, after the first registration
+	resent sync.Once      // the latest link reports, after the first registration
+	// mainRefused: the bastion refused a main-link report (it reads
+	// version 1 only); none is sent on this connection again.
+	mainRefused atomic.Bool
+	role        connRole
 }
 
 func newConn(l *link, sc ssh.Conn) *conn {
@@ -392,7 +399,13 @@ func (s *conn) run(ctx context.Context, chans <-chan ssh.NewChannel, reqs <-chan
 		}
 		cancel(fmt.Errorf("connection ended: %w", err))
 	})
-	s.goroutine(func() { s.registerAll(sctx) })
+	s.goroutine(func() {
+		// The site role goes first: the bastion must know whether to
+		// text this site's events before its names make it "up".
+		s.l.t.sendRole(sctx, s)
+		s.l.t.rolesChanged()
+		s.registerAll(sctx)
+	})
 	s.goroutine(func() {
 		if err := s.keepalive(sctx); err != nil {
 			cancel(err)

@@ -39,6 +39,7 @@ func (s *conn) register(ctx context.Context, f forward.Forward) {
 				s.log.Warn(w, "forward", f.Listen(), "server", string(s.sc.ServerVersion()))
 			}
 			s.l.t.registered()
+			s.l.t.rolesChanged()
 			s.resent.Do(func() { s.l.t.resendReport(ctx, s) })
 			return
 		}

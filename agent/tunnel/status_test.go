@@ -171,6 +171,15 @@ func TestStatusFollowsTheLink(t *testing.T) {
 	if s := n.lastStatus(); s != registered+" | link checks paused: monthly budget used up" {
 		t.Errorf("STATUS=%q after SetNote", s)
 	}
+	// The main link's state goes between the tunnels and the note.
+	tun.SetMainNote("MAIN INTERNET DOWN since 09:55 UTC")
+	if s := n.lastStatus(); s != registered+" | MAIN INTERNET DOWN since 09:55 UTC | link checks paused: monthly budget used up" {
+		t.Errorf("STATUS=%q after SetMainNote", s)
+	}
+	tun.SetMainNote("")
+	if s := n.lastStatus(); s != registered+" | link checks paused: monthly budget used up" {
+		t.Errorf("STATUS=%q after SetMainNote(\"\")", s)
+	}
 }
 
 func TestOneLine(t *testing.T) {

@@ -143,14 +143,23 @@ type Tunnels struct {
 	ran     bool
 	// lastReport is the payload of the latest link report, resent on every
 	// new connection so a restarted bastion shows it without waiting for
-	// the next check (an hour by default).
+	// the next check (an hour by default). lastMain is the latest
+	// main-link report, resent the same way: a main link that went down
+	// while no bastion was connected is told to the first that connects
+	// (and a later "back" replaces it).
 	lastReport []byte
+	lastMain   []byte
+
+	// roles wakes the loop that tells bastions their site role
+	// (reconcileRoles) when the reporter may have changed.
+	roles chan struct{}
 
 	// statusMu orders what systemd is told: READY=1 first, then each
 	// STATUS= that differs from the one before.
 	statusMu   sync.Mutex
 	readySent  bool
 	lastStatus string
+	mainNote   string
 	note       string
 
 	// act counts the forwarded channels open over every link (Activity).
@@ -213,7 +222,7 @@ func New(cfg Config) (*Tunnels, error) {
 	if cfg.TargetDialer == nil {
 		cfg.TargetDialer = &net.Dialer{}
 	}
-	t := &Tunnels{cfg: cfg}
+	t := &Tunnels{cfg: cfg, roles: make(chan struct{}, 1)}
 	for _, b := range cfg.Bastions {
 		t.links = append(t.links, newLink(t, b))
 	}
@@ -242,6 +251,7 @@ func (t *Tunnels) Run(ctx context.Context) error {
 	if t.cfg.WatchdogEvery > 0 && t.cfg.Systemd != nil {
 		wg.Go(func() { t.watchdog(ctx) })
 	}
+	wg.Go(func() { t.roleLoop(ctx) })
 	// Every loop runs: the agent is started, connected or not.
 	started.Wait()
 	t.sendReady()
@@ -277,6 +287,17 @@ func (t *Tunnels) SetNote(note string) {
 	t.refreshStatus()
 }
 
+// SetMainNote sets what STATUS= says of the site's main internet link
+// (the agent's main-link watch: "main internet DOWN since ..."), shown
+// after the tunnels' state and before the note of SetNote; "" says
+// nothing. It may be called at any time, before Run too.
+func (t *Tunnels) SetMainNote(note string) {
+	t.statusMu.Lock()
+	t.mainNote = oneLine(note, maxStatusPart)
+	t.statusMu.Unlock()
+	t.refreshStatus()
+}
+
 // refreshStatus sends STATUS= when the state it describes changed since
 // the last one sent. Nothing is sent before READY=1.
 func (t *Tunnels) refreshStatus() {
@@ -301,12 +322,16 @@ func (t *Tunnels) refreshStatus() {
 const maxStatusPart = 300
 
 // statusLine is one line for systemd's STATUS=: every bastion's state,
-// then the note, separated by " | ". Callers hold statusMu.
+// then the main link's note and the note, separated by " | ". Callers
+// hold statusMu.
 func (t *Tunnels) statusLine() string {
 	now := t.cfg.Clock.Now()
-	parts := make([]string, 0, len(t.links)+1)
+	parts := make([]string, 0, len(t.links)+2)
 	for _, l := range t.links {
 		parts = append(parts, oneLine(l.describe(now), maxStatusPart))
+	}
+	if t.mainNote != "" {
+		parts = append(parts, t.mainNote)
 	}
 	if t.note != "" {
 		parts = append(parts, t.note)
@@ -420,54 +445,86 @@ func (t *Tunnels) Status() []Status {
 // tunnel and waits for each reply at most one keepalive-dead period (or until
 // ctx ends). A bastion that is not connected is skipped; every outcome is
 // logged. It never blocks the tunnels themselves.
+//
+// A main-link report (r.Link is report.LinkMain, version 2) is kept apart
+// from the backup link's: the latest of each is resent to every new
+// connection. A bastion that refuses a main-link report is taken for one
+// too old to read them: no more are sent on that connection.
 func (t *Tunnels) Publish(ctx context.Context, r report.LinkReport) {
 	payload, err := report.Encode(r)
 	if err != nil {
 		t.cfg.Log.Error("link report not sent", "err", err)
 		return
 	}
+	isMain := r.Link == report.LinkMain
 	t.mu.Lock()
-	t.lastReport = payload
+	if isMain {
+		t.lastMain = payload
+	} else {
+		t.lastReport = payload
+	}
 	t.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, l := range t.links {
 		s := l.current()
 		if s == nil {
-			t.cfg.Log.Warn("link report not sent: bastion not connected", "bastion", l.addr)
+			t.cfg.Log.Warn("link report not sent: bastion not connected", "bastion", l.addr, "link", r.LinkKind())
+			continue
+		}
+		if isMain && s.mainRefused.Load() {
 			continue
 		}
 		wg.Go(func() {
 			ok, err := s.request(ctx, report.RequestType, payload)
 			switch {
 			case err != nil:
-				t.cfg.Log.Warn("link report not delivered", "bastion", l.addr, "err", err)
+				t.cfg.Log.Warn("link report not delivered", "bastion", l.addr, "link", r.LinkKind(), "err", err)
+			case !ok && isMain:
+				s.refusedMain()
 			case !ok:
 				t.cfg.Log.Warn("bastion refused the link report", "bastion", l.addr)
 			default:
-				t.cfg.Log.Info("link report delivered", "bastion", l.addr, "verdict", r.Verdict)
+				t.cfg.Log.Info("link report delivered", "bastion", l.addr, "link", r.LinkKind(), "verdict", r.Verdict)
 			}
 		})
 	}
 	wg.Wait()
 }
 
-// resendReport sends the latest link report, if any, on a connection that has
-// just registered (a new connection, or a restarted bastion).
+// resendReport sends the latest link reports, if any (the backup link's,
+// then the main link's), on a connection that has just registered (a new
+// connection, or a restarted bastion).
 func (t *Tunnels) resendReport(ctx context.Context, s *conn) {
 	t.mu.Lock()
-	payload := t.lastReport
+	backup, main := t.lastReport, t.lastMain
 	t.mu.Unlock()
-	if payload == nil {
-		return
+	for _, rep := range []struct {
+		payload []byte
+		isMain  bool
+	}{{backup, false}, {main, true}} {
+		payload, isMain := rep.payload, rep.isMain
+		if payload == nil || isMain && s.mainRefused.Load() {
+			continue
+		}
+		ok, err := s.request(ctx, report.RequestType, payload)
+		switch {
+		case err != nil:
+			s.log.Warn("latest link report not resent", "main", isMain, "err", err)
+		case !ok && isMain:
+			s.refusedMain()
+		case !ok:
+			s.log.Warn("bastion refused the latest link report")
+		default:
+			s.log.Info("latest link report resent to the new connection", "main", isMain)
+		}
 	}
-	ok, err := s.request(ctx, report.RequestType, payload)
-	switch {
-	case err != nil:
-		s.log.Warn("latest link report not resent", "err", err)
-	case !ok:
-		s.log.Warn("bastion refused the latest link report")
-	default:
-		s.log.Info("latest link report resent to the new connection")
+}
+
+// refusedMain records that the bastion refused a main-link report: it reads
+// version 1 only, so none is sent on this connection again.
+func (s *conn) refusedMain() {
+	if !s.mainRefused.Swap(true) {
+		s.log.Info("bastion too old for main-link reports: not sending it the main internet's state on this connection")
 	}
 }
 

@@ -145,7 +145,7 @@ func TestTransientFailureDeliversExactlyOnce(t *testing.T) {
 
 func spoolFiles(t testing.TB, dir string) []string {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "alerts", "*.json"))
+	m, err := filepath.Glob(filepath.Join(dir, "alerts", "*", "*.json")) // every channel's folder
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func TestPermanentFailureNotRetried(t *testing.T) {
 			if srv.Requests() != 1 || srv.Count() != 0 {
 				t.Errorf("%d requests, %d accepted: want one refused attempt", srv.Requests(), srv.Count())
 			}
-			failed, _ := filepath.Glob(filepath.Join(cfg.Dir, "alerts", "failed", "*.json"))
+			failed, _ := filepath.Glob(filepath.Join(cfg.Dir, "alerts", "twilio", "failed", "*.json"))
 			if len(failed) != 1 || len(spoolFiles(t, cfg.Dir)) != 0 {
 				t.Errorf("failed/ holds %v, spool %v: want the alert set aside", failed, spoolFiles(t, cfg.Dir))
 			}
@@ -423,7 +423,7 @@ func TestSpoolCapSummarisesOverflow(t *testing.T) {
 	cfg := testConfig(t, twilioFor(t, srv, nil))
 	cfg.MaxSpool, cfg.PerMinute, cfg.Audit = 5, 100, rec
 	first := cfg
-	first.Sender = failing{} // the first run delivers nothing
+	first.Channels = []Channel{{Sender: failing{}, Name: "twilio"}} // the first run delivers nothing
 	a := mustNew(t, first)
 	for i := 0; i < 12; i++ {
 		a.Login(login("mallory", "203.0.113.5:1"))
@@ -437,7 +437,7 @@ func TestSpoolCapSummarisesOverflow(t *testing.T) {
 	// The send loop is the only writer of the overflow count.
 	stop := run(t, a)
 	sshtest.Eventually(t, 10*time.Second, func() bool {
-		_, err := os.Stat(filepath.Join(cfg.Dir, "alerts", overflowFile))
+		_, err := os.Stat(filepath.Join(cfg.Dir, "alerts", "twilio", overflowFile))
 		return err == nil && a.Status().LastError != ""
 	}, "overflow count saved by the send loop")
 	stop()
@@ -457,7 +457,7 @@ func TestSpoolCapSummarisesOverflow(t *testing.T) {
 	if n := len(rec.withReason(KindLogin)); n != 12 {
 		t.Errorf("%d login audit events, want all 12", n)
 	}
-	if _, err := os.Stat(filepath.Join(cfg.Dir, "alerts", overflowFile)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "alerts", "twilio", overflowFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("overflow file still there after the summary: %v", err)
 	}
 }
@@ -539,7 +539,7 @@ func TestCorruptSpoolFileSetAside(t *testing.T) {
 	if st := a.Status(); st.Pending != 0 || st.Permanent != 1 {
 		t.Errorf("status %+v: want the corrupt file counted as permanent", st)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "alerts", "failed", "unreadable-"+name)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "alerts", "log", "failed", "unreadable-"+name)); err != nil {
 		t.Errorf("corrupt file not set aside: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "alerts", ".tmp-123")); !errors.Is(err, os.ErrNotExist) {

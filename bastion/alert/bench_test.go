@@ -93,7 +93,7 @@ func BenchmarkLoginFlood(b *testing.B) {
 // (temp file, fsync, rename, directory fsync) under the same concurrency, on
 // the same disk: the floor under Login's latency.
 func baselineWrites(b *testing.B, n, workers int) []time.Duration {
-	sp, _, _, _, err := openSpool(b.TempDir())
+	sp, err := makeSpool(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 )
 
-// delivery is the send loop's own state; nothing else touches it.
+// delivery is a channel's send loop's own state; nothing else touches it.
 type delivery struct {
 	sentTimes []time.Time // accepted sends within the last minute, oldest first
 }
@@ -25,30 +25,31 @@ type batch struct {
 	msg      Message
 }
 
-// next decides what to send now; wait > 0 means the rate limit is reached;
+// next decides what c sends now; wait > 0 means its rate limit is reached;
 // ok false means there is nothing to send.
-func (a *Alerter) next() (b batch, wait time.Duration, ok bool) {
-	now := a.cfg.Clock.Now()
-	d := &a.out
+func (c *channel) next() (b batch, wait time.Duration, ok bool) {
+	cfg := &c.a.cfg
+	now := cfg.Clock.Now()
+	d := &c.out
 	for len(d.sentTimes) > 0 && !d.sentTimes[0].Add(time.Minute).After(now) {
 		d.sentTimes = d.sentTimes[1:]
 	}
-	pending, overflow := a.box.waiting()
+	pending, overflow := c.box.waiting()
 	over := sum(overflow)
 	if len(pending) == 0 && over == 0 {
 		return b, 0, false
 	}
-	if len(d.sentTimes) >= a.cfg.PerMinute {
+	if len(d.sentTimes) >= c.perMinute {
 		return b, d.sentTimes[0].Add(time.Minute).Sub(now), true
 	}
-	last := a.cfg.PerMinute-len(d.sentTimes) == 1
+	last := c.perMinute-len(d.sentTimes) == 1
 	if len(pending) == 0 || over > 0 || (last && len(pending) > 1) {
 		b.summary, b.entries, b.overflow = true, pending, overflow
-		id := a.box.newID(now)
+		id := c.a.newID(now)
 		if len(b.entries) > 0 {
 			id = b.entries[0].ID
 		}
-		text, detail := summaryText(a.cfg.BastionName, b.entries, b.overflow)
+		text, detail := summaryText(cfg.BastionName, b.entries, b.overflow)
 		b.msg = Message{ID: fmt.Sprintf("summary-%s-%d", id, len(b.entries)+over), Kind: KindSummary, Text: text, Detail: detail, Created: now}
 		return b, 0, true
 	}
@@ -57,29 +58,32 @@ func (a *Alerter) next() (b batch, wait time.Duration, ok bool) {
 	return b, 0, true
 }
 
-// sendLoop delivers what the outbox holds until ctx is done. It is the
-// only writer of the overflow counts on disk.
-func (a *Alerter) sendLoop(ctx context.Context) {
-	bo := &backoff.Backoff{Min: a.cfg.RetryMin, Max: a.cfg.RetryMax, Factor: 2, Jitter: true}
+// sendLoop delivers what c's outbox holds until ctx is done. It is the
+// only writer of c's overflow counts on disk. Nothing it waits for (the
+// rate limit, a backoff, a Send that hangs until SendTimeout) holds back
+// another channel.
+func (c *channel) sendLoop(ctx context.Context) {
+	cfg := &c.a.cfg
+	bo := &backoff.Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax, Factor: 2, Jitter: true}
 	for {
-		a.box.saveOverflow()
-		b, wait, ok := a.next()
+		c.box.saveOverflow()
+		b, wait, ok := c.next()
 		if !ok {
 			select {
 			case <-ctx.Done():
 				return
-			case <-a.box.wakeSend:
+			case <-c.box.wakeSend:
 				continue
 			}
 		}
 		if wait > 0 {
-			if !a.sleep(ctx, wait) {
+			if !c.sleep(ctx, wait) {
 				return
 			}
 			continue
 		}
-		sctx, cancel := context.WithTimeout(ctx, a.cfg.SendTimeout)
-		err := a.cfg.Sender.Send(sctx, b.msg)
+		sctx, cancel := context.WithTimeout(ctx, cfg.SendTimeout)
+		err := c.sender.Send(sctx, b.msg)
 		cancel()
 		if ctx.Err() != nil {
 			return // shutting down: whatever was not accepted stays spooled
@@ -87,27 +91,27 @@ func (a *Alerter) sendLoop(ctx context.Context) {
 		switch {
 		case err == nil:
 			bo.Reset()
-			a.delivered(b)
+			c.delivered(b)
 			continue
 		case errors.Is(err, ErrPermanent):
-			a.undeliverable(b, err)
+			c.undeliverable(b, err)
 		default:
-			now := a.cfg.Clock.Now()
-			a.box.settle(batch{}, func(st *Status) { st.LastError, st.LastErrorAt = err.Error(), now })
-			a.cfg.Log.Warn("alert delivery failed, will retry", "id", b.msg.ID, "notifier", a.cfg.Sender.Name(), "attempt", int(bo.Attempt())+1, "err", err)
+			now := cfg.Clock.Now()
+			c.box.settle(batch{}, func(st *ChannelStatus) { st.LastError, st.LastErrorAt = err.Error(), now })
+			cfg.Log.Warn("alert delivery failed, will retry", "id", b.msg.ID, "channel", c.name, "attempt", int(bo.Attempt())+1, "err", err)
 		}
 		// After any failure pause before the next attempt: a transient
 		// error is retried, and a run of permanent ones (revoked
 		// credentials) must not hammer the API.
-		if !a.sleep(ctx, bo.Duration()) {
+		if !c.sleep(ctx, bo.Duration()) {
 			return
 		}
 	}
 }
 
 // sleep waits d on the Clock; false means ctx ended first.
-func (a *Alerter) sleep(ctx context.Context, d time.Duration) bool {
-	t := a.cfg.Clock.NewTimer(d)
+func (c *channel) sleep(ctx context.Context, d time.Duration) bool {
+	t := c.a.cfg.Clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -117,23 +121,24 @@ func (a *Alerter) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (a *Alerter) delivered(b batch) {
+func (c *channel) delivered(b batch) {
+	a := c.a
 	now := a.cfg.Clock.Now()
 	for _, e := range b.entries {
-		if err := a.box.sp.remove(e.ID); err != nil {
-			a.cfg.Log.Error("delivered alert stays in the spool and may be sent again", "id", e.ID, "err", err)
+		if err := c.box.sp.remove(e.ID); err != nil {
+			a.cfg.Log.Error("delivered alert stays in the spool and may be sent again", "channel", c.name, "id", e.ID, "err", err)
 		}
 	}
 	if b.summary {
 		for _, e := range b.entries {
-			a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: "rate_limited", Message: "held back by the SMS limit, summarised: " + e.Text})
+			a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: "rate_limited", Message: "held back by the " + c.name + " limit, summarised: " + e.Text})
 		}
-		a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: KindSummary, Message: b.msg.Text})
+		a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: KindSummary, Message: c.name + ": " + b.msg.Text})
 	}
-	a.out.sentTimes = append(a.out.sentTimes, now)
-	a.box.settle(b, func(st *Status) {
-		st.Sent++
-		st.LastSent = now
+	c.out.sentTimes = append(c.out.sentTimes, now)
+	c.box.settle(b, func(st *ChannelStatus) {
+		st.Delivered++
+		st.LastDelivered = now
 		st.LastError = ""
 		if b.summary {
 			st.RateLimited += len(b.entries) + sum(b.overflow)
@@ -141,21 +146,24 @@ func (a *Alerter) delivered(b batch) {
 	})
 }
 
-func (a *Alerter) undeliverable(b batch, err error) {
+// undeliverable sets b aside in c's failed/ folder: the other channels'
+// copies are theirs and stay.
+func (c *channel) undeliverable(b batch, err error) {
+	a := c.a
 	now := a.cfg.Clock.Now()
-	a.cfg.Log.Error("ALERT UNDELIVERABLE: permanent failure, not retried; fix the SMS configuration", "id", b.msg.ID, "notifier", a.cfg.Sender.Name(), "text", b.msg.Text, "err", err)
+	a.cfg.Log.Error("ALERT UNDELIVERABLE: permanent failure, not retried; fix the "+c.name+" configuration", "id", b.msg.ID, "channel", c.name, "text", b.msg.Text, "err", err)
 	for _, e := range b.entries {
-		if serr := a.box.sp.setAside(e.ID, a.cfg.MaxSpool); serr != nil {
-			a.cfg.Log.Error("undeliverable alert could not be set aside", "id", e.ID, "err", serr)
+		if serr := c.box.sp.setAside(e.ID, a.cfg.MaxSpool); serr != nil {
+			a.cfg.Log.Error("undeliverable alert could not be set aside", "channel", c.name, "id", e.ID, "err", serr)
 		}
-		a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: KindUndelivered, Message: "not delivered (" + err.Error() + "): " + e.Text})
+		a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: KindUndelivered, Message: "not delivered by " + c.name + " (" + err.Error() + "): " + e.Text})
 	}
 	if n := sum(b.overflow); n > 0 {
-		a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: KindUndelivered, Message: fmt.Sprintf("not delivered (%v): summary of %d alerts that found the spool full", err, n)})
+		a.record(audit.Event{Time: now, Kind: audit.KindAlert, Reason: KindUndelivered, Message: fmt.Sprintf("not delivered by %s (%v): summary of %d alerts that found the spool full", c.name, err, n)})
 	}
-	a.box.settle(b, func(st *Status) {
-		st.Permanent += len(b.entries) + sum(b.overflow)
-		st.LastPermanent = fmt.Sprintf("%s: %v", now.UTC().Format(time.RFC3339), err)
+	c.box.settle(b, func(st *ChannelStatus) {
+		st.Failed += len(b.entries) + sum(b.overflow)
+		st.LastFailed = fmt.Sprintf("%s: %v", now.UTC().Format(time.RFC3339), err)
 	})
-	a.box.saveOverflow()
+	c.box.saveOverflow()
 }

@@ -44,8 +44,12 @@ func (a Agent) key() string {
 
 // intake is the state the event methods keep between events: the agents
 // that are away (the caller says when an agent goes and comes back; the
-// intake only times the outage), the open failed-login window and the
-// quiet-login count.
+// intake only times the outage), the open failed-login window, the
+// quiet-login count, and per agent key its site role (role.go), its main
+// link (main.go) and whether its link failure was texted.
+//
+// The maps by agent key are bounded by the keys that may log in as agents
+// (the agents file): they are never swept.
 type intake struct {
 	wakeTimer chan struct{} // a deadline was set or cleared
 
@@ -54,14 +58,19 @@ type intake struct {
 	fails     failWindow
 	quiet     int
 	lastQuiet string
+	roles     map[string]bool       // by Agent.key(): the key's last site-role word; absent: reporter
+	main      map[string]*mainState // by Agent.key(): what the main-link reports said (main.go)
+	linkDown  map[string]bool       // by Agent.key(): a link failure was texted, "ok again" is due
 }
 
 // absence is an agent that went away: "site down" is due at deadline, or
-// was sent (deadline zero).
+// was decided (deadline zero): texted, or not because this bastion was not
+// the site's reporter then (and then "site back" is not texted either).
 type absence struct {
 	agent    Agent
 	since    time.Time
-	deadline time.Time // zero: "down" was sent
+	deadline time.Time // zero: "down" was decided
+	texted   bool      // "down" was texted by this bastion
 }
 
 type failWindow struct {
@@ -74,6 +83,9 @@ type failWindow struct {
 func (in *intake) init() {
 	in.wakeTimer = make(chan struct{}, 1)
 	in.away = map[string]*absence{}
+	in.roles = map[string]bool{}
+	in.main = map[string]*mainState{}
+	in.linkDown = map[string]bool{}
 }
 
 func (in *intake) quietCount() (int, string) {
@@ -135,9 +147,12 @@ func (a *Alerter) AuthFailed(source netip.Addr, user string) {
 }
 
 // AgentUp is told that agent is back: it has a connection holding names
-// again. If "site down" was sent, it texts "site back" with the outage's
-// length; a pending "down" is cancelled. The caller decides when an agent
-// is up (the server counts its connections); AgentUp keeps no count.
+// again. If this bastion texted "site down", it texts "site back" with the
+// outage's length, whatever the key's site role is now: the bastion that
+// texted the start of an outage texts its end. A "down" that was not
+// texted (not the reporter then) is followed by no "back". A pending
+// "down" is cancelled. The caller decides when an agent is up (the server
+// counts its connections); AgentUp keeps no count.
 func (a *Alerter) AgentUp(agent Agent) {
 	now := a.cfg.Clock.Now()
 	a.in.mu.Lock()
@@ -145,11 +160,17 @@ func (a *Alerter) AgentUp(agent Agent) {
 	delete(a.in.away, agent.key())
 	a.in.mu.Unlock()
 	wake(a.in.wakeTimer)
-	if ab != nil && ab.deadline.IsZero() {
-		text := backText(a.cfg.BastionName, agent, now.Sub(ab.since))
-		a.enqueue(entry{Message: Message{Kind: KindAgentBack, Text: text, Created: now}, Subject: clean(agent.Name, 32)},
-			audit.Event{Time: now, Agent: agent.Name, Fingerprint: agent.Fingerprint, DurationMS: now.Sub(ab.since).Milliseconds()})
+	if ab == nil || !ab.deadline.IsZero() {
+		return
 	}
+	text := backText(a.cfg.BastionName, agent, now.Sub(ab.since))
+	e := entry{Message: Message{Kind: KindAgentBack, Text: text, Created: now}, Subject: clean(agent.Name, 32)}
+	ev := audit.Event{Time: now, Agent: agent.Name, Fingerprint: agent.Fingerprint, DurationMS: now.Sub(ab.since).Milliseconds()}
+	if !ab.texted {
+		a.notTexted(e, ev)
+		return
+	}
+	a.enqueue(e, ev)
 }
 
 // AgentDown is told that agent's last connection holding names is gone.
@@ -176,40 +197,70 @@ func (a *Alerter) NameMoved(target string, to, from Agent, takeover bool) {
 		audit.Event{Time: now, Target: target, Agent: to.Name, Fingerprint: to.Fingerprint})
 }
 
-// LinkReport texts when an agent's link verdict changes from prev, the
-// agent's previous report (zero: none since the start), to r: failed (also
-// as the first report), then ok again. Repeats send nothing. The caller
-// keeps the reports.
+// LinkReport texts when an agent's backup-link verdict changes from prev,
+// the agent's previous report (zero: none since the start), to r: failed
+// (also as the first report), then ok again. Repeats send nothing. The
+// caller keeps the reports; main-link reports go to MainLink, never here.
+//
+// A failure is texted only while the key is its site's reporter (role.go);
+// "ok again" is texted when this bastion texted the failure, whatever the
+// role is by then. What is not texted is audited as such.
 func (a *Alerter) LinkReport(agent Agent, prev, r report.LinkReport) {
 	now := a.cfg.Clock.Now()
 	var e entry
+	k := agent.key()
+	a.in.mu.Lock()
+	reporter, failTexted := a.in.reporter(k), a.in.linkDown[k]
+	texted := false
 	switch {
 	// A new failure, or a failed link failing for another reason (a test
 	// error, then the wrong ISP): the owner needs the new reason.
 	case r.Verdict == report.VerdictFailed && (prev.Verdict != report.VerdictFailed || failureKinds(prev) != failureKinds(r)):
 		e.Kind = KindLinkFailed
 		e.Text, e.Detail = linkFailedText(a.cfg.BastionName, agent, r)
+		if texted = reporter; texted {
+			a.in.linkDown[k] = true
+		}
 	case r.Verdict == report.VerdictOK && prev.Verdict == report.VerdictFailed:
 		e.Kind, e.Text = KindLinkOK, linkOKText(a.cfg.BastionName, agent, r)
+		texted = failTexted
+		delete(a.in.linkDown, k)
 	default:
+		if r.Verdict == report.VerdictOK {
+			delete(a.in.linkDown, k)
+		}
+		a.in.mu.Unlock()
 		return
 	}
+	a.in.mu.Unlock()
 	e.Created, e.Subject = now, clean(agent.Name, 32)
-	a.enqueue(e, audit.Event{Time: now, Agent: agent.Name, Fingerprint: agent.Fingerprint})
+	ev := audit.Event{Time: now, Agent: agent.Name, Fingerprint: agent.Fingerprint}
+	if !texted {
+		a.notTexted(e, ev)
+		return
+	}
+	a.enqueue(e, ev)
 }
 
 // failureKinds names what kinds of failure a report has, ignoring the
-// figures in them: the first word of each reason ("wrong", "download",
-// "latency", "speed"), sorted. Repeats of the same kinds are not texted.
+// figures in its reasons: its failure codes (report.FailureCodes, which
+// derives them from the reasons of an older agent's report), sorted and
+// without repeats. A code this bastion does not know is a kind of its own;
+// a reason of no known kind (report.CodeUnknown) is told apart by its
+// first word, as before codes. Repeats of the same kinds are not texted.
 func failureKinds(r report.LinkReport) string {
 	if r.Verdict != report.VerdictFailed {
 		return ""
 	}
-	kinds := make([]string, 0, len(r.Reasons))
-	for _, why := range r.Reasons {
-		if f := strings.Fields(why); len(f) > 0 {
-			kinds = append(kinds, strings.ToLower(strings.Trim(f[0], ":")))
+	codes := r.FailureCodes()
+	kinds := make([]string, 0, len(codes))
+	for i, code := range codes {
+		if code == report.CodeUnknown {
+			if f := strings.Fields(r.Reasons[i]); len(f) > 0 {
+				code += ":" + strings.ToLower(strings.Trim(f[0], ":"))
+			}
 		}
+		kinds = append(kinds, code)
 	}
 	slices.Sort(kinds)
 	return strings.Join(slices.Compact(kinds), ",")
@@ -260,8 +311,9 @@ func (in *intake) nextDeadline() (time.Time, bool) {
 func (a *Alerter) fireDue() {
 	now := a.cfg.Clock.Now()
 	type due struct {
-		e  entry
-		ev audit.Event
+		e      entry
+		ev     audit.Event
+		silent bool // not texted: another bastion reports the site
 	}
 	var out []due
 	a.in.mu.Lock()
@@ -270,10 +322,16 @@ func (a *Alerter) fireDue() {
 			continue
 		}
 		ab.deadline = time.Time{}
+		ab.texted = a.in.reporter(ab.agent.key())
 		ag := ab.agent
+		var mainSince time.Time
+		if m := a.in.main[ag.key()]; m != nil {
+			mainSince = m.since
+		}
 		out = append(out, due{
-			entry{Message: Message{Kind: KindAgentDown, Text: downText(a.cfg.BastionName, ag, ab.since, a.cfg.DownAfter), Created: now}, Subject: clean(ag.Name, 32)},
+			entry{Message: Message{Kind: KindAgentDown, Text: downText(a.cfg.BastionName, ag, ab.since, a.cfg.DownAfter, mainSince), Created: now}, Subject: clean(ag.Name, 32)},
 			audit.Event{Time: now, Agent: ag.Name, Fingerprint: ag.Fingerprint, DurationMS: now.Sub(ab.since).Milliseconds()},
+			!ab.texted,
 		})
 	}
 	if w := a.in.fails; !w.end.IsZero() && !w.end.After(now) {
@@ -281,12 +339,17 @@ func (a *Alerter) fireDue() {
 			out = append(out, due{
 				entry{Message: Message{Kind: KindAuthFailed, Text: failedLoginsText(a.cfg.BastionName, w.total, a.cfg.FailedLoginEvery, w.bySource, w.others), Created: now}},
 				audit.Event{Time: now},
+				false,
 			})
 		}
 		a.in.fails = failWindow{}
 	}
 	a.in.mu.Unlock()
 	for _, d := range out {
+		if d.silent {
+			a.notTexted(d.e, d.ev)
+			continue
+		}
 		a.enqueue(d.e, d.ev)
 	}
 }

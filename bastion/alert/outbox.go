@@ -7,21 +7,20 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/lifeline-dev/lifeline/bastion/audit"
 )
 
-// outbox holds the alerts that are not delivered yet: durably in the spool
-// and in memory, plus the counts of alerts that found the spool full. The
-// intake adds to it; only the send loop takes from it and only the send
-// loop writes the overflow counts to disk.
+// outbox holds the alerts one channel has not delivered yet: durably in
+// the channel's spool folder and in memory, plus the counts of alerts that
+// found the channel's spool full. The intake adds to it; only the
+// channel's send loop takes from it and only that loop writes the overflow
+// counts to disk.
 type outbox struct {
 	sp       *spool
 	maxSpool int
 	log      *slog.Logger
-	seq      atomic.Uint64
 	wakeSend chan struct{} // an alert or an overflow count is waiting
 
 	mu       sync.Mutex
@@ -29,20 +28,20 @@ type outbox struct {
 	reserved int            // spool slots taken by writes in progress
 	overflow map[string]int // alerts by kind that found the spool full
 	ovSaved  bool           // overflow is what the spool's file says
-	// st holds the delivery counters (Sent, RateLimited, LastError,
-	// Permanent...): they change together with the pending list they
+	// st holds the delivery counters (Delivered, RateLimited, LastError,
+	// Failed...): they change together with the pending list they
 	// account for.
-	st Status
+	st ChannelStatus
 }
 
-// open opens the spool of cfg.Dir and loads what a previous run left.
-func (o *outbox) open(cfg Config) error {
-	sp, pending, overflow, bad, err := openSpool(cfg.Dir)
+// open loads what a previous run left in sp, the spool of channel name.
+func (o *outbox) open(sp *spool, cfg Config, name string) error {
+	pending, overflow, bad, err := sp.load()
 	if err != nil {
 		return err
 	}
 	for _, e := range bad {
-		cfg.Log.Error("alert spool: unreadable entry set aside", "err", e)
+		cfg.Log.Error("alert spool: unreadable entry set aside", "channel", name, "err", e)
 	}
 	failed, err := countFiles(sp.failed)
 	if err != nil {
@@ -54,42 +53,60 @@ func (o *outbox) open(cfg Config) error {
 	o.sp, o.maxSpool, o.log = sp, cfg.MaxSpool, cfg.Log
 	o.wakeSend = make(chan struct{}, 1)
 	o.pending, o.overflow, o.ovSaved = pending, overflow, true
-	o.st.Permanent = failed
+	o.st.Failed = failed
 	if failed > 0 {
-		o.st.LastPermanent = fmt.Sprintf("%d undelivered alerts in %s", failed, sp.failed)
+		o.st.LastFailed = fmt.Sprintf("%d undelivered alerts in %s", failed, sp.failed)
 	}
 	if len(pending) > 0 {
-		cfg.Log.Info("alert spool: undelivered alerts from a previous run", "count", len(pending))
+		cfg.Log.Info("alert spool: undelivered alerts from a previous run", "channel", name, "count", len(pending))
 	}
 	return nil
 }
 
 // newID is unique, sorts by creation time, and is a safe file name.
-func (o *outbox) newID(t time.Time) string {
+func (a *Alerter) newID(t time.Time) string {
 	var r [4]byte
 	_, _ = rand.Read(r[:]) // never fails (Go >= 1.24)
-	return fmt.Sprintf("%016x-%06x-%08x", uint64(t.UnixNano()), o.seq.Add(1)&0xffffff, binary.BigEndian.Uint32(r[:]))
+	return fmt.Sprintf("%016x-%06x-%08x", uint64(t.UnixNano()), a.seq.Add(1)&0xffffff, binary.BigEndian.Uint32(r[:]))
 }
 
-// enqueue audits e and spools it for delivery; when the spool is full it is
-// counted into the next summary instead.
+// enqueue audits e once and spools a copy of it in every channel's
+// outbox (each durably, one after the other, before it returns); a
+// channel whose spool is full counts it into its next summary instead.
 func (a *Alerter) enqueue(e entry, ev audit.Event) {
-	o := &a.box
-	e.ID = o.newID(e.Created)
+	e.ID = a.newID(e.Created)
 	if e.Detail == "" {
 		e.Detail = e.Text
 	}
 	ev.Kind, ev.Reason, ev.Message = audit.KindAlert, e.Kind, e.Text
-	if !o.reserve(e.Kind) {
+	var queued, full []*channel
+	for _, c := range a.chans {
+		if c.box.reserve(e.Kind) {
+			queued = append(queued, c)
+		} else {
+			full = append(full, c)
+		}
+	}
+	switch {
+	case len(full) > 0 && len(a.chans) == 1:
 		ev.Message = "spool full, counted in the next summary: " + e.Text
-		a.record(ev)
-		wake(o.wakeSend)
-		return
+	case len(full) > 0:
+		ev.Message = "spool of " + channelNames(full) + " full, counted in its next summary: " + e.Text
 	}
 	a.record(ev)
+	for _, c := range full {
+		wake(c.box.wakeSend)
+	}
+	for _, c := range queued {
+		c.box.add(e, c.name)
+	}
+}
+
+// add spools e into a slot reserve took and wakes the send loop.
+func (o *outbox) add(e entry, channel string) {
 	if err := o.sp.write(e); err != nil {
 		// Keep it in memory: it is still delivered unless the process dies.
-		o.log.Error("alert not spooled to disk, kept in memory", "id", e.ID, "err", err)
+		o.log.Error("alert not spooled to disk, kept in memory", "channel", channel, "id", e.ID, "err", err)
 	}
 	o.mu.Lock()
 	o.reserved--
@@ -151,7 +168,7 @@ func (o *outbox) saveOverflow() {
 // and, in the same critical section, updates the delivery counters with
 // update, so that Status never shows an alert as neither pending nor
 // accounted for.
-func (o *outbox) settle(b batch, update func(st *Status)) {
+func (o *outbox) settle(b batch, update func(st *ChannelStatus)) {
 	done := make(map[string]bool, len(b.entries))
 	for _, e := range b.entries {
 		done[e.ID] = true
@@ -169,9 +186,9 @@ func (o *outbox) settle(b batch, update func(st *Status)) {
 	}
 }
 
-// status is the outbox's part of Status: pending and overflow, and the
-// delivery counters.
-func (o *outbox) status() Status {
+// status is the outbox's part of ChannelStatus: pending and overflow, and
+// the delivery counters.
+func (o *outbox) status() ChannelStatus {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	s := o.st

@@ -2,8 +2,11 @@ package alert
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/lifeline-dev/lifeline/shared/report"
 )
 
 func TestSplitNumbers(t *testing.T) {
@@ -124,4 +127,101 @@ func FuzzParseCIDRs(f *testing.F) {
 			}
 		}
 	})
+}
+
+// failureKinds judges by failure codes: a report's own (a new agent's,
+// unknown codes included), or those derived from an older agent's English
+// reasons, so that the figures in a reason never make a repeat look new.
+func TestFailureKinds(t *testing.T) {
+	t.Parallel()
+	// A version 1 report as agents before codes wrote it, decoded as the
+	// server does.
+	old, err := report.Decode([]byte(`{"v":1,"time":"2026-11-22T10:00:00Z","isp":"T-Mobile","ip":"203.0.113.1","server":"fake","latency_ms":420,"jitter_ms":3,"download_bps":2500000,"bytes":31457280,"verdict":"failed","reasons":["high latency 420ms, maximum 100ms","low download speed 2.50 Mbit/s, minimum 10.0 Mbit/s"],"duration_s":12}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := func(reasons []string, codes ...string) report.LinkReport {
+		return report.LinkReport{Version: 1, Time: t0, Verdict: report.VerdictFailed, Reasons: reasons, Codes: codes}
+	}
+	tests := []struct {
+		name string
+		r    report.LinkReport
+		want string
+	}{
+		{"ok", report.LinkReport{Verdict: report.VerdictOK}, ""},
+		{"old agent", old, "download_slow,latency_high"},
+		{"old agent, other figures", failed([]string{"low download speed 1.00 Mbit/s, minimum 10.0 Mbit/s", "high latency 900ms, maximum 100ms"}), "download_slow,latency_high"},
+		{"old agent, check errors told apart", failed([]string{"check interrupted: its process ended", "check failed unexpectedly: boom"}), "check_failed,check_interrupted"},
+		{"old agent, reasons of no known kind", failed([]string{"Something odd: 1", "another thing"}), "unknown:another,unknown:something"},
+		{"new agent", failed([]string{"high latency 420ms, maximum 100ms", "wrong ISP"}, report.CodeLatencyHigh, report.CodeISPChanged), "isp_changed,latency_high"},
+		{"new agent, codes over words", failed([]string{"latency was high", "latency again"}, report.CodeLatencyHigh, report.CodeLatencyHigh), "latency_high"},
+		{"unknown code", failed([]string{"a reason of a later agent", "high latency 420ms"}, "a_code_of_the_future", report.CodeLatencyHigh), "a_code_of_the_future,latency_high"},
+	}
+	for _, tc := range tests {
+		if got := failureKinds(tc.r); got != tc.want {
+			t.Errorf("%s: failureKinds %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// The link state machine over old and new reports: a repeat with other
+// figures is not texted, a new kind (an unknown code too) is.
+func TestLinkFailureCodes(t *testing.T) {
+	t.Parallel()
+	a, _, _, log := roleAlerter(t)
+	pi := Agent{Name: "pi-agent", Fingerprint: "SHA256:pi", Names: []string{"pi:22"}}
+	oldSlow := report.LinkReport{Version: 1, Time: t0, ISP: "T-Mobile", Verdict: report.VerdictFailed, Reasons: []string{"low download speed 2.50 Mbit/s, minimum 10.0 Mbit/s"}}
+	oldSlower := oldSlow
+	oldSlower.Reasons = []string{"low download speed 0.50 Mbit/s, minimum 10.0 Mbit/s"}
+	newSlow := oldSlower
+	newSlow.Codes = []string{report.CodeDownloadSlow}
+	future := newSlow
+	future.Reasons = append(slices.Clone(newSlow.Reasons), "the modem reports no signal")
+	future.Codes = []string{report.CodeDownloadSlow, "no_signal"}
+	ok := report.LinkReport{Version: 1, Time: t0, ISP: "T-Mobile", DownloadBps: 40e6, Verdict: report.VerdictOK}
+	var prev report.LinkReport
+	for _, r := range []report.LinkReport{oldSlow, oldSlower, newSlow, future, future, ok} {
+		a.LinkReport(pi, prev, r)
+		prev = r
+	}
+	got := sent(t, a, log)
+	if !slices.Equal(kinds(got), []string{KindLinkFailed, KindLinkFailed, KindLinkOK}) {
+		t.Fatalf("sent %q, want the failure, the unknown code, ok again", kinds(got))
+	}
+	if !strings.Contains(got[1].Text, "no signal") {
+		t.Errorf("the unknown code's reason is not shown: %q", got[1].Text)
+	}
+}
+
+// Link verdicts follow the site role: a failure is texted by the reporter
+// only, "ok again" by the bastion that texted the failure.
+func TestLinkReportRole(t *testing.T) {
+	t.Parallel()
+	pi := Agent{Name: "pi-agent", Fingerprint: "SHA256:pi", Names: []string{"pi:22"}}
+	bad := report.LinkReport{Version: 1, Time: t0, ISP: "T-Mobile", Verdict: report.VerdictFailed, Reasons: []string{"high latency 420ms, maximum 100ms"}}
+	ok := report.LinkReport{Version: 1, Time: t0, ISP: "T-Mobile", Verdict: report.VerdictOK}
+	for name, tc := range map[string]struct {
+		atFail, atOK bool
+		want         []string
+	}{
+		"reporter":                    {true, true, []string{KindLinkFailed, KindLinkOK}},
+		"not reporter":                {false, false, nil},
+		"became reporter":             {false, true, nil},
+		"another became the reporter": {true, false, []string{KindLinkFailed, KindLinkOK}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			a, _, rec, log := roleAlerter(t)
+			a.SiteRole(pi, tc.atFail)
+			a.LinkReport(pi, report.LinkReport{}, bad)
+			a.SiteRole(pi, tc.atOK)
+			a.LinkReport(pi, bad, ok)
+			if got := sent(t, a, log); !slices.Equal(kinds(got), tc.want) {
+				t.Errorf("sent %q, want %q", kinds(got), tc.want)
+			}
+			if n := len(rec.withReason(KindNotReporter)); n != 2-len(tc.want) {
+				t.Errorf("%d events audited as not texted, want %d", n, 2-len(tc.want))
+			}
+		})
+	}
 }

@@ -53,6 +53,17 @@ func fit(core string, extras ...string) string {
 	return core
 }
 
+// fitFirst appends to core the first of alternatives that keeps it within
+// one SMS (the longest first), or none.
+func fitFirst(core string, alternatives ...string) string {
+	for _, e := range alternatives {
+		if e != "" && len(core)+len(e) <= smsLimit {
+			return core + e
+		}
+	}
+	return core
+}
+
 func addrString(a netip.AddrPort) string {
 	if !a.IsValid() {
 		return "?"
@@ -92,9 +103,90 @@ func agentLabel(a Agent) string {
 	return name
 }
 
-func downText(bastion string, a Agent, since time.Time, after time.Duration) string {
+// downText is the SITE DOWN text; mainSince, when not zero, is when the
+// site's main internet went down as the agent last reported it (both links
+// gone, then), said if it fits.
+func downText(bastion string, a Agent, since time.Time, after time.Duration, mainSince time.Time) string {
+	var main string
+	if !mainSince.IsZero() {
+		main = " (main internet down since " + timeOfDay(mainSince, since) + ")"
+	}
 	return fit(fmt.Sprintf("%s: SITE DOWN: agent %s gone since %s", clean(bastion, 24), agentLabel(a), since.UTC().Format("15:04Z Jan 2")),
-		fmt.Sprintf(" (no reconnect in %s)", shortDuration(after)))
+		main, fmt.Sprintf(" (no reconnect in %s)", shortDuration(after)))
+}
+
+// siteName names an agent's site in the texts about its main link: its key
+// comment, else its fingerprint.
+func siteName(a Agent) string {
+	if name := clean(a.Name, 32); name != "" {
+		return name
+	}
+	return clean(a.Fingerprint, 64)
+}
+
+// sshHost is the name an operator would give `ssh -J bastion NAME`: the
+// agent's first registered name on port 22 (the Pi's own sshd), else its
+// first name, without the port ("pi" of "pi:22"); "" when it has none.
+func sshHost(a Agent) string {
+	if len(a.Names) == 0 {
+		return ""
+	}
+	host := a.Names[0]
+	for _, n := range a.Names {
+		if strings.HasSuffix(n, ":22") {
+			host = n
+			break
+		}
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		host = host[:i]
+	}
+	return clean(host, 24)
+}
+
+// timeOfDay is t as "14:02Z", with the date ("14:02Z Nov 21") when it is
+// not on now's day (UTC).
+func timeOfDay(t, now time.Time) string {
+	t, now = t.UTC(), now.UTC()
+	if t.YearDay() == now.YearDay() && t.Year() == now.Year() {
+		return t.Format("15:04Z")
+	}
+	return t.Format("15:04Z Jan 2")
+}
+
+// mainDownText is the text of a main-link down report, and its detail:
+// the reasons uncut. The way in over the backup link (ssh -J) is added
+// when it fits and the agent has a name.
+func mainDownText(bastion string, a Agent, r report.LinkReport) (text, detail string) {
+	core := fmt.Sprintf("%s: MAIN INTERNET DOWN since %s", siteName(a), timeOfDay(r.Since, r.Time))
+	var way string
+	if host, b := sshHost(a), clean(bastion, 24); host != "" && b != "" {
+		way = fmt.Sprintf(" (backup up; ssh -J %s %s)", b, host)
+	}
+	text = fitFirst(core, way, " (backup up)")
+	detail = fmt.Sprintf("%s: %s (down since %s)", text, clean(strings.Join(r.Reasons, "; "), 16*512), r.Since.UTC().Format(time.RFC3339))
+	return text, detail
+}
+
+// mainBackText is the text of a main-link up report (r.Since: when it went
+// down), and its detail with both times.
+func mainBackText(a Agent, r report.LinkReport) (text, detail string) {
+	text = fmt.Sprintf("%s: main internet back after %s", siteName(a), outageLength(r.Time.Sub(r.Since)))
+	detail = fmt.Sprintf("%s (down since %s, back at %s)", text, r.Since.UTC().Format(time.RFC3339), r.Time.UTC().Format(time.RFC3339))
+	return text, detail
+}
+
+// outageLength is shortDuration without the zero seconds and minutes of a
+// round figure: 47m, 1h5m, 2h, but 47m30s.
+func outageLength(d time.Duration) string {
+	s := shortDuration(d)
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func backText(bastion string, a Agent, outage time.Duration) string {

@@ -48,6 +48,9 @@ const (
 	KindAlert      = "alert"
 	// KindStatus: an operator ran `status`.
 	KindStatus = "status"
+	// KindSiteRole: an agent said whether this bastion is its site's
+	// reporter (Reason "reporter" or "not reporter").
+	KindSiteRole = "site_role"
 )
 
 // Event is one audit record. Empty fields are left out of the JSON.

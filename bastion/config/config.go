@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/bastion/alert"
+	"github.com/lifeline-dev/lifeline/bastion/alert/email"
+	"github.com/lifeline-dev/lifeline/bastion/alert/webhook"
 	"github.com/lifeline-dev/lifeline/shared/units"
 )
 
@@ -25,11 +26,17 @@ type Config struct {
 	// MemoryLimitBytes is LIFELINE_MEMORY_LIMIT in bytes; -1 = auto.
 	MemoryLimitBytes int64
 	// Alerts holds the alerter's settings from the environment; the
-	// caller adds Sender, Log and Audit.
+	// caller adds Channels (see Channels), Log and Audit.
 	Alerts alert.Config
 	// SMS is the Twilio sender's configuration; nil when none of the SMS
-	// variables is set (alerts then go to the log).
+	// variables is set.
 	SMS *alert.TwilioConfig
+	// Email is the e-mail sender's configuration; nil when none of the
+	// LIFELINE_SMTP_ variables that need a value is set.
+	Email *email.Config
+	// Webhook is the webhook sender's configuration; nil when
+	// LIFELINE_WEBHOOK_URL, _TOKEN and _CA_FILE are unset.
+	Webhook *webhook.Config
 }
 
 // Load reads the environment once and checks it: the configuration, or
@@ -59,24 +66,11 @@ func (e Env) Check() (Config, error) {
 	c.MemoryLimitBytes = e.memoryLimit(&p)
 	c.Alerts = e.alerts(&p, c.Name)
 	c.SMS = e.sms(&p)
+	c.Email, c.Webhook = e.channels(&p, c.Name)
 	if err := errors.Join(p...); err != nil {
 		return c, fmt.Errorf("configuration: %w", err)
 	}
 	return c, nil
-}
-
-// Sender is what delivers the alerts: Twilio when SMS is set, else the log,
-// with a loud warning on log that nobody will be texted.
-func (c *Config) Sender(log *slog.Logger) (alert.Sender, error) {
-	if c.SMS == nil {
-		log.Warn("no SMS configured (" + smsVarList + "): alerts go to this log only, NOBODY WILL BE TEXTED")
-		return alert.NewLogSender(log), nil
-	}
-	s, err := alert.NewTwilio(*c.SMS)
-	if err != nil {
-		return nil, fmt.Errorf("twilio configuration: %w", twilioVars(err))
-	}
-	return s, nil
 }
 
 func hostname() string {

@@ -59,9 +59,9 @@ func TestSMSAllOrNone(t *testing.T) {
 				t.Fatal(err)
 			}
 			var buf bytes.Buffer
-			s, err := c.Sender(slog.New(slog.NewTextHandler(&buf, nil)))
-			if err != nil || s.Name() != tt.sender {
-				t.Fatalf("sender %v, %v; want %s", s, err, tt.sender)
+			chans, err := c.Channels(slog.New(slog.NewTextHandler(&buf, nil)))
+			if err != nil || len(chans) != 1 || chans[0].Sender.Name() != tt.sender {
+				t.Fatalf("channels %v, %v; want %s", chans, err, tt.sender)
 			}
 			if tt.sender == "log" && !strings.Contains(buf.String(), "NOBODY WILL BE TEXTED") {
 				t.Errorf("no warning logged: %q", buf.String())

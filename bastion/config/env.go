@@ -60,6 +60,24 @@ type Env struct {
 	SMSPerMinute    int              `envconfig:"SMS_PER_MINUTE" default:"6" desc:"most texts per minute; the rest are summarised"`
 	FailedLoginMin  int              `envconfig:"FAILED_LOGIN_MIN" default:"10" desc:"failed logins in an interval below this are not texted"`
 	FailedLoginEach time.Duration    `envconfig:"FAILED_LOGIN_EVERY" default:"15m" desc:"failed logins are summarised at most once per interval"`
+
+	SMTPAddr      string        `envconfig:"SMTP_ADDR" desc:"e-mail alerts: SMTP submission server, host:port (smtp.example.com:587); e-mail needs it, LIFELINE_SMTP_FROM and LIFELINE_SMTP_TO"`
+	SMTPUser      string        `envconfig:"SMTP_USER" desc:"SMTP AUTH user (PLAIN, or LOGIN); empty = no AUTH"`
+	SMTPPassword  string        `envconfig:"SMTP_PASSWORD" desc:"SMTP AUTH password, with LIFELINE_SMTP_USER (keep it in the 0600 env file)"`
+	SMTPFrom      string        `envconfig:"SMTP_FROM" desc:"sender address of the alert e-mails (lifeline <bastion@example.com>)"`
+	SMTPTo        string        `envconfig:"SMTP_TO" desc:"comma-separated addresses to e-mail"`
+	SMTPTLS       string        `envconfig:"SMTP_TLS" default:"starttls" desc:"starttls (required before AUTH and MAIL; port 587), tls (from the first byte; port 465) or none-on-loopback-only (a relay on 127.0.0.1 or ::1)"`
+	SMTPCAFile    string        `envconfig:"SMTP_CA_FILE" desc:"PEM file of the roots the SMTP server's certificate must chain to; empty = the system's"`
+	SMTPTimeout   time.Duration `envconfig:"SMTP_TIMEOUT" default:"30s" desc:"bound on one e-mail delivery, dial to QUIT"`
+	SMTPHelo      string        `envconfig:"SMTP_HELO" default:"localhost" desc:"name given in EHLO"`
+	SMTPPerMinute int           `envconfig:"SMTP_PER_MINUTE" default:"10" desc:"most e-mails per minute; the rest are summarised"`
+
+	WebhookURL       string        `envconfig:"WEBHOOK_URL" desc:"webhook alerts: URL each alert is POSTed to (https, or http to a loopback IP); for ntfy the topic URL (https://ntfy.sh/TOPIC)"`
+	WebhookFormat    string        `envconfig:"WEBHOOK_FORMAT" default:"json" desc:"json (a JSON document: id, kind, text, detail, created, site) or ntfy (an ntfy push notification)"`
+	WebhookToken     string        `envconfig:"WEBHOOK_TOKEN" desc:"sent as Authorization: Bearer TOKEN (ntfy: an access token tk_...); empty = none (keep it in the 0600 env file)"`
+	WebhookCAFile    string        `envconfig:"WEBHOOK_CA_FILE" desc:"PEM file of the roots the webhook's certificate must chain to; empty = the system's"`
+	WebhookTimeout   time.Duration `envconfig:"WEBHOOK_TIMEOUT" default:"15s" desc:"bound on one webhook request, dial to response"`
+	WebhookPerMinute int           `envconfig:"WEBHOOK_PER_MINUTE" default:"12" desc:"most webhook posts per minute (ntfy.sh allows about 12); the rest are summarised"`
 }
 
 // TwilioEnv holds Twilio's own variables, read without the LIFELINE_ prefix.

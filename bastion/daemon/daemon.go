@@ -75,12 +75,12 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		}
 	}()
 
-	sender, err := cfg.Sender(log)
+	chans, err := cfg.Channels(log)
 	if err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
 	ac := cfg.Alerts
-	ac.Sender, ac.Log, ac.Audit = sender, log, auditLog
+	ac.Channels, ac.Log, ac.Audit = chans, log, auditLog
 	alerter, err := alert.New(ac)
 	if err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)

@@ -28,6 +28,12 @@ func (e events) AgentDown(id *authz.Identity, names []string) {
 func (e events) LinkReport(id *authz.Identity, names []string, prev, r report.LinkReport) {
 	e.a.LinkReport(agentOf(id, names), prev, r)
 }
+func (e events) MainLink(id *authz.Identity, names []string, r report.LinkReport) {
+	e.a.MainLink(agentOf(id, names), r)
+}
+func (e events) SiteRole(id *authz.Identity, reporter bool) {
+	e.a.SiteRole(agentOf(id, nil), reporter)
+}
 func (e events) NameMoved(target string, to, from *authz.Identity, takeover bool) {
 	e.a.NameMoved(target, agentOf(to, nil), agentOf(from, nil), takeover)
 }

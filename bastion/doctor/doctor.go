@@ -1,11 +1,12 @@
 // Package doctor checks an installed bastion the way `sshd -t` checks sshd,
 // and a little further: the configuration, the host key, the key files, the
-// state directory and its free space, the listen address, and the Twilio
-// account that texts the alerts. Each check is one line, ✓ or ✗ with what
+// state directory and its free space, the listen address, and the alert
+// channels: the Twilio account that texts the alerts, the e-mail and
+// webhook settings. Each check is one line, ✓ or ✗ with what
 // to do about it; `lifeline-bastion doctor` prints them.
 //
 // It changes nothing: no file is created or written, no name registered,
-// no text sent unless asked (SendTest). Every network step has a deadline.
+// no text, mail or post sent unless asked (SendTest). Every network step has a deadline.
 package doctor
 
 import (
@@ -78,7 +79,9 @@ type Doctor struct {
 	Owner int
 	// User names the service user in fix texts; "" means Owner's name.
 	User string
-	// SendTest sends one test text to every LIFELINE_SMS_TO number.
+	// SendTest sends one test message through every configured channel:
+	// a text to every LIFELINE_SMS_TO number, a mail to LIFELINE_SMTP_TO,
+	// a post to LIFELINE_WEBHOOK_URL; each result is its own line.
 	SendTest bool
 
 	// Timeout bounds each network step; zero means DefaultTimeout.
@@ -88,8 +91,8 @@ type Doctor struct {
 	MinFree uint64
 	// Systemd answers about the service; nil means the machine's.
 	Systemd Systemd
-	// Transport carries the Twilio requests; nil means a fresh clone of
-	// http.DefaultTransport.
+	// Transport carries the Twilio and webhook requests; nil means a fresh
+	// clone of http.DefaultTransport (Twilio) and the webhook sender's own.
 	Transport http.RoundTripper
 	// Listen binds the listen address for its check; nil means net.Listen.
 	Listen func(network, address string) (net.Listener, error)
@@ -110,8 +113,10 @@ func (d *Doctor) Run(ctx context.Context, emit func(Check)) {
 		emit(c)
 	}
 	emit(d.ListenAddress(ctx))
-	for _, c := range d.Twilio(ctx) {
-		emit(c)
+	for _, check := range []func(context.Context) []Check{d.Twilio, d.Email, d.Webhook} {
+		for _, c := range check(ctx) {
+			emit(c)
+		}
 	}
 }
 

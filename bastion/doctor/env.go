@@ -121,17 +121,20 @@ func LoadEnv(explicit string, defaults []string) ([]Check, string) {
 	return checks, where
 }
 
-// envFileCheck passes a file that parsed, unless it holds the Twilio token
+// secretVars are the settings that are credentials.
+var secretVars = map[string]bool{"TWILIO_AUTH_TOKEN": true, "LIFELINE_SMTP_PASSWORD": true, "LIFELINE_WEBHOOK_TOKEN": true}
+
+// envFileCheck passes a file that parsed, unless it holds a credential
 // and others may read it.
 func envFileCheck(path string, vars []envfile.Var) Check {
-	secret := false
+	secret := ""
 	for _, v := range vars {
-		if v.Name == "TWILIO_AUTH_TOKEN" && v.Value != "" {
-			secret = true
+		if secretVars[v.Name] && v.Value != "" && secret == "" {
+			secret = v.Name
 		}
 	}
-	if fi, err := os.Stat(path); err == nil && secret && fi.Mode().Perm()&0o077 != 0 {
-		return fail("environment file "+path, fmt.Sprintf("holds TWILIO_AUTH_TOKEN and has mode %04o: others on this machine can read it", fi.Mode().Perm()),
+	if fi, err := os.Stat(path); err == nil && secret != "" && fi.Mode().Perm()&0o077 != 0 {
+		return fail("environment file "+path, fmt.Sprintf("holds %s and has mode %04o: others on this machine can read it", secret, fi.Mode().Perm()),
 			"chmod 600 "+path+" (systemd reads it as root)")
 	}
 	return pass("environment file %s: %d settings read", path, len(distinct(vars)))

@@ -15,6 +15,8 @@ import (
 // then fetches the account through twilio-go (GET
 // /2010-04-01/Accounts/{Sid}.json at LIFELINE_TWILIO_URL), which sends no
 // text. With SendTest it then texts every LIFELINE_SMS_TO number once.
+// Without SMS it passes when another channel (e-mail, webhook) is
+// configured: alerts then reach people that way.
 func (d *Doctor) Twilio(ctx context.Context) []Check {
 	cfg := d.Config
 	smsVars := config.SMSVars()
@@ -22,6 +24,9 @@ func (d *Doctor) Twilio(ctx context.Context) []Check {
 	restart := "then systemctl restart " + Unit
 	switch len(missing) {
 	case len(smsVars):
+		if other := d.otherChannels(); len(other) > 0 {
+			return []Check{pass("SMS alerts: off (none of %s is set): nobody is texted, alerts go by %s only", strings.Join(smsVars, ", "), strings.Join(other, " and "))}
+		}
 		return []Check{fail("SMS alerts", "none of "+strings.Join(smsVars, ", ")+" is set: no alerts will be texted (logins and sites going down reach only the journal)",
 			"set all four in "+d.where()+" (on a Terraform jump host: the sms_from and sms_to variables and the Twilio SSM parameters), "+restart)}
 	case 0:

@@ -133,7 +133,7 @@ func TestRun(t *testing.T) {
 		t.Fatalf("%d checks failed:\n%s", r.Failed(), b.String())
 	}
 	prefixes := []string{"✓ host key ", "✓ agents file ", "✓ operators file ", "✓ state directory ", "✓ disk space ", "✓ listen address ",
-		"✓ Twilio account ", "✓ test text to +15551230001", "✓ test text to +15551230002"}
+		"✓ Twilio account ", "✓ test text to +15551230001", "✓ test text to +15551230002", "✓ e-mail alerts: off", "✓ webhook alerts: off"}
 	if len(lines) != len(prefixes) {
 		t.Fatalf("lines:\n%s", b.String())
 	}

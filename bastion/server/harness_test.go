@@ -101,7 +101,13 @@ func (r *recorder) AgentDown(id *authz.Identity, names []string) {
 	r.alert("down %s %v", id.Name, names)
 }
 func (r *recorder) LinkReport(id *authz.Identity, names []string, prev, rep report.LinkReport) {
-	r.alert("report %s %s", id.Name, rep.Verdict)
+	r.alert("report %s %s prev=%s", id.Name, rep.Verdict, prev.Verdict)
+}
+func (r *recorder) MainLink(id *authz.Identity, names []string, rep report.LinkReport) {
+	r.alert("main %s %s %v", id.Name, rep.Verdict, names)
+}
+func (r *recorder) SiteRole(id *authz.Identity, reporter bool) {
+	r.alert("role %s reporter=%v", id.Name, reporter)
 }
 func (r *recorder) NameMoved(target string, to, from *authz.Identity, takeover bool) {
 	r.alert("moved %s to %s from %s takeover=%v", target, to.Name, from.Name, takeover)
@@ -134,6 +140,7 @@ type worldOpts struct {
 	limits    Limits
 	alerts    AlertQueue
 	clock     clock.Clock // nil: the wall clock
+	events    Events      // nil: the world's recorder
 }
 
 func newWorld(t *testing.T, o worldOpts) *world {
@@ -170,8 +177,12 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	}
 	w.addr = ln.Addr().String()
 	w.port = ln.Addr().(*net.TCPAddr).Port
+	var events Events = w.rec
+	if o.events != nil {
+		events = o.events
+	}
 	srv, err := New(Config{
-		HostKey: w.hostKey.Signer, Policy: policy, Log: slog.New(slog.DiscardHandler), Audit: w.rec, Events: w.rec,
+		HostKey: w.hostKey.Signer, Policy: policy, Log: slog.New(slog.DiscardHandler), Audit: w.rec, Events: events,
 		Name: "test-bastion", AgentQuiet: o.keepalive, AgentDeadAfter: 3 * o.keepalive, Bans: o.bans,
 		LoginGrace: o.grace, MaxPending: o.pending, OpenTimeout: 5 * time.Second,
 		Limits: o.limits, Alerts: o.alerts, Clock: o.clock,

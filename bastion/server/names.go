@@ -48,6 +48,12 @@ func (c *conn) handleGlobal(req *ssh.Request) {
 			return
 		}
 		c.linkReport(req)
+	case wire.SiteRoleRequest:
+		if !c.isAgent() {
+			c.refuseGlobal(req, "site roles come from agents only")
+			return
+		}
+		c.siteRole(req)
 	default:
 		// keepalive@openssh.com, no-more-sessions@openssh.com and anything
 		// unknown: answer "no", as OpenSSH does.
@@ -233,6 +239,10 @@ func (c *conn) linkReport(req *ssh.Request) {
 	r, err := report.Decode(req.Payload)
 	if err != nil {
 		c.refuseGlobal(req, err.Error())
+		return
+	}
+	if r.LinkKind() == report.LinkMain {
+		c.mainReport(req, r)
 		return
 	}
 	id := c.identity()

@@ -43,9 +43,19 @@ type Events interface {
 	// at least one name; AgentDown when its last such connection is gone.
 	AgentUp(id *authz.Identity, names []string)
 	AgentDown(id *authz.Identity, names []string)
-	// LinkReport is called with each link report taken and the key's
-	// previous one (zero: none since the start); the server keeps them.
+	// LinkReport is called with each backup-link report taken and the
+	// key's previous one (zero: none since the start); the server keeps
+	// them. Main-link reports go to MainLink instead.
 	LinkReport(id *authz.Identity, names []string, prev, r report.LinkReport)
+	// MainLink is called with each main-link report taken (r.LinkKind()
+	// is report.LinkMain): the site's main internet down, or back. names
+	// are the connection's names, else the key's permitlisten ones.
+	MainLink(id *authz.Identity, names []string, r report.LinkReport)
+	// SiteRole is called with each wire.SiteRoleRequest taken, before it
+	// is answered: whether this bastion is the site's reporter for the
+	// agent key id (it texts the site's events) or another bastion is.
+	// A key never named here is this bastion's to report.
+	SiteRole(id *authz.Identity, reporter bool)
 	// NameMoved is called when connections to target start reaching another
 	// agent key: a newer registration took it over (takeover), or the
 	// holder left and an earlier one still connected has it back.
@@ -81,7 +91,8 @@ type Limits struct {
 	// logins refused for a minute.
 	RequestsPerSecond int
 	// ReportEvery: an agent key's link reports are taken in bursts of 3,
-	// then one per interval; more are refused.
+	// then one per interval; more are refused. Backup-link and main-link
+	// reports have an allowance each.
 	ReportEvery time.Duration
 	// IdleTimeout closes an operator connection that has had no channel
 	// open for this long (OpenSSH's UnusedConnectionTimeout).
@@ -213,6 +224,11 @@ type Server struct {
 	departed      map[string]departure // targetKey -> last holder of a name nobody holds now
 	started       time.Time
 	telling       chan struct{} // slots to tell banned sources why (refused.go)
+
+	// Guarded by mu too: what agents said of their site (role.go).
+	mains  map[string]report.LinkReport // agent fingerprint -> latest main-link report
+	mainAt map[string]*reportBudget     // agent fingerprint -> main-link report allowance
+	roles  map[string]bool              // agent fingerprint -> last site-role word
 }
 
 // departure is what the bastion remembers of a name's last holder once
@@ -296,6 +312,9 @@ func New(cfg Config) (*Server, error) {
 		agents:        make(map[string]int),
 		reports:       make(map[string]report.LinkReport),
 		reportAt:      make(map[string]*reportBudget),
+		mains:         make(map[string]report.LinkReport),
+		mainAt:        make(map[string]*reportBudget),
+		roles:         make(map[string]bool),
 		byKey:         make(map[string][]*conn),
 		keyChans:      make(map[string]int),
 		keyAgentChans: make(map[keyAgent]int),

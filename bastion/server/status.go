@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -47,6 +48,13 @@ type TargetStatus struct {
 	// LastHeard is when the agent last sent anything.
 	LastHeard *time.Time         `json:"last_heard,omitempty"`
 	Link      *report.LinkReport `json:"link,omitempty"`
+	// MainLink is the latest main-link report of the agent key: the
+	// site's main internet down (verdict failed, since) or back.
+	MainLink *report.LinkReport `json:"main_link,omitempty"`
+	// Reporter: this bastion texts the site's events for the agent key
+	// (its last site-role word, or it never sent one); false: another
+	// bastion does, this one keeps the reports.
+	Reporter bool `json:"reporter"`
 }
 
 // OfflineStatus describes a known name that no connection holds.
@@ -65,6 +73,9 @@ type OfflineStatus struct {
 	LastReason   string     `json:"last_reason,omitempty"`
 	// Link is the latest link report of the agent key (kept after it left).
 	Link *report.LinkReport `json:"link,omitempty"`
+	// MainLink and Reporter are as in TargetStatus.
+	MainLink *report.LinkReport `json:"main_link,omitempty"`
+	Reporter bool               `json:"reporter"`
 }
 
 // Snapshot returns the status as seen by viewer: an operator restricted by
@@ -75,10 +86,9 @@ func (s *Server) Snapshot(viewer *authz.Identity) Status {
 	now := s.cfg.Clock.Now()
 	st := Status{Bastion: s.cfg.Name, Time: now.UTC(), Started: s.started.UTC(), Targets: []TargetStatus{}, Offline: []OfflineStatus{}}
 	s.mu.Lock()
-	reports := make(map[string]report.LinkReport, len(s.reports))
-	for k, v := range s.reports {
-		reports[k] = v
-	}
+	reports := maps.Clone(s.reports)
+	mains := maps.Clone(s.mains)
+	roles := maps.Clone(s.roles)
 	for c := range s.conns {
 		if !c.isAgent() {
 			st.Operators++
@@ -103,6 +113,10 @@ func (s *Server) Snapshot(viewer *authz.Identity) Status {
 		if r, ok := reports[aid.Fingerprint]; ok {
 			ts.Link = &r
 		}
+		if r, ok := mains[aid.Fingerprint]; ok {
+			ts.MainLink = &r
+		}
+		ts.Reporter = reporterOf(roles, aid.Fingerprint)
 		if n := a.rttNanos.Load(); n > 0 {
 			ms := float64(n) / 1e6
 			ts.KeepaliveRTTms = &ms
@@ -124,6 +138,10 @@ func (s *Server) Snapshot(viewer *authz.Identity) Status {
 		if r, ok := reports[o.Fingerprint]; ok {
 			o.Link = &r
 		}
+		if r, ok := mains[o.Fingerprint]; ok {
+			o.MainLink = &r
+		}
+		o.Reporter = reporterOf(roles, o.Fingerprint)
 		st.Offline = append(st.Offline, o)
 	}
 	if s.cfg.Alerts != nil && seesAll(viewer) {
@@ -166,7 +184,7 @@ func (s *Server) writeStatus(w io.Writer, viewer *authz.Identity, asJSON bool) e
 				rtt = fmt.Sprintf("%.0fms", *t.KeepaliveRTTms)
 			}
 			rows = append(rows, []string{t.Target, "online", shortDuration(now.Sub(t.ConnectedSince)), t.Agent, shortFingerprint(t.Fingerprint), t.Address, rtt})
-			details = append(details, "connected since "+shortTime(t.ConnectedSince, now)+"; "+linkLine(t.Link, now))
+			details = append(details, "connected since "+shortTime(t.ConnectedSince, now)+"; "+linkLine(t.Link, now)+"\n"+siteLine(t.MainLink, t.Reporter, now))
 		}
 		for _, o := range st.Offline {
 			d, from, detail := "-", "-", "not connected since the bastion started at "+shortTime(st.Started, now)
@@ -176,7 +194,7 @@ func (s *Server) writeStatus(w io.Writer, viewer *authz.Identity, asJSON bool) e
 				detail = "offline since " + shortTime(*o.OfflineSince, now) + ": " + short
 			}
 			rows = append(rows, []string{o.Target, "offline", d, o.Agent, shortFingerprint(o.Fingerprint), from, "-"})
-			details = append(details, detail+"; "+linkLine(o.Link, now))
+			details = append(details, detail+"; "+linkLine(o.Link, now)+"\n"+siteLine(o.MainLink, o.Reporter, now))
 		}
 		writeTable(&b, rows, details)
 	}
@@ -196,8 +214,8 @@ func (s *Server) writeStatus(w io.Writer, viewer *authz.Identity, asJSON bool) e
 var columnMax = []int{22, 7, 6, 14, 15, 22, 6}
 
 // writeTable writes rows as columns two spaces apart, cells clipped to
-// columnMax, each data row followed by its detail line, indented and
-// clipped to statusWidth.
+// columnMax, each data row followed by its detail lines (one per line of
+// its detail), indented and clipped to statusWidth.
 func writeTable(b *strings.Builder, rows [][]string, details []string) {
 	width := make([]int, len(columnMax))
 	for _, r := range rows {
@@ -216,7 +234,9 @@ func writeTable(b *strings.Builder, rows [][]string, details []string) {
 		}
 		b.WriteString(strings.TrimRight(line.String(), " ") + "\n")
 		if n > 0 {
-			b.WriteString(clip("  "+details[n-1], statusWidth) + "\n")
+			for _, d := range strings.Split(details[n-1], "\n") {
+				b.WriteString(clip("  "+d, statusWidth) + "\n")
+			}
 		}
 	}
 }
@@ -231,6 +251,37 @@ func linkLine(r *report.LinkReport, now time.Time) string {
 		line += " (" + strings.Join(r.Reasons, "; ") + ")"
 	}
 	return line + fmt.Sprintf(": isp %q, %s, %.0f ms", r.ISP, r.Download(), r.LatencyMS)
+}
+
+// reporterOf is the site role of an agent key in a copy of Server.roles.
+func reporterOf(roles map[string]bool, fingerprint string) bool {
+	r, ok := roles[fingerprint]
+	return r || !ok
+}
+
+// siteLine is who texts the site's events and the site's main internet
+// link, from the latest main-link report, in one line: "site events
+// texted here; main internet: down since 14:02Z (main_dns_servfail)".
+func siteLine(r *report.LinkReport, reporter bool, now time.Time) string {
+	who := "site events texted here; "
+	if !reporter {
+		who = "site events texted by another bastion (site role); "
+	}
+	line := "main internet: not reported"
+	switch {
+	case r == nil:
+	case r.Verdict == report.VerdictFailed:
+		line = "main internet: down since " + shortTime(r.Since, now)
+		if codes := r.FailureCodes(); len(codes) > 0 {
+			line += " (" + strings.Join(slices.Compact(codes), ", ") + ")"
+		}
+	default:
+		line = "main internet: up"
+		if !r.Since.IsZero() {
+			line += fmt.Sprintf(" (back at %s after %s down)", shortTime(r.Time, now), shortDuration(r.Time.Sub(r.Since)))
+		}
+	}
+	return who + line
 }
 
 // shortFingerprint is the start of a SHA256 fingerprint, enough to tell

@@ -40,7 +40,7 @@ func TestDecodeRefuses(t *testing.T) {
 	}{
 		{"not JSON", `hello`, "not JSON"},
 		{"no version", `{"verdict":"ok"}`, "no version"},
-		{"future version", `{"v":2,"verdict":"ok"}`, "version 2 is not supported"},
+		{"future version", `{"v":3,"verdict":"ok"}`, "version 3 is not supported"},
 		{"bad verdict", `{"v":1,"time":"2026-01-01T00:00:00Z","verdict":"great"}`, "neither"},
 		{"failed without reason", `{"v":1,"time":"2026-01-01T00:00:00Z","verdict":"failed"}`, "at least one reason"},
 		{"no time", `{"v":1,"verdict":"ok"}`, "time is missing"},
@@ -73,6 +73,13 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"v":1,"time":"2026-01-01T00:00:00Z","verdict":"failed","reasons":["wrong ISP"]}`))
 	f.Add([]byte(`{"v":2}`))
+	for _, r := range []LinkReport{mainDown(), mainUp()} {
+		b, _ := Encode(r)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"v":1,"time":"2026-01-01T00:00:00Z","verdict":"failed","reasons":["wrong ISP"],"codes":["isp_changed"],"link":"backup"}`))
+	f.Add([]byte(`{"v":1,"time":"2026-01-01T00:00:00Z","verdict":"ok","link":"main"}`))
+	f.Add([]byte(`{"v":2,"time":"2026-01-01T00:00:00Z","since":"2025-12-31T23:00:00Z","verdict":"failed","link":"main","reasons":["x"],"codes":["main_what"]}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		r, err := Decode(payload)
 		if err != nil {
@@ -86,8 +93,20 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted report does not re-encode: %v", err)
 		}
-		if _, err := Decode(again); err != nil {
+		back, err := Decode(again)
+		if err != nil {
 			t.Fatalf("re-encoded report refused: %v", err)
+		}
+		// The version follows the link, and only backup reports are
+		// readable by a bastion that knows version 1 alone.
+		if back.Version != r.Version || back.LinkKind() != r.LinkKind() {
+			t.Fatalf("re-encoding changed version %d -> %d or link %q -> %q", r.Version, back.Version, r.Link, back.Link)
+		}
+		if _, err := decodeV1(again); (err == nil) != (r.LinkKind() == LinkBackup) {
+			t.Fatalf("old decoder on a %s report: %v", r.LinkKind(), err)
+		}
+		if c := r.FailureCodes(); len(c) != len(r.Reasons) {
+			t.Fatalf("%d codes for %d reasons", len(c), len(r.Reasons))
 		}
 		_ = r.Summary()
 	})

@@ -40,9 +40,12 @@ func (r CheckForwardReason) Marshal() []byte { return ssh.Marshal(&r) }
 // changes (the reporter's connection was lost, or an earlier bastion came
 // back).
 //
-// A bastion texts the site's events (SITE DOWN and back, link verdicts,
-// main internet down and back) for an agent key only while that key's
-// last word was Reporter true; it keeps and shows every report either way.
+// A bastion texts the start of a site's event (SITE DOWN, a link failure,
+// main internet down) for an agent key only while that key's last word was
+// Reporter true, and the end of an event (site back, link ok again, main
+// internet back) only if it texted the start, whatever the role by then:
+// a role that moves during an outage never leaves the owner with a "down"
+// and no "back". It keeps and shows every report either way.
 // A key that never sent the request (an older agent, a single bastion) is
 // its bastion's to text. Logins are texted by the bastion that saw them,
 // whatever the role.

@@ -17,6 +17,7 @@ import (
 	"github.com/lifeline-dev/lifeline/agent/config"
 	"github.com/lifeline-dev/lifeline/agent/hostkeys"
 	"github.com/lifeline-dev/lifeline/agent/linkcheck"
+	"github.com/lifeline-dev/lifeline/agent/mainwatch"
 	"github.com/lifeline-dev/lifeline/agent/memstat"
 	"github.com/lifeline-dev/lifeline/agent/netsetup"
 	"github.com/lifeline-dev/lifeline/agent/sdnotify"
@@ -32,7 +33,8 @@ import (
 const helpText = `lifeline-agent keeps reverse SSH tunnels from this site to its bastions.
 
 Usage:
-  lifeline-agent            run the agent: tunnels and hourly link checks (configured by the environment below)
+  lifeline-agent            run the agent: tunnels, hourly link checks and, with LIFELINE_MAIN_GATEWAY,
+                            the watch of the site's main internet (configured by the environment below)
   lifeline-agent pair [--line]
                             pair this site (run with sudo): make or read the key as the service's
                             user (lifeline) and print its line for the bastion's agents file, with
@@ -130,9 +132,44 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 		log.Error("cannot start link checks", "err", err)
 		return exitFailed
 	}
+	watch, err := newMainWatch(cfg.Main, t, log)
+	if err != nil {
+		log.Error("cannot start the main internet watch", "err", err)
+		return exitFailed
+	}
 	log.Info("lifeline-agent starting", "version", version.Version, "bastions", strings.Join(cfg.Bastions, ","),
-		"forwards", cfg.Forwards, "key", keyfile.Fingerprint(signer.PublicKey()), "check_every", checks.CheckEvery)
-	return serveAgent(ctx, cfg, t, checker, log)
+		"forwards", cfg.Forwards, "key", keyfile.Fingerprint(signer.PublicKey()), "check_every", checks.CheckEvery,
+		"main_watch", watch != nil)
+	return serveAgent(ctx, cfg, t, checker, watch, log)
+}
+
+// newMainWatch makes the watch of the site's main internet link, nil when
+// LIFELINE_MAIN_GATEWAY is not set (m nil). Each of its events goes to
+// every connected bastion (all keep it, the reporter texts it; the latest
+// is resent to a bastion that connects later) and into systemd's STATUS=.
+// Its probes leave by the main router only through netsetup's host routes.
+func newMainWatch(m *config.MainWatch, t *tunnel.Tunnels, log *slog.Logger) (*mainwatch.Watcher, error) {
+	if m == nil {
+		return nil, nil
+	}
+	return mainwatch.New(mainwatch.Config{
+		Targets:   m.Targets,
+		Every:     m.Every,
+		DownAfter: m.DownAfter,
+		Log:       log.With("part", "mainwatch"),
+		OnEvent: func(ctx context.Context, ev mainwatch.Event) {
+			t.SetMainNote(mainNote(ev))
+			t.Publish(ctx, ev.Report())
+		},
+	})
+}
+
+// mainNote is what STATUS= says of the main link after ev.
+func mainNote(ev mainwatch.Event) string {
+	if d, ok := ev.(mainwatch.Down); ok {
+		return "MAIN INTERNET DOWN since " + d.Since.UTC().Format("2006-01-02 15:04 UTC") + " (" + d.Code + ")"
+	}
+	return ""
 }
 
 // loadAgent reads the agent's configuration and the link checks' from the
@@ -172,10 +209,10 @@ func agentSigner(key string, log *slog.Logger) (ssh.Signer, bool) {
 	return signer, true
 }
 
-// serveAgent runs the tunnels and, beside them, the link checks (which
-// report over them), the memory's upkeep and the watch for upgrades, until
+// serveAgent runs the tunnels and, beside them, the link checks and the
+// main internet watch (nil: none), which report over them, the memory's upkeep and the watch for upgrades, until
 // ctx ends or an upgrade asks for a restart; it waits for all of them.
-func serveAgent(ctx context.Context, cfg *config.Config, t *tunnel.Tunnels, checker *linkcheck.Checker, log *slog.Logger) int {
+func serveAgent(ctx context.Context, cfg *config.Config, t *tunnel.Tunnels, checker *linkcheck.Checker, watch *mainwatch.Watcher, log *slog.Logger) int {
 	// A package upgrade restarts nothing: the agent stops by itself once no
 	// operator depends on it (restartOnUpgrade), the same way as on SIGTERM.
 	ctx, restart := context.WithCancelCause(ctx)
@@ -189,6 +226,16 @@ func serveAgent(ctx context.Context, cfg *config.Config, t *tunnel.Tunnels, chec
 			log.Error("link checks stopped", "err", err)
 		}
 	})
+	if watch != nil {
+		wg.Go(func() {
+			if err := watch.Run(ctx); err != nil {
+				log.Error("main internet watch stopped", "err", err)
+				return
+			}
+			st := watch.Status()
+			log.Info("main internet watch stopped", "state", st.State.String(), "rounds", st.Rounds, "probes", st.Probes, "bytes", st.Bytes)
+		})
+	}
 	wg.Go(func() { logMemory(ctx) })
 	wg.Go(func() { memstat.Scavenge(ctx, clock.Real{}, scavengeEvery, scavengeSlack) })
 	wg.Go(func() { restartOnUpgrade(ctx, restart, cfg, t.Activity, log) })

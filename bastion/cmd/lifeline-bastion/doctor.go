@@ -19,7 +19,7 @@ import (
 func doctorCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("lifeline-bastion doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sendTest := fs.Bool("send-test", false, "send one test text to every LIFELINE_SMS_TO number and print the message SIDs")
+	sendTest := fs.Bool("send-test", false, "send one test message through every configured alert channel (a text to every LIFELINE_SMS_TO number, a mail to LIFELINE_SMTP_TO, a post to LIFELINE_WEBHOOK_URL) and report each")
 	as := fs.String("user", doctor.ServiceUser, "started as root, check as this user (the unit's User=)")
 	if err := fs.Parse(args); err != nil {
 		return usageExit(err)

@@ -30,7 +30,9 @@ const usage = `usage: lifeline-bastion [run]       serve (the default)
        lifeline-bastion doctor [--send-test] [--user NAME]
                                     check the installed bastion, one line per check (✓ or ✗ with the fix):
                                     configuration, host key, key files, state directory and disk space,
-                                    listen address, Twilio account (--send-test: text every LIFELINE_SMS_TO);
+                                    listen address, alert channels: Twilio account, e-mail, webhook
+                                    (--send-test: a test through each: text every LIFELINE_SMS_TO, mail
+                                    LIFELINE_SMTP_TO, post to LIFELINE_WEBHOOK_URL; one line per result);
                                     started as root, it checks as the service user (--user, default lifeline);
                                     exit 0 if all pass, 1 if not
        lifeline-bastion --version
