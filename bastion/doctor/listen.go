@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Systemd answers about the service. The zero Doctor uses the machine's.
@@ -64,6 +65,14 @@ func (d *Doctor) ListenAddress(ctx context.Context) Check {
 		cancel()
 	}
 	ln, err := listen("tcp", addr)
+	// A service systemd just started is "active" a moment before it has
+	// bound its address (Type=exec): give it that moment before saying it
+	// listens elsewhere.
+	for settle := time.Now().Add(3 * time.Second); err == nil && state == "active" && time.Now().Before(settle) && ctx.Err() == nil; {
+		ln.Close()
+		time.Sleep(100 * time.Millisecond)
+		ln, err = listen("tcp", addr)
+	}
 	if err == nil {
 		ln.Close()
 		switch {
