@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/lifeline-dev/lifeline/shared/version.Version=$(VERSION)
 FUZZTIME ?= 3s
-BINS := bin/lifeline-bastion bin/lifeline-agent bin/lifeline-linkcheck
+BINS := bin/lifeline-bastion bin/lifeline-agent bin/lifeline-linkcheck bin/lifeline-jumpstart
 
 .PHONY: all build test deadcode unit integration fuzz vet fmt-check bench demo deps clean dist dist-check deb deb-version release release-check release-unsigned release-key-check release-sign
 
@@ -20,6 +20,11 @@ bin/lifeline-%: FORCE
 bin/lifeline-linkcheck: FORCE
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./agent/cmd/lifeline-linkcheck
+# The agent's jump start program (aws-sdk-go-v2), run by lifeline-agent in
+# outage mode to start the jump host and found next to it.
+bin/lifeline-jumpstart: FORCE
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./agent/cmd/lifeline-jumpstart
 FORCE:
 
 # Every test: static checks, unit tests (root-only ones run when root),
@@ -83,8 +88,8 @@ clean:
 # tarball per platform (binaries + systemd units + env templates), SHA256SUMS.
 # deb: lifeline-bastion and lifeline-agent .deb for amd64, arm64 and armhf,
 # built by nfpm from systemd/packaging/lifeline-{bastion,agent}.yaml (the
-# agent's package also holds lifeline-linkcheck, installed in
-# /usr/lib/lifeline), with man pages made by help2man from the --help of the
+# agent's package also holds lifeline-linkcheck and lifeline-jumpstart,
+# installed in /usr/lib/lifeline), with man pages made by help2man from the --help of the
 # build for this machine (systemd/packaging/manpages.sh; every architecture
 # gets the same pages) and a Debian changelog made from
 # CHANGELOG.md (systemd/packaging/debchangelog.sh); SHA256SUMS then covers
@@ -111,8 +116,8 @@ export SOURCE_DATE_EPOCH
 # `go tool` builds it on first use, so packaging needs nothing but Go.
 NFPM := $(GO) tool nfpm
 # The programs of every platform, built by one `go build` (links in parallel).
-DIST_PKGS := ./bastion/cmd/lifeline-bastion ./agent/cmd/lifeline-agent ./agent/cmd/lifeline-linkcheck
-DIST_BINS := lifeline-bastion lifeline-agent lifeline-linkcheck
+DIST_PKGS := ./bastion/cmd/lifeline-bastion ./agent/cmd/lifeline-agent ./agent/cmd/lifeline-linkcheck ./agent/cmd/lifeline-jumpstart
+DIST_BINS := lifeline-bastion lifeline-agent lifeline-linkcheck lifeline-jumpstart
 # The man pages are made by running the build for this machine.
 HOST_GOARCH = $(shell $(GO) env GOARCH 2>/dev/null)
 # Checked from the environment, so that no value can break the shell.
@@ -160,7 +165,7 @@ dist: dist-check
 deb: dist
 	@set -e; gen='$(DIST)'/.deb; rm -rf "$$gen"; mkdir -p "$$gen"; \
 	host='$(DIST)'/lifeline_$(DIST_VERSION)_linux_$(HOST_GOARCH); \
-	if ! [ -x "$$host/lifeline-linkcheck" ]; then \
+	if ! [ -x "$$host/lifeline-linkcheck" ] || ! [ -x "$$host/lifeline-jumpstart" ]; then \
 	  host=$$gen/bin; \
 	  CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '$(DIST_LDFLAGS)' -o "$$host"/ $(DIST_PKGS); \
 	fi; \

@@ -41,10 +41,10 @@ type debPackage struct {
 }
 
 var debPackages = []debPackage{
-	{"lifeline-bastion", "bastion", []string{"lifeline-bastion.service"}, nil,
+	{"lifeline-bastion", "bastion", []string{"lifeline-bastion.service", "lifeline-poweroff.path", "lifeline-poweroff.service"}, nil,
 		[]string{"man1/lifeline-bastion.1.gz"}},
 	{"lifeline-agent", "agent", []string{"lifeline-agent.service", "lifeline-netsetup.service"},
-		[]string{"lifeline-linkcheck"}, []string{"man1/lifeline-agent.1.gz", "man8/lifeline-linkcheck.8.gz"}},
+		[]string{"lifeline-linkcheck", "lifeline-jumpstart"}, []string{"man1/lifeline-agent.1.gz", "man8/lifeline-linkcheck.8.gz", "man8/lifeline-jumpstart.8.gz"}},
 }
 
 // programs are the package's binaries, as paths inside it.
@@ -284,6 +284,13 @@ func TestDebPackages(t *testing.T) {
 					"an upgrade must not restart the agent: the operator running it may be connected through it (it restarts itself when idle)")
 			} else {
 				assert.Contains(t, string(commands), "deb-systemd-invoke try-restart lifeline-bastion.service", "an upgrade restarts only a running service")
+				// Outage mode's path unit: recorded, never enabled; undone on removal and purge.
+				assert.Contains(t, string(commands), "deb-systemd-helper update-state lifeline-poweroff.path", "postinst records lifeline-poweroff.path")
+				for s, cmd := range map[string]string{"prerm": "deb-systemd-helper disable lifeline-poweroff.path", "postrm": "deb-systemd-helper purge lifeline-poweroff.path"} {
+					text, err := os.ReadFile(filepath.Join(ctl, s))
+					require.NoError(t, err)
+					assert.Contains(t, string(text), cmd, "%s undoes lifeline-poweroff.path", s)
+				}
 			}
 		})
 	}

@@ -23,6 +23,7 @@ var lintianOverrides = map[string][]string{
 	"lifeline-agent": {
 		"non-standard-file-perm 0600 != 0644 [etc/lifeline/agent.env]",
 		"statically-linked-binary [usr/bin/lifeline-agent]",
+		"statically-linked-binary [usr/lib/lifeline/lifeline-jumpstart]",
 		"statically-linked-binary [usr/lib/lifeline/lifeline-linkcheck]",
 	},
 }

@@ -74,8 +74,9 @@ func TestArmPackagesRunOnPis(t *testing.T) {
 				root := t.TempDir()
 				require.NoError(t, exec.Command("dpkg-deb", "-x", deb, root).Run(), "dpkg-deb -x %s", deb)
 				bins := map[string]string{pkg: filepath.Join(root, "usr/bin", pkg)}
-				if pkg == "lifeline-agent" { // and the link check program it runs
+				if pkg == "lifeline-agent" { // and the link check and jump start programs it runs
 					bins["lifeline-linkcheck"] = filepath.Join(root, "usr/lib/lifeline/lifeline-linkcheck")
+					bins["lifeline-jumpstart"] = filepath.Join(root, "usr/lib/lifeline/lifeline-jumpstart")
 				}
 				for name, bin := range bins {
 					for _, cpu := range tt.cpus {

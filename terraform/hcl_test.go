@@ -148,7 +148,7 @@ func TestVariablesDocumented(t *testing.T) {
 		"bastion_package_sha256", "operators", "agents", "host_key_openssh", "twilio_account_sid",
 		"twilio_auth_token", "sms_from", "sms_to", "quiet_from", "agent_down_after", "root_volume_size",
 		"bastion_package_s3_uri", "revoked_keys_krl_base64", "kms_key_arn", "state_volume_size", "maintenance_window",
-		"syslog_forwarding", "sites", "ssh_identity_file",
+		"syslog_forwarding", "sites", "ssh_identity_file", "outage_idle", "outage_pgp_key",
 	}
 	for _, name := range validated {
 		v, ok := byName[name]
@@ -170,6 +170,8 @@ func TestVariablesDocumented(t *testing.T) {
 		cidrs = append(cidrs, c.AsString())
 	}
 	assert.ElementsMatch(t, []string{"0.0.0.0/0", "::/0"}, cidrs)
+	assert.False(t, literal(t, byName["outage_mode"], "default").True(), "outage mode is opt-in")
+	assert.Equal(t, "30m", literal(t, byName["outage_idle"], "default").AsString())
 }
 
 // TestOutputs: the outputs exist and are described; known_hosts_line and
@@ -182,6 +184,7 @@ func TestOutputs(t *testing.T) {
 		"public_ip", "port", "bastion_address", "known_hosts_line", "host_key_fingerprint",
 		"ssh_config", "instance_id", "ssm_session_command", "security_group_id", "state_volume_id",
 		"parameters", "bootstrap_status_command", "keys_status_command", "keys_sync_command",
+		"outage_credentials", "outage_env", "start_command", "stop_command",
 	}
 	outs := map[string]*hclsyntax.Block{}
 	for _, o := range m.blocks("output") {

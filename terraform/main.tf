@@ -228,6 +228,9 @@ resource "aws_instance" "bastion" {
   user_data_base64            = base64gzip(local.user_data)
   user_data_replace_on_change = true
   monitoring                  = false
+  # Outage mode: the bastion's own poweroff stops the instance, never
+  # terminates it (outage.tf). null otherwise: the plan stays as it was.
+  instance_initiated_shutdown_behavior = var.outage_mode ? "stop" : null
 
   metadata_options {
     http_endpoint               = "enabled"

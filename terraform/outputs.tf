@@ -92,3 +92,40 @@ output "security_group_id" {
   description = "ID of the security group (one ingress rule per allowed CIDR, bastion port only)."
   value       = aws_security_group.bastion.id
 }
+
+# --- outage mode (outage.tf); null without it.
+
+output "outage_credentials" {
+  description = "With outage_mode: the site's credential, which may only start and stop this jump host: access_key_id, secret_access_key (null with outage_pgp_key), encrypted_secret_access_key (base64 PGP ciphertext with outage_pgp_key, else null), region, instance_id. Sensitive; it is in the Terraform state."
+  sensitive   = true
+  value = var.outage_mode ? {
+    access_key_id               = aws_iam_access_key.site_outage[0].id
+    secret_access_key           = var.outage_pgp_key == null ? aws_iam_access_key.site_outage[0].secret : null
+    encrypted_secret_access_key = var.outage_pgp_key == null ? null : aws_iam_access_key.site_outage[0].encrypted_secret
+    region                      = data.aws_region.current.region
+    instance_id                 = aws_instance.bastion.id
+  } : null
+}
+
+output "outage_env" {
+  description = "With outage_mode: the lines to add to the agent's /etc/lifeline/agent.env (mode 0600): LIFELINE_OUTAGE_REGION, LIFELINE_OUTAGE_INSTANCE, LIFELINE_OUTAGE_ACCESS_KEY_ID, LIFELINE_OUTAGE_SECRET_ACCESS_KEY (with outage_pgp_key, a comment says how to decrypt it instead). terraform output -raw outage_env. Sensitive."
+  sensitive   = true
+  value = var.outage_mode ? join("\n", [
+    "# lifeline outage mode: start and stop jump host ${var.name} (terraform output outage_env)",
+    "LIFELINE_OUTAGE_REGION=${data.aws_region.current.region}",
+    "LIFELINE_OUTAGE_INSTANCE=${aws_instance.bastion.id}",
+    "LIFELINE_OUTAGE_ACCESS_KEY_ID=${aws_iam_access_key.site_outage[0].id}",
+    var.outage_pgp_key == null ? "LIFELINE_OUTAGE_SECRET_ACCESS_KEY=${aws_iam_access_key.site_outage[0].secret}" : "# LIFELINE_OUTAGE_SECRET_ACCESS_KEY=<terraform output -json outage_credentials | jq -r .encrypted_secret_access_key | base64 -d | gpg --decrypt>",
+    "",
+  ]) : null
+}
+
+output "start_command" {
+  description = "With outage_mode: starts the jump host by hand (an operator's AWS credentials; the agent does the same with its own). It serves within a minute or two; the bastion powers it off again after outage_idle with nobody on it."
+  value       = var.outage_mode ? "aws ec2 start-instances --region ${data.aws_region.current.region} --instance-ids ${aws_instance.bastion.id}" : null
+}
+
+output "stop_command" {
+  description = "With outage_mode: stops the jump host by hand."
+  value       = var.outage_mode ? "aws ec2 stop-instances --region ${data.aws_region.current.region} --instance-ids ${aws_instance.bastion.id}" : null
+}

@@ -224,6 +224,14 @@ func TestVariableValidation(t *testing.T) {
 		{"sites", map[string]any{"sites": map[string]string{"pi": "pi:22", "nuc": "nuc:3389"}}, ""},
 		{"site target without port refused", map[string]any{"sites": map[string]string{"pi": "pi"}}, "sites"},
 		{"kms key refused", map[string]any{"kms_key_arn": "alias/mine"}, "kms_key_arn"},
+		{"outage mode", map[string]any{"outage_mode": true, "outage_idle": "1h30m"}, ""},
+		{"outage mode not a bool refused", map[string]any{"outage_mode": "sometimes"}, "outage_mode"},
+		{"outage idle in words refused", map[string]any{"outage_mode": true, "outage_idle": "30 minutes"}, "outage_idle"},
+		{"outage idle zero refused", map[string]any{"outage_mode": true, "outage_idle": "0m"}, "outage_idle"},
+		{"outage idle in ms refused", map[string]any{"outage_mode": true, "outage_idle": "500ms"}, "outage_idle"},
+		{"outage pgp keybase", map[string]any{"outage_mode": true, "outage_pgp_key": "keybase:alice"}, ""},
+		{"outage pgp base64", map[string]any{"outage_mode": true, "outage_pgp_key": base64.StdEncoding.EncodeToString([]byte(strings.Repeat("\x99\x01\x0d\x04", 40)))}, ""},
+		{"outage pgp armored refused", map[string]any{"outage_mode": true, "outage_pgp_key": "-----BEGIN PGP PUBLIC KEY BLOCK-----\nmQENBF\n"}, "outage_pgp_key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -237,7 +245,8 @@ func TestVariableValidation(t *testing.T) {
 				return
 			}
 			require.Error(t, err, "terraform accepted %v:\n%s", tt.override, stdout)
-			assert.Contains(t, stderr, "Invalid value for variable", stderr)
+			// A failed validation, or (bool, number) a value of the wrong type.
+			assert.Regexp(t, "Invalid value for (input )?variable", stderr)
 			assert.Contains(t, stderr, "var."+tt.badVar, "the error must name var.%s", tt.badVar)
 		})
 	}

@@ -43,6 +43,9 @@ locals {
     sms_from         = var.sms_from
     sms_to           = var.sms_to
     quiet_from       = var.quiet_from
+    # Outage mode (outage.tf): the bastion powers the host off when idle.
+    # Empty without it, so outage_mode = false leaves the user data as it was.
+    outage_idle = var.outage_mode ? var.outage_idle : ""
   })
 
   # The scripts' shared settings, rendered into each as shell assignments.
@@ -58,6 +61,9 @@ locals {
     package_s3_uri  = var.bastion_package_s3_uri == null ? "" : var.bastion_package_s3_uri
     package_sha256  = var.bastion_package_sha256
     log_forwarding  = local.log_forwarding
+    # Outage mode: the bootstrap enables lifeline-poweroff.path; without it
+    # the scripts render as they did before.
+    outage_mode = var.outage_mode
   }
 
   keys_sync     = templatefile("${path.module}/templates/keys-sync.sh.tftpl", local.script_settings)

@@ -224,6 +224,36 @@ variable "enable_ssm" {
   default     = true
 }
 
+variable "outage_mode" {
+  description = "Outage mode: the jump host's normal state is stopped (no attack surface, almost no cost; the Elastic IP and volumes still bill). The first apply creates it, lets cloud-init's bootstrap finish (it waits for it through SSM, so enable_ssm must stay true), then stops it; the site's agent starts it when the main link fails, with the outage_env credential, which may only start and stop this instance. false: the jump host runs all the time and none of this is created."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "outage_idle" {
+  description = "With outage_mode: how long the bastion may serve no agent and no operator before it powers the jump host off (LIFELINE_OUTAGE_IDLE), a Go duration. Ignored without outage_mode."
+  type        = string
+  default     = "30m"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^([0-9]+(\\.[0-9]+)?(s|m|h))+$", var.outage_idle)) && !can(regex("^([0.]+(s|m|h))+$", var.outage_idle))
+    error_message = "outage_idle must be a non-zero Go duration in s, m or h, like 30m or 1h30m."
+  }
+}
+
+variable "outage_pgp_key" {
+  description = "With outage_mode: a PGP public key (base64 of `gpg --export KEYID`, or keybase:<user>) that encrypts the site credential's secret access key, so that the Terraform state and outputs hold only its ciphertext (outage_credentials.encrypted_secret_access_key; decrypt with base64 -d | gpg --decrypt). null: the secret is in the state in clear text, like every aws_iam_access_key's."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.outage_pgp_key == null || can(regex("^keybase:[A-Za-z0-9_]{2,16}$", var.outage_pgp_key)) || can(regex("^[A-Za-z0-9+/\\r\\n]{64,}={0,2}[\\r\\n]*$", var.outage_pgp_key))
+    error_message = "outage_pgp_key must be null, keybase:<user>, or the base64 of a binary PGP public key (gpg --export KEYID | base64); an ASCII-armored key (-----BEGIN PGP…) is not accepted."
+  }
+}
+
 variable "kms_key_arn" {
   description = "Customer managed KMS key for the SecureString parameters (host key, Twilio) and the state volume; the instance role may decrypt with it through SSM only. null: the AWS managed keys aws/ssm and aws/ebs."
   type        = string

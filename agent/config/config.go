@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lifeline-dev/lifeline/agent/forward"
+	"github.com/lifeline-dev/lifeline/agent/outage"
 	"github.com/lifeline-dev/lifeline/shared/envconf"
 	"github.com/lifeline-dev/lifeline/shared/logging"
 )
@@ -35,6 +36,11 @@ type Config struct {
 	MainTargets     string        `envconfig:"MAIN_TARGETS" default:"dns://1.0.0.1,dns://149.112.112.112,tcp://1.0.0.1:443" desc:"main internet watch: comma-separated dns://IP[:port] and tcp://IP:port (IPv4 literals), probed in order until one answers; each gets a host route via LIFELINE_MAIN_GATEWAY, so do not use one as the Pi's DNS resolver"`
 	MainEvery       time.Duration `envconfig:"MAIN_EVERY" default:"30s" desc:"main internet watch: time between probe rounds"`
 	MainDownAfter   time.Duration `envconfig:"MAIN_DOWN_AFTER" default:"5m" desc:"main internet watch: how long every round must fail before the main link is reported down (back after 2 good rounds)"`
+	// Outage is outage mode (LIFELINE_OUTAGE_*): start the stopped AWS
+	// jump host when the main link is down and no bastion answers. Its
+	// Interface is LIFELINE_INTERFACE, copied by Validate. It needs the
+	// main internet watch (LIFELINE_MAIN_GATEWAY).
+	Outage
 
 	// Bastions and ForwardList are Bastion and Forwards parsed, filled by
 	// Validate (nil while either is invalid).
@@ -45,6 +51,10 @@ type Config struct {
 	// nil: no watch.
 	Main *MainWatch `ignored:"true"`
 }
+
+// Outage is outage mode's configuration, embedded in Config so that its
+// variables keep their LIFELINE_OUTAGE_ names.
+type Outage = outage.Config
 
 // Load reads the agent's configuration from the environment once, applies
 // the defaults and validates it (Validate), so that every value, the
@@ -58,7 +68,7 @@ func Load() (*Config, error) {
 }
 
 // Validate reports every problem at once, each naming its variable, and
-// fills Bastions, ForwardList and Main.
+// fills Bastions, ForwardList, Main and Outage.Interface.
 func (c *Config) Validate() error {
 	var errs []error
 	var err error
@@ -97,7 +107,26 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateMain()...)
+	errs = append(errs, c.validateOutage()...)
 	return errors.Join(errs...)
+}
+
+// validateOutage checks the LIFELINE_OUTAGE_* variables (their messages
+// never hold the secret) and that the main internet watch, which alone
+// says when the main link is down, is on.
+func (c *Config) validateOutage() []error {
+	c.Outage.Interface = c.Interface
+	var errs []error
+	if err := c.Outage.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	o := c.Outage
+	set := o.Enabled() || o.Region != "" || o.AccessKeyID != "" || o.SecretAccessKey != "" || o.SessionToken != "" || o.Endpoint != "" ||
+		(o.DailyCalls != 0 && o.DailyCalls != outage.DefaultDailyCalls)
+	if set && c.MainGateway == "" {
+		errs = append(errs, errors.New("LIFELINE_OUTAGE_ variables are set but LIFELINE_MAIN_GATEWAY is not: outage mode starts the jump host only when the main internet watch says the main link is down; set LIFELINE_MAIN_GATEWAY to the main router's LAN address, or remove the LIFELINE_OUTAGE_ variables"))
+	}
+	return errs
 }
 
 func (c *Config) validateKeyAndForwards() []error {

@@ -20,6 +20,12 @@ func valid() Config {
 	}
 }
 
+// outageOn is a valid outage mode (AWS's documentation's example key).
+func outageOn() Outage {
+	return Outage{Region: "eu-west-1", InstanceID: "i-0123456789abcdef0", AccessKeyID: "AKIAIOSFODNN7EXAMPLE",
+		SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", DailyCalls: 24}
+}
+
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -73,6 +79,23 @@ func TestValidate(t *testing.T) {
 			want: []string{"LIFELINE_MAIN_TARGETS is set but LIFELINE_MAIN_GATEWAY is not", "set LIFELINE_MAIN_GATEWAY", "remove LIFELINE_MAIN_TARGETS"}},
 		{name: "main timing without gateway", change: func(c *Config) { c.MainEvery, c.MainDownAfter = time.Minute, 10*time.Minute },
 			want: []string{"LIFELINE_MAIN_EVERY is set but", "LIFELINE_MAIN_DOWN_AFTER is set but"}},
+		{name: "outage mode", change: func(c *Config) { c.MainGateway = "192.168.1.1"; c.Outage = outageOn() }},
+		{name: "outage mode, temporary key", change: func(c *Config) {
+			c.MainGateway, c.Outage = "192.168.1.1", outageOn()
+			c.Outage.AccessKeyID, c.Outage.SessionToken = "ASIAIOSFODNN7EXAMPLE", "token"
+		}},
+		{name: "outage mode without the main watch", change: func(c *Config) { c.Outage = outageOn() },
+			want: []string{"LIFELINE_OUTAGE_ variables are set but LIFELINE_MAIN_GATEWAY is not", "set LIFELINE_MAIN_GATEWAY"}},
+		{name: "outage variables without instance or gateway", change: func(c *Config) { c.Outage.Region = "eu-west-1" },
+			want: []string{"LIFELINE_OUTAGE_INSTANCE is empty", "LIFELINE_MAIN_GATEWAY is not"}},
+		{name: "outage daily calls without gateway", change: func(c *Config) { c.Outage.DailyCalls = 5 },
+			want: []string{"LIFELINE_MAIN_GATEWAY is not"}},
+		{name: "outage mode, every problem", change: func(c *Config) {
+			c.MainGateway, c.Outage = "192.168.1.1", outageOn()
+			c.Outage.Region, c.Outage.InstanceID, c.Outage.AccessKeyID = "Europe", "i-123", "key"
+			c.Outage.SecretAccessKey, c.Outage.DailyCalls, c.Outage.Endpoint = "not-a-secret with spaces", 5000, "http://ec2.example.com"
+		}, want: []string{"LIFELINE_OUTAGE_REGION=\"Europe\"", "LIFELINE_OUTAGE_INSTANCE=\"i-123\"", "LIFELINE_OUTAGE_ACCESS_KEY_ID=\"key\"",
+			"LIFELINE_OUTAGE_SECRET_ACCESS_KEY (24 characters)", "LIFELINE_OUTAGE_DAILY_CALLS=5000", "LIFELINE_OUTAGE_ENDPOINT"}},
 		{name: "all at once", change: func(c *Config) { c.Bastion, c.DeadAfter, c.User = "", -1, "" },
 			want: []string{"LIFELINE_BASTION", "LIFELINE_DEAD_AFTER", "LIFELINE_USER"}},
 	}
@@ -90,6 +113,9 @@ func TestValidate(t *testing.T) {
 			}
 			if err == nil {
 				t.Fatal("Validate accepted a bad config")
+			}
+			if sec := c.Outage.SecretAccessKey; sec != "" && strings.Contains(err.Error(), sec) {
+				t.Errorf("error %q holds the secret", err)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
@@ -134,6 +160,29 @@ func TestFromEnvironment(t *testing.T) {
 		t.Errorf("main watch: %+v", c.Main)
 	}
 
+	// Outage mode: off by default; its variables keep their names; the
+	// interface is the tunnel's.
+	if c.Outage.Enabled() || c.Outage.DailyCalls != 24 {
+		t.Errorf("outage defaults: %+v", c.Outage.LogValue())
+	}
+	t.Setenv("LIFELINE_INTERFACE", "wwan0")
+	t.Setenv("LIFELINE_OUTAGE_INSTANCE", "i-0123456789abcdef0")
+	t.Setenv("LIFELINE_OUTAGE_REGION", "eu-west-1")
+	t.Setenv("LIFELINE_OUTAGE_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+	t.Setenv("LIFELINE_OUTAGE_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+	t.Setenv("LIFELINE_OUTAGE_DAILY_CALLS", "3")
+	if c, err = Load(); err != nil {
+		t.Fatal(err)
+	}
+	if o := c.Outage; !o.Enabled() || o.Region != "eu-west-1" || o.DailyCalls != 3 || o.Interface != "wwan0" || o.SecretAccessKey == "" {
+		t.Errorf("outage mode: %v, interface %q", o.LogValue(), o.Interface)
+	}
+	t.Setenv("LIFELINE_OUTAGE_SECRET_ACCESS_KEY", "short secret")
+	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "LIFELINE_OUTAGE_SECRET_ACCESS_KEY") || strings.Contains(err.Error(), "short secret") {
+		t.Errorf("bad secret: error %v", err)
+	}
+	t.Setenv("LIFELINE_OUTAGE_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+
 	t.Setenv("LIFELINE_KEEPALIVE", "five seconds")
 	if _, err := Load(); err == nil || !strings.Contains(err.Error(), "LIFELINE_KEEPALIVE") {
 		t.Errorf("bad duration: error %v does not name LIFELINE_KEEPALIVE", err)
@@ -147,7 +196,9 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, v := range []string{"LIFELINE_BASTION", "LIFELINE_KEY", "LIFELINE_KNOWN_HOSTS", "LIFELINE_TRUST_NEW_BASTION", "LIFELINE_FORWARDS",
-		"LIFELINE_INTERFACE", "LIFELINE_KEEPALIVE", "LIFELINE_DEAD_AFTER", "LIFELINE_BACKOFF_MAX", "LIFELINE_USER", "LIFELINE_LOG_LEVEL", "LIFELINE_UPGRADE_QUIET", "LIFELINE_UPGRADE_POLL", "LIFELINE_MAIN_GATEWAY", "LIFELINE_MAIN_TARGETS", "LIFELINE_MAIN_EVERY", "LIFELINE_MAIN_DOWN_AFTER", mainwatch.DefaultTargets, "15s", "pi:22=127.0.0.1:22"} {
+		"LIFELINE_INTERFACE", "LIFELINE_KEEPALIVE", "LIFELINE_DEAD_AFTER", "LIFELINE_BACKOFF_MAX", "LIFELINE_USER", "LIFELINE_LOG_LEVEL", "LIFELINE_UPGRADE_QUIET", "LIFELINE_UPGRADE_POLL", "LIFELINE_MAIN_GATEWAY", "LIFELINE_MAIN_TARGETS", "LIFELINE_MAIN_EVERY", "LIFELINE_MAIN_DOWN_AFTER",
+		"LIFELINE_OUTAGE_REGION", "LIFELINE_OUTAGE_INSTANCE", "LIFELINE_OUTAGE_ACCESS_KEY_ID", "LIFELINE_OUTAGE_SECRET_ACCESS_KEY", "LIFELINE_OUTAGE_SESSION_TOKEN",
+		"LIFELINE_OUTAGE_ENDPOINT", "LIFELINE_OUTAGE_DAILY_CALLS", mainwatch.DefaultTargets, "15s", "pi:22=127.0.0.1:22"} {
 		if !strings.Contains(b.String(), v) {
 			t.Errorf("usage lacks %s:\n%s", v, b.String())
 		}

@@ -100,6 +100,9 @@ type Config struct {
 	// MainProbe probes the main internet watch's targets once (nil: a
 	// mainwatch.Watcher's ProbeOnce).
 	MainProbe func(ctx context.Context, targets []mainwatch.Target) ([]mainwatch.Result, error)
+	// JumpProgram finds outage mode's jump start program (nil:
+	// outage.FindProgram).
+	JumpProgram func() (string, error)
 	// ResolvConf is the Pi's resolver configuration ("": /etc/resolv.conf).
 	ResolvConf string
 	// Unit says whether systemd runs this machine and the agent unit's
@@ -196,6 +199,7 @@ func (d *Doctor) build() []Check {
 		cs = append(cs, Check{Name: "target of " + f.Listen(), Run: func(ctx context.Context) Result { return d.checkTarget(ctx, f) }})
 	}
 	cs = append(cs, d.mainChecks()...)
+	cs = append(cs, d.outageChecks()...)
 	return append(cs, d.systemChecks()...)
 }
 
@@ -350,6 +354,9 @@ func (d *Doctor) checkConfig(context.Context) Result {
 	}
 	if c.Main != nil {
 		what += "; main internet watch via " + c.Main.Gateway.String()
+	}
+	if c.Outage.Enabled() {
+		what += "; outage mode for " + c.Outage.InstanceID
 	}
 	return Passed(what)
 }

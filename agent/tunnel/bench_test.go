@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"syscall"
 	"testing"
+
+	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
 // runAutossh starts autossh with args until the benchmark ends and returns
@@ -22,7 +24,7 @@ func runAutossh(b *testing.B, args ...string) func() []int {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, "autossh", args...)
 	cmd.Env = append(os.Environ(), "AUTOSSH_GATETIME=0")
-	out := &syncBuffer{}
+	out := &sshtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -32,7 +34,7 @@ func runAutossh(b *testing.B, args ...string) func() []int {
 	go func() { cmd.Wait(); close(done) }()
 	b.Cleanup(func() {
 		// autossh's ssh child first (by PID), then autossh.
-		for _, pid := range childPIDs(cmd.Process.Pid) {
+		for _, pid := range sshtest.ChildPIDs(cmd.Process.Pid) {
 			syscall.Kill(pid, syscall.SIGTERM)
 		}
 		cancel()
@@ -41,5 +43,5 @@ func runAutossh(b *testing.B, args ...string) func() []int {
 			b.Logf("autossh output:\n%s", out.String())
 		}
 	})
-	return func() []int { return append([]int{cmd.Process.Pid}, childPIDs(cmd.Process.Pid)...) }
+	return func() []int { return append([]int{cmd.Process.Pid}, sshtest.ChildPIDs(cmd.Process.Pid)...) }
 }

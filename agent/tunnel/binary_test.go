@@ -63,14 +63,14 @@ func TestMain(m *testing.M) {
 // agentProcess is a running lifeline-agent, killed by PID at cleanup.
 type agentProcess struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *sshtest.Buffer
 	done chan struct{}
 	err  error
 }
 
 func startAgentProcess(t testing.TB, env ...string) *agentProcess {
 	t.Helper()
-	p := &agentProcess{cmd: exec.Command(agentBinary(t)), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &agentProcess{cmd: exec.Command(agentBinary(t)), out: &sshtest.Buffer{}, done: make(chan struct{})}
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -131,9 +131,9 @@ func TestBinaryAgainstStockSSHD(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 1)
 	sock, states := notifySocket(t, w.dir)
-	kh := knownHostsFile(t, w.dir, keyfile.KnownHostsLine([]string{w.srv.Addr()}, w.srv.HostKey))
+	kh := sshtest.KnownHostsFile(t, w.dir, keyfile.KnownHostsLine([]string{w.srv.Addr}, w.srv.HostKey))
 	p := startAgentProcess(t,
-		"LIFELINE_BASTION="+w.srv.Addr(),
+		"LIFELINE_BASTION="+w.srv.Addr,
 		"LIFELINE_KEY="+filepath.Join(w.dir, "agent_key"),
 		"LIFELINE_KNOWN_HOSTS="+kh,
 		"LIFELINE_FORWARDS="+w.forwards()[0].String(),
@@ -273,7 +273,7 @@ func TestBinaryReadyWithoutBastion(t *testing.T) {
 		fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino),
 	}
 	cmd.Stderr = w
-	out := &syncBuffer{}
+	out := &sshtest.Buffer{}
 	var wg sync.WaitGroup
 	wg.Go(func() { io.Copy(out, r) })
 	if err := cmd.Start(); err != nil {

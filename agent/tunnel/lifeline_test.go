@@ -56,7 +56,7 @@ type fakeBastion struct {
 
 func startFakeBastion(t *testing.T, agentKey ssh.PublicKey, refuse ...string) *fakeBastion {
 	t.Helper()
-	_, hk := newKey(t, t.TempDir(), "bastion_host_key")
+	hk := sshtest.NewKey(t, t.TempDir(), "bastion_host_key").Signer
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -237,11 +237,11 @@ func fakeAgentConfig(t *testing.T, agent ssh.Signer, bastions ...*fakeBastion) C
 		lines = append(lines, keyfile.KnownHostsLine([]string{b.Addr()}, b.hostKey.PublicKey()))
 		addrs = append(addrs, b.Addr())
 	}
-	log, _ := testLogger(t)
+	log, _ := sshtest.Logger(t)
 	return Config{
 		Bastions:       addrs,
 		Signer:         agent,
-		HostKeys:       hostkeys.New(knownHostsFile(t, t.TempDir(), lines...), false, log),
+		HostKeys:       hostkeys.New(sshtest.KnownHostsFile(t, t.TempDir(), lines...), false, log),
 		Keepalive:      300 * time.Millisecond,
 		DeadAfter:      1200 * time.Millisecond,
 		BackoffMax:     2 * time.Second,
@@ -252,7 +252,7 @@ func fakeAgentConfig(t *testing.T, agent ssh.Signer, bastions ...*fakeBastion) C
 
 func TestLifelineStyleNamesAndHalfClose(t *testing.T) {
 	t.Parallel()
-	_, agent := newKey(t, t.TempDir(), "agent")
+	agent := sshtest.NewKey(t, t.TempDir(), "agent").Signer
 	b := startFakeBastion(t, agent.PublicKey(), "nuc:3389")
 	echo := echoServer(t)
 	cfg := fakeAgentConfig(t, agent, b)
@@ -327,7 +327,7 @@ func (r *recordingSystemd) count(prefix string) int {
 
 func TestPublishRTTAndSystemd(t *testing.T) {
 	t.Parallel()
-	_, agent := newKey(t, t.TempDir(), "agent")
+	agent := sshtest.NewKey(t, t.TempDir(), "agent").Signer
 	up := startFakeBastion(t, agent.PublicKey())
 	echo := echoServer(t)
 	// The second bastion is not listening: Publish must skip it.
@@ -338,7 +338,7 @@ func TestPublishRTTAndSystemd(t *testing.T) {
 	n := &recordingSystemd{}
 	cfg.Systemd, cfg.WatchdogEvery = n, 100*time.Millisecond
 
-	log, logs := testLogger(t)
+	log, logs := sshtest.Logger(t)
 	cfg.Log = log
 	tun, err := New(cfg)
 	if err != nil {
@@ -436,7 +436,7 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 // network failure, so the agent waits out its backoff instead of probing.
 func TestBastionHangingUpIsNotHammered(t *testing.T) {
 	t.Parallel()
-	_, agent := newKey(t, t.TempDir(), "agent")
+	agent := sshtest.NewKey(t, t.TempDir(), "agent").Signer
 	b := startFakeBastion(t, agent.PublicKey())
 	b.mu.Lock()
 	b.hangUp = true

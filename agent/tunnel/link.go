@@ -297,6 +297,7 @@ func (l *link) once(ctx context.Context, pre net.Conn) (up time.Duration, f *fai
 	l.t.refreshStatus()
 
 	why := s.run(ctx, chans, reqs)
+	l.t.connGone(s)
 
 	l.mu.Lock()
 	l.conn = nil
@@ -331,6 +332,8 @@ type conn struct {
 	// version 1 only); none is sent on this connection again.
 	mainRefused atomic.Bool
 	role        connRole
+	// ready: counted in Tunnels.ready (under Tunnels.readyMu).
+	ready bool
 }
 
 func newConn(l *link, sc ssh.Conn) *conn {

@@ -33,7 +33,7 @@ func (b *fakeBastion) conn(name string) interface{ Close() error } {
 // The role goes before the names on every connection.
 func TestSiteRoleFollowsTheBastionList(t *testing.T) {
 	t.Parallel()
-	_, agent := newKey(t, t.TempDir(), "agent")
+	agent := sshtest.NewKey(t, t.TempDir(), "agent").Signer
 	a := startFakeBastion(t, agent.PublicKey())
 	b := startFakeBastion(t, agent.PublicKey())
 	for _, fb := range []*fakeBastion{a, b} {
@@ -89,14 +89,14 @@ func TestSiteRoleFollowsTheBastionList(t *testing.T) {
 // and an Up that follows a Down replaces it.
 func TestMainReportsPublishedAndResent(t *testing.T) {
 	t.Parallel()
-	_, agent := newKey(t, t.TempDir(), "agent")
+	agent := sshtest.NewKey(t, t.TempDir(), "agent").Signer
 	fresh := startFakeBastion(t, agent.PublicKey())
 	old := startFakeBastion(t, agent.PublicKey())
 	old.v1Only = true
 	echo := echoServer(t)
 	cfg := fakeAgentConfig(t, agent, fresh, old)
 	cfg.Forwards = []forward.Forward{{Name: "pi", Port: 22, TargetHost: "127.0.0.1", TargetPort: uint16(echo)}}
-	log, logs := testLogger(t)
+	log, logs := sshtest.Logger(t)
 	cfg.Log = log
 	tun, err := New(cfg)
 	if err != nil {

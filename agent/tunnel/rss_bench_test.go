@@ -103,7 +103,7 @@ func procStatusKB(b *testing.B, pids []int, field string) float64 {
 // pi:22 on.
 type rssBastion struct {
 	addr, knownHosts, agentKey string
-	out                        *syncBuffer
+	out                        *sshtest.Buffer
 }
 
 func startRSSBastion(b *testing.B, bin, dir string) *rssBastion {
@@ -129,7 +129,7 @@ func startRSSBastion(b *testing.B, bin, dir string) *rssBastion {
 		return p
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(sshtest.FreePort(b))
-	bs := &rssBastion{addr: addr, agentKey: agentKey, out: &syncBuffer{},
+	bs := &rssBastion{addr: addr, agentKey: agentKey, out: &sshtest.Buffer{},
 		knownHosts: write("known_hosts", keyfile.KnownHostsLine([]string{addr}, host.PublicKey())+"\n")}
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"),
@@ -195,7 +195,7 @@ var memAttr = regexp.MustCompile(`\b(heap_live|heap_objects|go_total)=(\d+)KiB|\
 // wantLog, when not empty, must be in the agent's output by then.
 func measureAgent(b *testing.B, agentBin string, bs *rssBastion, dir string, env []string, idle time.Duration, wantLog string) rssFigures {
 	sock, states := notifySocket(b, dir)
-	p := &agentProcess{cmd: exec.Command(agentBin), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &agentProcess{cmd: exec.Command(agentBin), out: &sshtest.Buffer{}, done: make(chan struct{})}
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"),
 		"LIFELINE_BASTION=" + bs.addr,
 		"LIFELINE_KEY=" + bs.agentKey,

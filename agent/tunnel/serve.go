@@ -40,7 +40,10 @@ func (s *conn) register(ctx context.Context, f forward.Forward) {
 			}
 			s.l.t.registered()
 			s.l.t.rolesChanged()
-			s.resent.Do(func() { s.l.t.resendReport(ctx, s) })
+			s.resent.Do(func() {
+				s.l.t.resendReport(ctx, s)
+				s.l.t.connReady(s)
+			})
 			return
 		}
 		wait := b.Duration()

@@ -14,6 +14,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,34 +34,61 @@ import (
 type world struct {
 	t        testing.TB
 	dir      string
-	op       *operator
-	pi       *target
+	opKey    sshtest.Key
+	opKnown  string // the operator's known_hosts
+	opConfig string // the operator's ssh_config (sshtest.OperatorConfig)
+	pi       *sshtest.SSHD
 	agentKey ssh.Signer
 	fwdPorts []int
-	srv      *sshd
+	srv      *sshtest.SSHD
 }
+
+// piMark is what every login to the world's pi prints: it proves that the
+// operator reached that server.
+const piMark = "PI-REACHED"
 
 // newWorld starts the target and a bastion sshd that lets the agent listen
 // on localhost:<port> for each of nFwd ports and the operator reach them.
+// The operator runs stock ssh with its own key, checking host keys strictly
+// at every hop.
 func newWorld(t *testing.T, nFwd int, extra ...string) *world {
 	t.Helper()
-	needRoot(t, "/usr/sbin/sshd", "ssh")
+	sshtest.NeedRoot(t)
+	sshtest.Need(t, "sshd", "ssh")
 	w := &world{t: t, dir: t.TempDir()}
-	w.op = newOperator(t)
-	w.pi = startTarget(t, w.op, "PI-REACHED")
-	_, w.agentKey = newKey(t, w.dir, "agent_key")
+	w.opKey = sshtest.NewKey(t, w.dir, "operator_key")
+	w.opKnown = sshtest.KnownHostsFile(t, w.dir)
+	w.pi = sshtest.StartSSHD(t, sshtest.SSHDOptions{
+		AuthorizedKeys: w.opKey.AuthorizedLine("", "operator"),
+		Extra:          []string{"AllowTcpForwarding no", "ForceCommand echo " + piMark},
+	})
+	w.agentKey = sshtest.NewKey(t, w.dir, "agent_key").Signer
 	for range nFwd {
 		w.fwdPorts = append(w.fwdPorts, sshtest.FreePort(t))
 	}
 	w.srv = w.startBastion(extra...)
+	w.opConfig = sshtest.OperatorConfig(t, w.dir, "127.0.0.1", w.srv.Port, w.opKey.Path, w.opKnown)
 	for _, p := range w.fwdPorts {
-		w.op.Trust("localhost:"+strconv.Itoa(p), w.pi.HostKey)
+		w.trust("localhost:"+strconv.Itoa(p), w.pi.HostKey)
 	}
 	return w
 }
 
+// trust adds a line for addr (host:port) to the operator's known_hosts.
+func (w *world) trust(addr string, key ssh.PublicKey) {
+	w.t.Helper()
+	f, err := os.OpenFile(w.opKnown, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintln(f, keyfile.KnownHostsLine([]string{addr}, key)); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
 // startBastion starts one more sshd in the bastion role for this world.
-func (w *world) startBastion(extra ...string) *sshd {
+func (w *world) startBastion(extra ...string) *sshtest.SSHD {
 	w.t.Helper()
 	var listen, open []string
 	for _, p := range w.fwdPorts {
@@ -71,17 +100,24 @@ func (w *world) startBastion(extra ...string) *sshd {
 		pl = append(pl, fmt.Sprintf("permitlisten=%q", l))
 	}
 	agentLine := "restrict,port-forwarding," + strings.Join(pl, ",") + " " + keyfile.AuthorizedLine(w.agentKey.PublicKey(), "agent")
-	opLine := w.op.AuthorizedLine("restrict,port-forwarding," + strings.Join(open, ","))
-	// sshd keeps the first value of a keyword: extra lines go first.
-	cfg := append(append([]string(nil), extra...),
+	opLine := w.opKey.AuthorizedLine("restrict,port-forwarding,"+strings.Join(open, ","), "operator")
+	// Extra lines come first, so extra overrides these.
+	cfg := append(slices.Clone(extra),
 		"AllowTcpForwarding yes",
+		"GatewayPorts no",
 		"PermitListen "+strings.Join(listen, " "),
 		"ClientAliveInterval 1",
 		"ClientAliveCountMax 3",
 	)
-	s := startSSHD(w.t, sshdOptions{AuthorizedKeys: []string{agentLine, opLine}, Extra: cfg})
-	w.op.Trust(s.Addr(), s.HostKey)
+	s := sshtest.StartSSHD(w.t, sshtest.SSHDOptions{AuthorizedKeys: agentLine + "\n" + opLine, Extra: cfg})
+	w.trust(s.Addr, s.HostKey)
 	return s
+}
+
+// jump runs the operator's `ssh -J root@jump -p port root@host command` and
+// returns its combined output.
+func (w *world) jump(ctx context.Context, jump, host string, port int, command string) (string, error) {
+	return sshtest.Run(ctx, 20*time.Second, nil, "ssh", "-F", w.opConfig, "-J", "root@"+jump, "-p", strconv.Itoa(port), "root@"+host, command)
 }
 
 // forwards is localhost:<port>=<pi target> for every forward port.
@@ -101,12 +137,12 @@ func (w *world) agentConfig(pins map[string]ssh.PublicKey) Config {
 		lines = append(lines, keyfile.KnownHostsLine([]string{addr}, k))
 		bastions = append(bastions, addr)
 	}
-	log, _ := testLogger(w.t)
+	log, _ := sshtest.Logger(w.t)
 	return Config{
 		Bastions:       bastions,
 		User:           "root",
 		Signer:         w.agentKey,
-		HostKeys:       hostkeys.New(knownHostsFile(w.t, w.dir, lines...), false, log),
+		HostKeys:       hostkeys.New(sshtest.KnownHostsFile(w.t, w.dir, lines...), false, log),
 		Forwards:       w.forwards(),
 		Keepalive:      500 * time.Millisecond,
 		DeadAfter:      2 * time.Second,
@@ -118,9 +154,9 @@ func (w *world) agentConfig(pins map[string]ssh.PublicKey) Config {
 }
 
 // startAgent runs Tunnels until the test ends; it returns the agent's log.
-func startAgent(t *testing.T, cfg Config) (*Tunnels, *syncBuffer) {
+func startAgent(t *testing.T, cfg Config) (*Tunnels, *sshtest.Buffer) {
 	t.Helper()
-	log, buf := testLogger(t)
+	log, buf := sshtest.Logger(t)
 	cfg.Log = log
 	tun, err := New(cfg)
 	if err != nil {
@@ -150,12 +186,12 @@ func registered(tun *Tunnels, bastion string, n int) func() bool {
 
 // jumpWorks runs ssh -J through jump to the forward on port and checks that
 // it reached the Pi's sshd.
-func (w *world) jumpWorks(jump *sshd, port int) error {
-	out, err := w.op.Jump(context.Background(), jump.Addr(), "localhost", port)
+func (w *world) jumpWorks(jump *sshtest.SSHD, port int) error {
+	out, err := w.jump(context.Background(), jump.Addr, "localhost", port, "true")
 	if err != nil {
 		return fmt.Errorf("ssh -J: %v: %s", err, out)
 	}
-	if !strings.Contains(out, w.pi.Mark) {
+	if !strings.Contains(out, piMark) {
 		return fmt.Errorf("ssh -J did not reach the target: %q", out)
 	}
 	return nil
@@ -164,8 +200,8 @@ func (w *world) jumpWorks(jump *sshd, port int) error {
 func TestJumpThroughStockSSHD(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 2)
-	tun, _ := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey}))
-	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 2), "both forwards registered")
+	tun, _ := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr: w.srv.HostKey}))
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr, 2), "both forwards registered")
 	for _, p := range w.fwdPorts {
 		if err := w.jumpWorks(w.srv, p); err != nil {
 			t.Fatal(err)
@@ -184,16 +220,16 @@ func TestJumpThroughStockSSHD(t *testing.T) {
 func TestServerKilledAndRestarted(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 1)
-	tun, log := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey}))
-	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 1), "registered")
+	tun, log := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr: w.srv.HostKey}))
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr, 1), "registered")
 
 	w.srv.Stop()
 	sshtest.Eventually(t, 10*time.Second, func() bool { return !tun.Status()[0].Connected }, "agent to notice the server is gone")
 	if !log.Contains("msg=lost") || !log.Contains("after=") {
 		t.Errorf("no 'lost ... after' log line")
 	}
-	w.srv.Start()
-	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 1), "agent back")
+	w.srv.Restart()
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr, 1), "agent back")
 	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -205,10 +241,10 @@ func TestServerKilledAndRestarted(t *testing.T) {
 func TestBlackholedLinkDetectedAndRecovered(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 1)
-	rl := startRelay(t, w.srv.Addr())
-	cfg := w.agentConfig(map[string]ssh.PublicKey{rl.Addr(): w.srv.HostKey})
+	rl := sshtest.NewRelay(t, w.srv.Addr)
+	cfg := w.agentConfig(map[string]ssh.PublicKey{rl.Addr: w.srv.HostKey})
 	tun, log := startAgent(t, cfg)
-	sshtest.Eventually(t, 15*time.Second, registered(tun, rl.Addr(), 1), "registered through the relay")
+	sshtest.Eventually(t, 15*time.Second, registered(tun, rl.Addr, 1), "registered through the relay")
 	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +264,7 @@ func TestBlackholedLinkDetectedAndRecovered(t *testing.T) {
 	t.Logf("black hole detected after %s (keepalive %s, dead after %s)", detected.Round(time.Millisecond), cfg.Keepalive, cfg.DeadAfter)
 
 	rl.Resume(true)
-	sshtest.Eventually(t, 15*time.Second, registered(tun, rl.Addr(), 1), "reconnected after the relay resumed")
+	sshtest.Eventually(t, 15*time.Second, registered(tun, rl.Addr, 1), "reconnected after the relay resumed")
 	// sshd may still hold the old listener until ClientAlive drops the
 	// stale session; the agent retries the forward until it is free.
 	sshtest.Eventually(t, 20*time.Second, func() bool { return w.jumpWorks(w.srv, w.fwdPorts[0]) == nil }, "jump works again")
@@ -237,10 +273,10 @@ func TestBlackholedLinkDetectedAndRecovered(t *testing.T) {
 func TestTargetDownRejectsChannelKeepsTunnel(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 2)
-	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey})
+	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr: w.srv.HostKey})
 	cfg.Forwards[1].TargetPort = uint16(sshtest.FreePort(t)) // nothing listens there
 	tun, log := startAgent(t, cfg)
-	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 2), "registered")
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr, 2), "registered")
 
 	if err := w.jumpWorks(w.srv, w.fwdPorts[1]); err == nil {
 		t.Fatal("jump to a dead target succeeded")
@@ -260,8 +296,8 @@ func TestTargetDownRejectsChannelKeepsTunnel(t *testing.T) {
 func TestWrongBastionHostKeyRefused(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 1)
-	_, impostor := newKey(t, w.dir, "other_host_key")
-	tun, log := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): impostor.PublicKey()}))
+	impostor := sshtest.NewKey(t, w.dir, "other_host_key").Signer
+	tun, log := startAgent(t, w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr: impostor.PublicKey()}))
 	sshtest.Eventually(t, 10*time.Second, func() bool {
 		return strings.Count(log.String(), "BASTION HOST KEY REFUSED") >= 2
 	}, "two refused attempts")
@@ -272,7 +308,7 @@ func TestWrongBastionHostKeyRefused(t *testing.T) {
 	if st.Connected || st.Connects != 0 {
 		t.Errorf("status %+v: want never connected", st)
 	}
-	if w.srv.log.Contains("Accepted publickey") {
+	if strings.Contains(w.srv.Log(), "Accepted publickey") {
 		t.Errorf("the agent authenticated to a server whose key it refused")
 	}
 	// A host key failure is not a network failure: no probing.
@@ -287,17 +323,17 @@ func TestTwoBastionsOneDown(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 1)
 	second := startFakeBastion(t, w.agentKey.PublicKey())
-	pins := map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey, second.Addr(): second.hostKey.PublicKey()}
+	pins := map[string]ssh.PublicKey{w.srv.Addr: w.srv.HostKey, second.Addr(): second.hostKey.PublicKey()}
 	tun, _ := startAgent(t, w.agentConfig(pins))
 	name := "localhost:" + strconv.Itoa(w.fwdPorts[0])
-	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 1), "registered on sshd")
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr, 1), "registered on sshd")
 	sshtest.Eventually(t, 15*time.Second, func() bool { return second.Registered(name) }, "registered on the second bastion")
 	if err := w.jumpWorks(w.srv, w.fwdPorts[0]); err != nil {
 		t.Fatal(err)
 	}
 
 	w.srv.Stop()
-	sshtest.Eventually(t, 10*time.Second, func() bool { return !registered(tun, w.srv.Addr(), 1)() }, "first seen down")
+	sshtest.Eventually(t, 10*time.Second, func() bool { return !registered(tun, w.srv.Addr, 1)() }, "first seen down")
 	// Through the second bastion the Pi's sshd still answers.
 	ch, err := second.Open("localhost", w.fwdPorts[0], "198.51.100.20", 5555)
 	if err != nil {
@@ -316,11 +352,11 @@ func TestTwoBastionsOneDown(t *testing.T) {
 func TestRefusedForwardKeepsOthers(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, 1)
-	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey})
+	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr: w.srv.HostKey})
 	notPermitted := sshtest.FreePort(t)
 	cfg.Forwards = append(cfg.Forwards, forward.Forward{Name: "localhost", Port: uint16(notPermitted), TargetHost: "127.0.0.1", TargetPort: uint16(w.pi.Port)})
 	tun, log := startAgent(t, cfg)
-	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr(), 1), "permitted forward registered")
+	sshtest.Eventually(t, 15*time.Second, registered(tun, w.srv.Addr, 1), "permitted forward registered")
 	sshtest.Eventually(t, 10*time.Second, func() bool {
 		return strings.Count(log.String(), "forward refused by the bastion") >= 2
 	}, "refusal retried")
@@ -339,7 +375,7 @@ func TestRefusedForwardKeepsOthers(t *testing.T) {
 // fails authentication; the error says which variable to set.
 func TestWrongUserNamesTheVariable(t *testing.T) {
 	w := newWorld(t, 1)
-	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr(): w.srv.HostKey})
+	cfg := w.agentConfig(map[string]ssh.PublicKey{w.srv.Addr: w.srv.HostKey})
 	cfg.User = "lifeline-agent" // the default: no such account here
 	tun, _ := startAgent(t, cfg)
 	sshtest.Eventually(t, 15*time.Second, func() bool {

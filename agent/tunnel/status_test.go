@@ -37,7 +37,7 @@ func (r *recordingSystemd) lastStatus() string {
 // start of an agent whose bastion was down and restarted it forever).
 func TestStartedMeansRunning(t *testing.T) {
 	t.Parallel()
-	_, agent := newKey(t, t.TempDir(), "agent")
+	agent := sshtest.NewKey(t, t.TempDir(), "agent").Signer
 	up := startFakeBastion(t, agent.PublicKey())
 	refusing := startFakeBastion(t, agent.PublicKey(), "pi:22")
 	dead := "127.0.0.1:" + strconv.Itoa(sshtest.FreePort(t))
@@ -136,7 +136,7 @@ func TestStartedMeansRunning(t *testing.T) {
 // sent at once.
 func TestStatusFollowsTheLink(t *testing.T) {
 	t.Parallel()
-	_, agent := newKey(t, t.TempDir(), "agent")
+	agent := sshtest.NewKey(t, t.TempDir(), "agent").Signer
 	b := startFakeBastion(t, agent.PublicKey())
 	cfg := fakeAgentConfig(t, agent, b)
 	cfg.Forwards = []forward.Forward{{Name: "pi", Port: 22, TargetHost: "127.0.0.1", TargetPort: 22}}

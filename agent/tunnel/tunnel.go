@@ -125,6 +125,17 @@ type Config struct {
 	// nothing.
 	Systemd       Systemd
 	WatchdogEvery time.Duration
+	// OnBastion, when not nil, is told each time the agent goes from no
+	// bastion ready to one (connected true) and from the last one back to
+	// none (false), with the time of the change by Clock. A connection is
+	// ready once a bastion accepted its first forward and the latest link
+	// reports were resent to it (so a report published from OnBastion
+	// reaches it after them); it stops being ready when it ends. Calls
+	// come one at a time, in order, from the tunnel loops, with a lock of
+	// the Tunnels held: OnBastion must return promptly and must not call
+	// the Tunnels' methods (outage.Decider.Bastion does neither). nil:
+	// nobody is told.
+	OnBastion func(connected bool, at time.Time)
 	// Clock drives keepalives, backoff and the watchdog. nil means clock.Real.
 	Clock clock.Clock
 	// Log receives the structured log. nil discards.
@@ -164,6 +175,42 @@ type Tunnels struct {
 
 	// act counts the forwarded channels open over every link (Activity).
 	act activity
+
+	// readyMu orders the calls of OnBastion; ready counts the ready
+	// connections (conn.ready).
+	readyMu sync.Mutex
+	ready   int
+}
+
+// connReady counts s as ready (once) and tells OnBastion when it is the
+// first.
+func (t *Tunnels) connReady(s *conn) {
+	t.readyMu.Lock()
+	defer t.readyMu.Unlock()
+	if s.ready {
+		return
+	}
+	s.ready = true
+	t.ready++
+	if t.ready == 1 && t.cfg.OnBastion != nil {
+		t.cfg.OnBastion(true, t.cfg.Clock.Now())
+	}
+}
+
+// connGone uncounts s, if it was ready, and tells OnBastion when it was
+// the last. It is called after every goroutine of s has ended, so after
+// any connReady of s.
+func (t *Tunnels) connGone(s *conn) {
+	t.readyMu.Lock()
+	defer t.readyMu.Unlock()
+	if !s.ready {
+		return
+	}
+	s.ready = false
+	t.ready--
+	if t.ready == 0 && t.cfg.OnBastion != nil {
+		t.cfg.OnBastion(false, t.cfg.Clock.Now())
+	}
 }
 
 // New checks cfg, fills in defaults and returns Tunnels ready to Run.

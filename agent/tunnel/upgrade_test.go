@@ -33,7 +33,7 @@ import (
 // channels open over every bastion link, and when the latest closed.
 func TestActivityCountsChannelsOverAllLinks(t *testing.T) {
 	t.Parallel()
-	_, agent := newKey(t, t.TempDir(), "agent")
+	agent := sshtest.NewKey(t, t.TempDir(), "agent").Signer
 	b1, b2 := startFakeBastion(t, agent.PublicKey()), startFakeBastion(t, agent.PublicKey())
 	echo := echoServer(t)
 	cfg := fakeAgentConfig(t, agent, b1, b2)
@@ -113,8 +113,8 @@ func TestBinaryUpgradeWaitsForOperatorSession(t *testing.T) {
 	)
 	w := newWorld(t, 1)
 	// The Pi's sshd, here one that runs the operator's command.
-	pi := startSSHD(t, sshdOptions{AuthorizedKeys: []string{w.op.AuthorizedLine("")}, Extra: []string{"AllowTcpForwarding no"}})
-	w.op.Trust("localhost:"+strconv.Itoa(w.fwdPorts[0]), pi.HostKey)
+	pi := sshtest.StartSSHD(t, sshtest.SSHDOptions{AuthorizedKeys: w.opKey.AuthorizedLine("", "operator"), Extra: []string{"AllowTcpForwarding no"}})
+	w.trust("localhost:"+strconv.Itoa(w.fwdPorts[0]), pi.HostKey)
 
 	// The agent runs from a copy that the session replaces.
 	built, err := os.ReadFile(agentBinary(t))
@@ -126,12 +126,12 @@ func TestBinaryUpgradeWaitsForOperatorSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock, states := notifySocket(t, w.dir)
-	kh := knownHostsFile(t, w.dir, keyfile.KnownHostsLine([]string{w.srv.Addr()}, w.srv.HostKey))
-	out := &syncBuffer{}
+	kh := sshtest.KnownHostsFile(t, w.dir, keyfile.KnownHostsLine([]string{w.srv.Addr}, w.srv.HostKey))
+	out := &sshtest.Buffer{}
 	cmd := exec.Command(bin)
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"),
-		"LIFELINE_BASTION=" + w.srv.Addr(),
+		"LIFELINE_BASTION=" + w.srv.Addr,
 		"LIFELINE_KEY=" + filepath.Join(w.dir, "agent_key"),
 		"LIFELINE_KNOWN_HOSTS=" + kh,
 		"LIFELINE_FORWARDS=localhost:" + strconv.Itoa(w.fwdPorts[0]) + "=127.0.0.1:" + strconv.Itoa(pi.Port),
@@ -165,12 +165,12 @@ func TestBinaryUpgradeWaitsForOperatorSession(t *testing.T) {
 		"; echo " + replace + "; sleep " + strconv.Itoa(int(lives/time.Second)) + "; echo " + marker
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	session := exec.CommandContext(ctx, "ssh", "-F", w.op.cfgPath, "-J", "root@"+w.srv.Addr(), "-p", strconv.Itoa(w.fwdPorts[0]), "localhost", script)
+	session := exec.CommandContext(ctx, "ssh", "-F", w.opConfig, "-J", "root@"+w.srv.Addr, "-p", strconv.Itoa(w.fwdPorts[0]), "root@localhost", script)
 	stdout, err := session.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &sshtest.Buffer{}
 	session.Stderr = stderr
 	if err := session.Start(); err != nil {
 		t.Fatal(err)

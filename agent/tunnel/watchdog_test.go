@@ -21,8 +21,8 @@ func TestWatchdogWithheldWhenALoopIsWedged(t *testing.T) {
 	t.Parallel()
 	fake := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	n := &recordingSystemd{}
-	_, signer := newKey(t, t.TempDir(), "agent")
-	log, logs := testLogger(t)
+	signer := sshtest.NewKey(t, t.TempDir(), "agent").Signer
+	log, logs := sshtest.Logger(t)
 	tun, err := New(Config{
 		Bastions:      []string{"a:22", "b:22"},
 		Signer:        signer,

@@ -156,15 +156,60 @@ func timeOfDay(t, now time.Time) string {
 
 // mainDownText is the text of a main-link down report, and its detail:
 // the reasons uncut. The way in over the backup link (ssh -J) is added
-// when it fits and the agent has a name.
+// when it fits and the agent has a name. When the agent reports that it
+// started the jump host (outage mode: r.Jump.StartedAt), the text says so
+// and when it was ready (r.Jump.ReadyAt, else the report's time).
 func mainDownText(bastion string, a Agent, r report.LinkReport) (text, detail string) {
 	core := fmt.Sprintf("%s: MAIN INTERNET DOWN since %s", siteName(a), timeOfDay(r.Since, r.Time))
+	host, b := sshHost(a), clean(bastion, 24)
 	var way string
-	if host, b := sshHost(a), clean(bastion, 24); host != "" && b != "" {
+	if host != "" && b != "" {
 		way = fmt.Sprintf(" (backup up; ssh -J %s %s)", b, host)
 	}
-	text = fitFirst(core, way, " (backup up)")
+	if j := r.Jump; j != nil && !j.StartedAt.IsZero() {
+		ready := j.ReadyAt
+		if ready.IsZero() {
+			ready = r.Time
+		}
+		at := timeOfDay(ready, r.Time)
+		var started string
+		if host != "" && b != "" {
+			started = fmt.Sprintf("; jump host started, ssh -J %s %s ready at %s", b, host, at)
+		}
+		text = fitFirst(core, started, "; jump host started, ready at "+at, "; jump host started")
+	} else {
+		text = fitFirst(core, way, " (backup up)")
+	}
 	detail = fmt.Sprintf("%s: %s (down since %s)", text, clean(strings.Join(r.Reasons, "; "), 16*512), r.Since.UTC().Format(time.RFC3339))
+	if j := r.Jump; j != nil {
+		detail += fmt.Sprintf("; jump host start: %d attempt(s), last %s", j.Attempts, clean(j.LastCode, report.MaxCode))
+		if j.LastMessage != "" {
+			detail += " (" + clean(j.LastMessage, 512) + ")"
+		}
+		if !j.StartedAt.IsZero() {
+			detail += ", started " + j.StartedAt.UTC().Format(time.RFC3339)
+		}
+		if !j.ReadyAt.IsZero() {
+			detail += ", ready " + j.ReadyAt.UTC().Format(time.RFC3339)
+		}
+	}
+	return text, detail
+}
+
+// jumpFailedText is the text of a down report whose agent could not start
+// the jump host (r.Jump.LastCode, not "ok"), and its detail uncut.
+func jumpFailedText(a Agent, r report.LinkReport) (text, detail string) {
+	j := r.Jump
+	core := fmt.Sprintf("%s: could not start the jump host: %s", siteName(a), clean(j.LastCode, report.MaxCode))
+	tail := fmt.Sprintf("attempt %d)", j.Attempts)
+	if j.LastMessage == "" {
+		text = fit(core, " ("+tail)
+	} else {
+		room := max(smsLimit-len(core)-len(" (")-len(", ")-len(tail)-2, 10) // 2: the ".." of a cut
+		text = fitFirst(core, " ("+clean(j.LastMessage, room)+", "+tail, " ("+tail)
+	}
+	detail = fmt.Sprintf("%s: could not start the jump host: %s (%s, attempt %d; main internet down since %s)",
+		siteName(a), clean(j.LastCode, report.MaxCode), clean(j.LastMessage, 512), j.Attempts, r.Since.UTC().Format(time.RFC3339))
 	return text, detail
 }
 

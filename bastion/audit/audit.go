@@ -51,6 +51,21 @@ const (
 	// KindSiteRole: an agent said whether this bastion is its site's
 	// reporter (Reason "reporter" or "not reporter").
 	KindSiteRole = "site_role"
+	// KindHold: an operator ran `hold` (outage mode): Reason says what came
+	// of it ("held until ...", "released", or the refusal).
+	KindHold = "hold"
+	// Outage mode's events (bastion/outage), one per event of the keeper:
+	// the jump host started (Message: how the previous run ended), the
+	// first agent connected, the host is powering off (Reason: why), an
+	// operator's hold began or ended, the power-off request could not be
+	// written, the host is still up after its request.
+	KindOutageStarted       = "outage_started"
+	KindOutageReady         = "outage_ready"
+	KindOutageStopping      = "outage_stopping"
+	KindOutageHeld          = "outage_held"
+	KindOutageReleased      = "outage_released"
+	KindOutageRequestFailed = "outage_request_failed"
+	KindOutageNotStopped    = "outage_not_stopped"
 )
 
 // Event is one audit record. Empty fields are left out of the JSON.
@@ -97,10 +112,12 @@ func (f Func) Record(e Event) { f(e) }
 // calls, takeovers, and the bastion's own start, stop and reload. Refusals,
 // failed logins, bans, registrations, link reports, disconnects and alerts
 // are not: most of them can be caused by anyone on the internet or by an
-// agent at a high rate.
+// agent at a high rate. Outage mode's holds (the command and its effect)
+// and the jump host's own starts and power-offs are access too.
 func IsAccess(kind string) bool {
 	switch kind {
-	case KindLogin, KindJump, KindJumpEnd, KindStatus, KindTakeover, KindReload, KindStart, KindStop:
+	case KindLogin, KindJump, KindJumpEnd, KindStatus, KindTakeover, KindReload, KindStart, KindStop,
+		KindHold, KindOutageStarted, KindOutageStopping, KindOutageHeld, KindOutageReleased:
 		return true
 	}
 	return false

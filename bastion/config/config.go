@@ -7,11 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/lifeline-dev/lifeline/bastion/alert"
 	"github.com/lifeline-dev/lifeline/bastion/alert/email"
 	"github.com/lifeline-dev/lifeline/bastion/alert/webhook"
+	"github.com/lifeline-dev/lifeline/bastion/outage"
 	"github.com/lifeline-dev/lifeline/shared/units"
 )
 
@@ -37,6 +39,10 @@ type Config struct {
 	// Webhook is the webhook sender's configuration; nil when
 	// LIFELINE_WEBHOOK_URL, _TOKEN and _CA_FILE are unset.
 	Webhook *webhook.Config
+	// Outage is outage mode's settings (LIFELINE_OUTAGE_IDLE, _MAX_HOLD,
+	// the state directory); Idle zero means off. The caller adds Log,
+	// Notify and OpenOperators.
+	Outage outage.Config
 }
 
 // Load reads the environment once and checks it: the configuration, or
@@ -67,6 +73,7 @@ func (e Env) Check() (Config, error) {
 	c.Alerts = e.alerts(&p, c.Name)
 	c.SMS = e.sms(&p)
 	c.Email, c.Webhook = e.channels(&p, c.Name)
+	c.Outage = e.outage(&p)
 	if err := errors.Join(p...); err != nil {
 		return c, fmt.Errorf("configuration: %w", err)
 	}
@@ -214,4 +221,26 @@ func (e *Env) alerts(p *problems, name string) alert.Config {
 		DownAfter: e.AgentDownAfter, PerMinute: e.SMSPerMinute,
 		FailedLoginEvery: e.FailedLoginEach, FailedLoginMin: e.FailedLoginMin,
 	}
+}
+
+// outage checks outage mode's settings and returns them.
+func (e *Env) outage(p *problems) outage.Config {
+	var idle time.Duration
+	if v := strings.TrimSpace(e.OutageIdle); v != "" && v != "0" {
+		d, err := time.ParseDuration(v)
+		switch {
+		case err != nil:
+			p.add("LIFELINE_OUTAGE_IDLE", "%q is not a duration like 30m (empty or 0: outage mode off)", e.OutageIdle)
+		case d < 0:
+			p.add("LIFELINE_OUTAGE_IDLE", "%s must not be negative (empty or 0: outage mode off)", d)
+		case d > 0 && d < outage.MinIdle:
+			p.add("LIFELINE_OUTAGE_IDLE", "%s is too short (at least %s, so that the agent that started the jump host has time to connect; empty or 0: off)", d, outage.MinIdle)
+		default:
+			idle = d
+		}
+	}
+	if e.OutageMaxHold < time.Minute {
+		p.add("LIFELINE_OUTAGE_MAX_HOLD", "%s must be at least 1m", e.OutageMaxHold)
+	}
+	return outage.Config{Idle: idle, MaxHold: max(e.OutageMaxHold, 0), StateDir: e.StateDir}
 }

@@ -3,8 +3,10 @@ package config
 import (
 	"bytes"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lifeline-dev/lifeline/bastion/alert"
 	"github.com/lifeline-dev/lifeline/shared/envconf"
@@ -90,6 +92,56 @@ func TestLoadTypesTheLibrariesSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range append(SMSVars(), "LIFELINE_TWILIO_URL", alert.DefaultTwilioURL, "LIFELINE_QUIET_FROM", "LIFELINE_AGENT_QUIET") {
+		if !strings.Contains(help.String(), w) {
+			t.Errorf("--help lacks %q", w)
+		}
+	}
+}
+
+// Outage mode is off unless LIFELINE_OUTAGE_IDLE is set, then at least
+// outage.MinIdle; the maximum hold defaults to 24h; both are in --help.
+func TestOutageSettings(t *testing.T) {
+	tests := []struct {
+		name, idle, maxHold string
+		wantIdle, wantHold  time.Duration
+		wantErr             string
+	}{
+		{"unset: off", "", "", 0, 24 * time.Hour, ""},
+		{"zero: off", "0", "", 0, 24 * time.Hour, ""},
+		{"30m", "30m", "", 30 * time.Minute, 24 * time.Hour, ""},
+		{"the minimum", "5m", "2h", 5 * time.Minute, 2 * time.Hour, ""},
+		{"below the minimum", "4m59s", "", 0, 0, "LIFELINE_OUTAGE_IDLE: 4m59s is too short (at least 5m0s"},
+		{"negative", "-1h", "", 0, 0, "LIFELINE_OUTAGE_IDLE: -1h0m0s must not be negative"},
+		{"not a duration", "30 minutes", "", 0, 0, `LIFELINE_OUTAGE_IDLE: "30 minutes" is not a duration`},
+		{"hold too short", "30m", "30s", 0, 0, "LIFELINE_OUTAGE_MAX_HOLD: 30s must be at least 1m"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("LIFELINE_OUTAGE_IDLE", tt.idle) // empty: set and empty, as in an env file
+			t.Setenv("LIFELINE_OUTAGE_MAX_HOLD", tt.maxHold)
+			if tt.maxHold == "" {
+				os.Unsetenv("LIFELINE_OUTAGE_MAX_HOLD") // t.Setenv restores it
+			}
+			c, err := env(t, "", "", "", "").Check()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Outage.Idle != tt.wantIdle || c.Outage.MaxHold != tt.wantHold || c.Outage.StateDir != c.StateDir {
+				t.Errorf("outage settings %+v, want idle %s, max hold %s, state dir %s", c.Outage, tt.wantIdle, tt.wantHold, c.StateDir)
+			}
+		})
+	}
+	var help bytes.Buffer
+	if err := envconf.UsageSpecs(&help, Specs()...); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"LIFELINE_OUTAGE_IDLE", "LIFELINE_OUTAGE_MAX_HOLD"} {
 		if !strings.Contains(help.String(), w) {
 			t.Errorf("--help lacks %q", w)
 		}

@@ -51,6 +51,9 @@ type Env struct {
 	AgentDeadAfter      time.Duration `envconfig:"AGENT_DEAD_AFTER" default:"90s" desc:"an agent connection silent this long is closed and its names freed (TCP keepalive probes from 2/3 of it on, a bound on unacknowledged data)"`
 	AgentQuiet          time.Duration `envconfig:"AGENT_QUIET" default:"10m" desc:"an agent nothing was heard from this long is sent one keepalive and closed unless it answers within LIFELINE_AGENT_DEAD_AFTER; otherwise the bastion sends agents nothing (their links may be metered)"`
 
+	OutageIdle    string        `envconfig:"OUTAGE_IDLE" desc:"outage mode: power the jump host off (lifeline-poweroff.path) once no connected site reports its main internet down, no operator is connected and no hold is in force for this long, a duration of at least 5m (Terraform's outage_mode sets 30m); empty or 0 = off, the host runs for ever"`
+	OutageMaxHold time.Duration `envconfig:"OUTAGE_MAX_HOLD" default:"24h" desc:"outage mode: the longest hold an operator may ask for (ssh bastion hold 2h keeps the host up 2h)"`
+
 	TwilioEnv       `ignored:"true"` // read without prefix, see TwilioEnv
 	TwilioURL       string           `envconfig:"TWILIO_URL" default:"https://api.twilio.com" desc:"base URL of the Twilio API (proxy or local test server)"`
 	SMSFrom         string           `envconfig:"SMS_FROM" desc:"sending number, E.164 (+15551234567)"`

@@ -22,6 +22,7 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/ban"
 	"github.com/lifeline-dev/lifeline/bastion/config"
 	"github.com/lifeline-dev/lifeline/bastion/gate"
+	"github.com/lifeline-dev/lifeline/bastion/outage"
 	"github.com/lifeline-dev/lifeline/bastion/server"
 	"github.com/lifeline-dev/lifeline/shared/keyfile"
 )
@@ -35,6 +36,7 @@ type Daemon struct {
 	summary *audit.Summarizer
 	alerter *alert.Alerter
 	srv     *server.Server
+	keeper  *outage.Keeper
 	ln      net.Listener
 }
 
@@ -114,8 +116,21 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("connection gate: %w", err)
 	}
-	srv, err := server.New(server.Config{
-		HostKey: hostKey, Policy: policy, Log: log, Audit: summary, Events: events{alerter},
+	// Outage mode (LIFELINE_OUTAGE_IDLE; with it off the keeper does
+	// nothing): its inputs come from the server, through ev and Sessions;
+	// its events become texts and audit events (ev.notify).
+	ev := newEvents(alerter, auditLog)
+	var srv *server.Server
+	oc := cfg.Outage
+	oc.Log, oc.Notify = log, ev.notify
+	oc.OpenOperators = func() int { return srv.OperatorConns() } // Run starts after srv is set
+	keeper, err := outage.New(oc)
+	if err != nil {
+		return nil, fmt.Errorf("outage mode: %w", err)
+	}
+	ev.k = keeper
+	srv, err = server.New(server.Config{
+		HostKey: hostKey, Policy: policy, Log: log, Audit: summary, Events: ev, Outage: keeper,
 		Name: cfg.Name, Gate: g,
 		AgentDeadAfter: cfg.AgentDeadAfter, AgentQuiet: cfg.AgentQuiet,
 		Limits: server.Limits{
@@ -133,7 +148,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (LIFELINE_LISTEN): %w", cfg.Listen, err)
 	}
-	return &Daemon{cfg: cfg, policy: policy, log: log, audit: auditLog, summary: summary, alerter: alerter, srv: srv, ln: ln}, nil
+	return &Daemon{cfg: cfg, policy: policy, log: log, audit: auditLog, summary: summary, alerter: alerter, srv: srv, keeper: keeper, ln: ln}, nil
 }
 
 // policyFiles names the files of the key policy.
@@ -201,7 +216,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	actx, cancelAlerts := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	var alertErr error
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		alertErr = d.alerter.Run(actx)
@@ -209,6 +224,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		d.summary.Run(actx)
+	}()
+	go func() {
+		defer wg.Done()
+		if err := d.keeper.Run(actx); err != nil {
+			d.log.Error("outage mode", "err", err)
+		}
 	}()
 	err := d.srv.Serve(ctx, d.ln)
 	// Undelivered alerts stay in the spool and go out after the next start.

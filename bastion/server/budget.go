@@ -22,7 +22,7 @@ func (c *conn) acquire(agent *conn) (release func(), reason string) {
 	case c.chans >= lim.MaxChannelsPerConn:
 		return nil, fmt.Sprintf("this connection already has %d channels open (LIFELINE_MAX_CHANNELS_PER_CONN)", c.chans)
 	case !relay && c.sessions >= 1:
-		return nil, "one session channel at a time: only `status` runs here"
+		return nil, "one session channel at a time: only `status` and `hold` run here"
 	case s.keyChans[fp] >= lim.MaxChannelsPerKey:
 		return nil, fmt.Sprintf("this key already has %d channels open over all its connections (LIFELINE_MAX_CHANNELS_PER_KEY)", s.keyChans[fp])
 	case relay && s.keyAgentChans[ka] >= lim.MaxChannelsPerAgent:

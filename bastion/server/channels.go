@@ -18,13 +18,15 @@ import (
 	"github.com/lifeline-dev/lifeline/shared/wire"
 )
 
-// jumpHelp is what a shell, a PTY or a command other than `status` gets:
+// jumpHelp is what a shell, a PTY or a command other than `status` and
+// `hold` gets:
 // %[1]s is the jump host as the operator names it, %[2]s a site's host,
 // %[3]s the sites the operator may reach.
-const jumpHelp = `lifeline: this is a jump host, not a shell; only ` + "`status`" + ` runs here.
+const jumpHelp = `lifeline: this is a jump host, not a shell; only ` + "`status` and `hold`" + ` run here.
   reach a site:         ssh -J %[1]s %[2]s
   copy files:           scp -J %[1]s file %[2]s:
   see what is online:   ssh %[1]s status   (or: status --json)
+  keep it up (outage):  ssh %[1]s hold 2h  (hold 0 releases; hold alone shows)
   sites:                %[3]s
 `
 
@@ -333,8 +335,9 @@ func (c *conn) jump(ctx context.Context, nc ssh.NewChannel, t authz.Target, b bi
 	s.cfg.Audit.Record(end)
 }
 
-// serveSession answers an operator's session channel: `status` and
-// `status --json` run; everything else is refused with a short help. A PTY
+// serveSession answers an operator's session channel: `status`,
+// `status --json` and `hold` run; everything else is refused with a short
+// help. A PTY
 // is granted only so that the help reaches a terminal in raw mode: a shell
 // then gets the help and exit status 1, `status` still runs.
 func (c *conn) serveSession(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request) {
@@ -481,7 +484,15 @@ func (c *conn) exec(ch ssh.Channel, req *ssh.Request, cmd string, pty bool) {
 		exit(ch, 0)
 		return
 	}
-	c.audit(audit.KindRefused, fmt.Sprintf("exec %q: only `status` runs here", truncate(cmd, 80)))
+	if len(fields) >= 1 && fields[0] == "hold" {
+		var out io.Writer = ch
+		if pty {
+			out = crlfWriter{ch}
+		}
+		c.hold(ch, req, fields[1:], out)
+		return
+	}
+	c.audit(audit.KindRefused, fmt.Sprintf("exec %q: only `status` and `hold` run here", truncate(cmd, 80)))
 	req.Reply(true, nil)
 	c.writeHelp(ch, pty)
 	exit(ch, 1)

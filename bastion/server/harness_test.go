@@ -141,6 +141,7 @@ type worldOpts struct {
 	alerts    AlertQueue
 	clock     clock.Clock // nil: the wall clock
 	events    Events      // nil: the world's recorder
+	outage    Outage      // nil: none
 }
 
 func newWorld(t *testing.T, o worldOpts) *world {
@@ -185,7 +186,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 		HostKey: w.hostKey.Signer, Policy: policy, Log: slog.New(slog.DiscardHandler), Audit: w.rec, Events: events,
 		Name: "test-bastion", AgentQuiet: o.keepalive, AgentDeadAfter: 3 * o.keepalive, Bans: o.bans,
 		LoginGrace: o.grace, MaxPending: o.pending, OpenTimeout: 5 * time.Second,
-		Limits: o.limits, Alerts: o.alerts, Clock: o.clock,
+		Limits: o.limits, Alerts: o.alerts, Clock: o.clock, Outage: o.outage,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/authz"
 	"github.com/lifeline-dev/lifeline/bastion/ban"
 	"github.com/lifeline-dev/lifeline/bastion/gate"
+	"github.com/lifeline-dev/lifeline/bastion/outage"
 	"github.com/lifeline-dev/lifeline/bastion/registry"
 	"github.com/lifeline-dev/lifeline/shared/clock"
 	"github.com/lifeline-dev/lifeline/shared/report"
@@ -189,6 +190,26 @@ type Config struct {
 	// expiry, idle connections, keepalives, rate limits (default
 	// clock.Real{}). Socket deadlines use the wall clock.
 	Clock clock.Clock
+	// Outage, if set, is outage mode's keeper (*outage.Keeper): it is told
+	// the number of open operator connections on every change (Sessions),
+	// `hold` sets its hold, and `status` shows its section. nil, or a
+	// keeper whose outage mode is off: `hold` says outage mode is off and
+	// status has no outage section.
+	Outage Outage
+}
+
+// Outage is outage mode's keeper as the server uses it (*outage.Keeper).
+// Its methods must not block: Sessions is called with the server's lock
+// held, so it must never call back into the server.
+type Outage interface {
+	// Sessions is told how many logged-in operator connections are open.
+	Sessions(n int)
+	// Hold keeps the host up for d on behalf of by (0 releases) and
+	// returns the hold's end; outage.ErrOff when outage mode is off.
+	Hold(d time.Duration, by string) (time.Time, error)
+	// Status returns a snapshot; Status().On is false when outage mode
+	// is off.
+	Status() outage.Status
 }
 
 // AlertQueue is the alert queue as status shows it (*alert.Alerter).
@@ -209,6 +230,7 @@ type Server struct {
 
 	mu            sync.Mutex
 	conns         map[*conn]struct{}
+	operators     int            // operator connections in conns (told to Config.Outage)
 	agents        map[string]int // agent fingerprint -> connections holding names
 	reports       map[string]report.LinkReport
 	reportAt      map[string]*reportBudget // agent fingerprint -> link report allowance
@@ -559,6 +581,10 @@ func (s *Server) track(c *conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	if !c.isAgent() {
+		s.operators++
+		s.tellOperators()
+	}
 	b := s.buckets[fp]
 	if b == nil {
 		b = newBucket(s.cfg.Limits.RequestsPerSecond, s.cfg.Clock.Now())
@@ -605,11 +631,33 @@ func (s *Server) penalise(id *authz.Identity, now time.Time) {
 	}
 }
 
+// tellOperators tells Config.Outage the number of open operator
+// connections. Callers hold s.mu, so that the keeper hears the changes in
+// their order.
+func (s *Server) tellOperators() {
+	if s.cfg.Outage != nil {
+		s.cfg.Outage.Sessions(s.operators)
+	}
+}
+
+// OperatorConns is how many logged-in operator connections are open now
+// (outage.Config.OpenOperators). It must not be called with the keeper's
+// lock held.
+func (s *Server) OperatorConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.operators
+}
+
 // maxPenalties bounds the flood penalties kept before expired ones are swept.
 const maxPenalties = 1024
 
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
+	if _, ok := s.conns[c]; ok && !c.isAgent() {
+		s.operators--
+		s.tellOperators()
+	}
 	delete(s.conns, c)
 	fp := c.identity().Fingerprint
 	conns := slices.DeleteFunc(s.byKey[fp], func(o *conn) bool { return o == c })

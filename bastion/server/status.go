@@ -30,6 +30,9 @@ type Status struct {
 	Operators int             `json:"operators_connected"`
 	// Alerts is the alert queue (Config.Alerts), for viewers who see all.
 	Alerts *alert.Status `json:"alerts,omitempty"`
+	// Outage is outage mode (Config.Outage); absent when it is off. Who
+	// holds the host and what keeps it up are for viewers who see all.
+	Outage *OutageStatus `json:"outage,omitempty"`
 }
 
 // TargetStatus describes one registered name.
@@ -148,6 +151,7 @@ func (s *Server) Snapshot(viewer *authz.Identity) Status {
 		a := s.cfg.Alerts.Status()
 		st.Alerts = &a
 	}
+	st.Outage = s.outageStatus(viewer)
 	return st
 }
 
@@ -197,6 +201,11 @@ func (s *Server) writeStatus(w io.Writer, viewer *authz.Identity, asJSON bool) e
 			details = append(details, detail+"; "+linkLine(o.Link, now)+"\n"+siteLine(o.MainLink, o.Reporter, now))
 		}
 		writeTable(&b, rows, details)
+	}
+	if st.Outage != nil {
+		var o strings.Builder
+		writeOutage(&o, st.Outage, now)
+		b.WriteString(o.String())
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err

@@ -1,6 +1,7 @@
 // Package sshtest holds test helpers shared by lifeline's tests: keys on
-// disk, a throwaway OpenSSH sshd (the Pi's own server), a black-hole relay,
-// and polling with a deadline. Only _test.go files may import it.
+// disk, a throwaway OpenSSH sshd (the Pi's own server, or a stock jump
+// host), a relay that can black-hole or pause a link, a test logger, and
+// polling with a deadline. Only _test.go files may import it.
 package sshtest
 
 import (
@@ -10,15 +11,19 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,18 +134,21 @@ type SSHD struct {
 	Addr    string
 	HostKey ssh.PublicKey
 	Dir     string
-	cmd     *exec.Cmd
 	log     *Buffer
 	config  string
+	netns   string
 	t       testing.TB
 	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when cmd has exited
 }
 
 // SSHDOptions configure StartSSHD.
 type SSHDOptions struct {
 	// AuthorizedKeys is the content of root's (the test user's) authorized_keys.
 	AuthorizedKeys string
-	// Extra sshd_config lines.
+	// Extra sshd_config lines. They are written before StartSSHD's own
+	// lines: sshd keeps the first value of a keyword, so they override them.
 	Extra []string
 	// Listen is host:port; default 127.0.0.1 on a free port.
 	Listen string
@@ -149,7 +157,8 @@ type SSHDOptions struct {
 }
 
 // StartSSHD runs sshd -D -e with its own config and host key in a temp dir,
-// and stops it (by PID) when the test ends. Needs root and sshd.
+// and stops it (by PID, with its sessions) when the test ends. Needs root
+// and sshd. When the test fails, sshd's log goes to t.Log.
 func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	t.Helper()
 	Need(t, "sshd")
@@ -170,11 +179,11 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	_, portStr, _ := net.SplitHostPort(listen)
 	port, _ := strconv.Atoi(portStr)
 	cfg := filepath.Join(dir, "sshd_config")
-	lines := []string{
-		"ListenAddress " + listen,
-		"HostKey " + hk.Path,
+	lines := append(slices.Clone(o.Extra),
+		"ListenAddress "+listen,
+		"HostKey "+hk.Path,
 		"PidFile none",
-		"AuthorizedKeysFile " + ak,
+		"AuthorizedKeysFile "+ak,
 		"StrictModes no",
 		"PasswordAuthentication no",
 		"KbdInteractiveAuthentication no",
@@ -183,26 +192,32 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 		"LogLevel VERBOSE",
 		"MaxStartups 200",
 		"MaxSessions 100",
-	}
-	lines = append(lines, o.Extra...)
+	)
 	if err := os.WriteFile(cfg, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &SSHD{Port: port, Addr: listen, HostKey: hk.Signer.PublicKey(), Dir: dir, config: cfg, t: t, log: &Buffer{}}
-	s.start(o.NetNS)
+	s := &SSHD{Port: port, Addr: listen, HostKey: hk.Signer.PublicKey(), Dir: dir, config: cfg, netns: o.NetNS, t: t, log: &Buffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sshd %s log:\n%s", s.Addr, s.log.String())
+		}
+	})
 	t.Cleanup(s.Stop)
+	s.start()
 	return s
 }
 
-func (s *SSHD) start(netns string) {
+// start runs sshd and waits until it listens; it fails the test if sshd
+// exits first.
+func (s *SSHD) start() {
 	s.t.Helper()
 	sshd, _ := exec.LookPath("sshd")
 	if sshd == "" {
 		sshd = "/usr/sbin/sshd"
 	}
 	args := []string{sshd, "-D", "-e", "-f", s.config}
-	if netns != "" {
-		args = append([]string{"ip", "netns", "exec", netns}, args...)
+	if s.netns != "" {
+		args = append([]string{"ip", "netns", "exec", s.netns}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout = s.log
@@ -210,35 +225,88 @@ func (s *SSHD) start(netns string) {
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start sshd: %v", err)
 	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }() // ends when sshd does; Stop kills it
 	s.mu.Lock()
-	s.cmd = cmd
+	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
-	if netns == "" {
-		Eventually(s.t, 10*time.Second, func() bool {
-			c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		}, "sshd did not listen on %s; log:\n%s", s.Addr, s.log.String())
-	} else {
-		Eventually(s.t, 10*time.Second, func() bool { return strings.Contains(s.log.String(), "Server listening") },
-			"sshd in %s did not start; log:\n%s", netns, s.log.String())
+	listening := func() bool {
+		if s.netns != "" {
+			return strings.Contains(s.log.String(), "Server listening")
+		}
+		c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
 	}
+	Eventually(s.t, 10*time.Second, func() bool {
+		select {
+		case <-done:
+			s.t.Fatalf("sshd exited before listening on %s (netns %q): %v; log:\n%s", s.Addr, s.netns, cmd.ProcessState, s.log.String())
+		default:
+		}
+		return listening()
+	}, "sshd did not listen on %s (netns %q); log:\n%s", s.Addr, s.netns, s.log.String)
 }
 
-// Stop ends sshd (by PID) and waits for it.
+// Stop ends sshd and every process it forked (the sessions: their
+// connections die with them, as when the machine goes away), by PID, and
+// waits for sshd. Stopping a stopped server does nothing.
 func (s *SSHD) Stop() {
 	s.mu.Lock()
-	cmd := s.cmd
+	cmd, done := s.cmd, s.done
 	s.cmd = nil
 	s.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
-	cmd.Process.Signal(os.Interrupt)
-	cmd.Process.Kill()
-	cmd.Wait()
+	killTree(cmd.Process.Pid)
+	<-done
+}
+
+// Restart starts sshd again on the same address with the same host key,
+// config and authorized_keys, stopping it first (see Stop) if it runs: no
+// session survives a restart. It fails the test if sshd does not listen.
+func (s *SSHD) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+// killTree stops pid and its descendants (top down, so that none forks a
+// child unseen), then kills them all with SIGKILL.
+func killTree(pid int) {
+	var all []int
+	var walk func(int)
+	walk = func(p int) {
+		syscall.Kill(p, syscall.SIGSTOP)
+		all = append(all, p)
+		for _, c := range ChildPIDs(p) {
+			walk(c)
+		}
+	}
+	walk(pid)
+	for _, p := range all {
+		syscall.Kill(p, syscall.SIGKILL)
+	}
+}
+
+// ChildPIDs lists the direct children of pid's main thread (from /proc;
+// nil when pid is gone). Children that exited but were not yet reaped are
+// listed too.
+func ChildPIDs(pid int) []int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Fields(string(data)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // PID is the sshd master's process id (0 when stopped).
@@ -280,6 +348,34 @@ func (b *Buffer) String() string {
 
 // Contains reports whether the output so far contains sub.
 func (b *Buffer) Contains(sub string) bool { return strings.Contains(b.String(), sub) }
+
+// Logger is a debug-level text logger into a Buffer the test can search.
+// The buffer goes to t.Log when the test fails, or always when the
+// environment variable LIFELINE_TEST_LOGS is set.
+func Logger(t testing.TB) (*slog.Logger, *Buffer) {
+	buf := &Buffer{}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("LIFELINE_TEST_LOGS") != "" {
+			t.Logf("log:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+// KnownHostsFile writes lines (known_hosts lines) to a new file in dir and
+// returns its path.
+func KnownHostsFile(t testing.TB, dir string, lines ...string) string {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "known_hosts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(strings.Join(lines, "\n") + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
+}
 
 // Process is a command started by a test and ended by PID at cleanup.
 type Process struct {
@@ -392,21 +488,63 @@ func Lines(s string) []string {
 	return out
 }
 
-// Relay is a TCP relay on loopback whose forwarding the test controls: it
-// can black-hole the path (stop moving bytes without closing anything, like
-// a carrier that silently drops packets) and restore it.
+// Relay is a TCP relay on loopback whose forwarding the test controls. It
+// models two kinds of outage:
+//
+//   - BlackHole/Restore: a carrier that silently drops packets and loses
+//     its NAT state. Bytes are read and dropped, nothing is closed, and a
+//     connection that tried to carry bytes during the outage never carries
+//     any again.
+//   - Pause/Resume: a path that holds packets in flight. Bytes are read and
+//     held, and delivered in order on Resume; Resume(true) instead forgets
+//     the connections that existed when the pause began, like a NAT that
+//     dropped its mappings (see Resume).
+//
+// Both kinds keep reading every connection, so a client's close is seen
+// (ClientClosedAfter) while nothing is forwarded. A black hole wins over a
+// pause. Close (called at cleanup) ends every connection.
 type Relay struct {
 	Addr   string
 	target string
 	ln     net.Listener
 	mu     sync.Mutex
-	cond   *sync.Cond
+	cond   *sync.Cond // signalled on any change of the fields below
 	holed  bool
-	refuse bool
+	paused bool
+	closed bool
 	conns  map[net.Conn]struct{}
+	flows  map[*flow]struct{}
+	closes []clientClose
 	bytes  int64
+	reads  int64
 	wg     sync.WaitGroup
 }
+
+// flow is one client connection and its upstream connection.
+type flow struct {
+	created time.Time
+	frozen  bool // existed when the current pause began
+	stale   bool // forgotten by Resume(true)
+}
+
+// clientClose is when a client closed (or was reset on) a flow.
+type clientClose struct {
+	created, at time.Time
+}
+
+// direction is the bytes of one flow read from one side and not yet
+// written to the other; guarded by Relay.mu.
+type direction struct {
+	held    [][]byte
+	eof     bool // the source ended; nothing more is queued
+	dead    bool // read during a black hole: never carries bytes again
+	writing bool // a chunk is being written
+	broken  bool // a write failed
+}
+
+// maxHeld bounds the chunks a direction holds during a pause (the reader
+// then stops reading, as a full window would stop the sender).
+const maxHeld = 64
 
 // NewRelay listens on 127.0.0.1:0 and forwards to target.
 func NewRelay(t testing.TB, target string) *Relay {
@@ -415,7 +553,7 @@ func NewRelay(t testing.TB, target string) *Relay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Relay{Addr: ln.Addr().String(), target: target, ln: ln, conns: map[net.Conn]struct{}{}}
+	r := &Relay{Addr: ln.Addr().String(), target: target, ln: ln, conns: map[net.Conn]struct{}{}, flows: map[*flow]struct{}{}}
 	r.cond = sync.NewCond(&r.mu)
 	r.wg.Add(1)
 	go r.accept()
@@ -440,6 +578,54 @@ func (r *Relay) Restore() {
 	r.mu.Unlock()
 }
 
+// Pause stops forwarding without dropping anything: bytes are read and
+// held; connections opened during the pause are accepted and reach the
+// target only on Resume (like SYNs retransmitted until the path returns).
+// It returns when the pause began.
+func (r *Relay) Pause() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.paused = true
+	for f := range r.flows {
+		f.frozen = true
+	}
+	return time.Now()
+}
+
+// Resume ends a pause and returns when. Without forget the held bytes are
+// delivered. With forget the connections that existed when the pause began
+// are dead: their held bytes are dropped, so are the target's further
+// bytes, and the client's next byte gets a TCP reset (the target side is
+// left open until the target gives up). Connections opened during the
+// pause are connected either way.
+func (r *Relay) Resume(forget bool) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for f := range r.flows {
+		if f.frozen && forget {
+			f.stale = true
+		}
+		f.frozen = false
+	}
+	r.paused = false
+	r.cond.Broadcast()
+	return time.Now()
+}
+
+// ClientClosedAfter reports the first time, at or after since, that a
+// client closed a connection it had opened before since (or was reset on
+// one), and whether there was one.
+func (r *Relay) ClientClosedAfter(since time.Time) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.closes {
+		if c.created.Before(since) && !c.at.Before(since) {
+			return c.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
 // Bytes is the number of bytes forwarded (both directions).
 func (r *Relay) Bytes() int64 {
 	r.mu.Lock()
@@ -447,10 +633,19 @@ func (r *Relay) Bytes() int64 {
 	return r.bytes
 }
 
+// Reads is the number of reads whose bytes were forwarded (both
+// directions; about one per TCP segment).
+func (r *Relay) Reads() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reads
+}
+
 // Close stops the relay and closes every connection.
 func (r *Relay) Close() {
 	r.ln.Close()
 	r.mu.Lock()
+	r.closed = true
 	for c := range r.conns {
 		c.Close()
 	}
@@ -467,78 +662,220 @@ func (r *Relay) accept() {
 		if err != nil {
 			return
 		}
+		f := &flow{created: time.Now()}
 		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			c.Close()
+			return
+		}
 		r.conns[c] = struct{}{}
+		r.flows[f] = struct{}{}
 		holedAtStart := r.holed
 		r.mu.Unlock()
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.serve(c, holedAtStart)
+			r.serve(c, f, holedAtStart)
 		}()
 	}
 }
 
-func (r *Relay) serve(c net.Conn, holed bool) {
-	defer func() {
-		c.Close()
-		r.mu.Lock()
-		delete(r.conns, c)
-		r.mu.Unlock()
-	}()
-	if holed {
-		io.Copy(io.Discard, c) // a SYN that goes nowhere: hold until closed
-		return
-	}
-	up, err := net.DialTimeout("tcp", r.target, 5*time.Second)
-	if err != nil {
+// noteClose records that the client of f closed its connection, unless the
+// read error is the relay's own close.
+func (r *Relay) noteClose(f *flow, err error) {
+	if errors.Is(err, net.ErrClosed) {
 		return
 	}
 	r.mu.Lock()
-	r.conns[up] = struct{}{}
+	r.closes = append(r.closes, clientClose{created: f.created, at: time.Now()})
 	r.mu.Unlock()
+}
+
+// track adds c to the connections Close ends; false if the relay is closed.
+func (r *Relay) track(c net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.conns[c] = struct{}{}
+	return true
+}
+
+func (r *Relay) untrack(c net.Conn) {
+	c.Close()
+	r.mu.Lock()
+	delete(r.conns, c)
+	r.mu.Unlock()
+}
+
+func (r *Relay) serve(c net.Conn, f *flow, holed bool) {
 	defer func() {
-		up.Close()
+		r.untrack(c)
 		r.mu.Lock()
-		delete(r.conns, up)
+		delete(r.flows, f)
 		r.mu.Unlock()
 	}()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	pump := func(dst, src net.Conn) {
-		defer wg.Done()
+	if holed {
+		_, err := io.Copy(io.Discard, c) // a SYN that goes nowhere: hold until closed
+		if err == nil {
+			err = io.EOF
+		}
+		r.noteClose(f, err)
+		return
+	}
+	var up, down direction
+	var readers sync.WaitGroup
+	readers.Go(func() { r.read(c, &up, f, true) })
+	defer readers.Wait()
+
+	// Reach the target only once the path is open.
+	r.mu.Lock()
+	for r.paused && !r.closed {
+		r.cond.Wait()
+	}
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return
+	}
+	s, err := net.DialTimeout("tcp", r.target, 5*time.Second)
+	if err != nil {
+		r.untrack(c) // ends the reader
+		return
+	}
+	if !r.track(s) {
+		s.Close()
+		return
+	}
+	defer r.untrack(s) // ends the target's reader if still reading
+	readers.Go(func() { r.read(s, &down, f, false) })
+	var writers sync.WaitGroup
+	writers.Go(func() { r.write(s, &up, f) })
+	writers.Go(func() { r.write(c, &down, f) })
+	writers.Wait()
+	r.untrack(c)
+}
+
+// read reads src into d until src ends. While the path is open it reads
+// only when everything read before was written (the relay holds no more
+// than a plain copy loop would); while paused it reads ahead up to maxHeld
+// chunks.
+func (r *Relay) read(src net.Conn, d *direction, f *flow, fromClient bool) {
+	defer func() {
+		r.mu.Lock()
+		d.eof = true
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	}()
+	for {
+		r.mu.Lock()
+		for !r.closed && !d.broken && !r.mayRead(d) {
+			r.cond.Wait()
+		}
+		stop := r.closed || d.broken
+		r.mu.Unlock()
+		if stop {
+			return
+		}
 		buf := make([]byte, 32<<10)
-		dead := false
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				r.mu.Lock()
-				if r.holed {
-					dead = true // once black-holed, this connection never carries bytes again
-				}
-				if !dead {
-					r.bytes += int64(n)
-				}
-				r.mu.Unlock()
-				if !dead {
-					if _, werr := dst.Write(buf[:n]); werr != nil {
-						break
-					}
-				}
+		n, err := src.Read(buf)
+		if n > 0 {
+			r.mu.Lock()
+			if r.holed {
+				d.dead = true // once black-holed, this direction never carries bytes again
 			}
-			if err != nil {
-				break
+			stale := f.stale
+			if !d.dead && !stale {
+				d.held = append(d.held, buf[:n])
+				r.cond.Broadcast()
+			}
+			r.mu.Unlock()
+			if fromClient && stale {
+				// A NAT without the mapping: the client's byte gets a reset.
+				if tc, ok := src.(*net.TCPConn); ok {
+					tc.SetLinger(0)
+				}
+				src.Close()
+				r.noteClose(f, io.EOF)
+				return
 			}
 		}
-		if !dead {
-			if tc, ok := dst.(*net.TCPConn); ok {
-				tc.CloseWrite()
+		if err != nil {
+			if fromClient {
+				r.noteClose(f, err)
 			}
+			return
 		}
 	}
-	go pump(up, c)
-	go pump(c, up)
-	wg.Wait()
+}
+
+// mayRead: whether read may read more into d; r.mu is held.
+func (r *Relay) mayRead(d *direction) bool {
+	if r.paused {
+		return len(d.held) < maxHeld
+	}
+	return len(d.held) == 0 && !d.writing
+}
+
+// mayWrite: whether write has something to do; r.mu is held.
+func (r *Relay) mayWrite(d *direction, f *flow) bool {
+	if f.stale {
+		return len(d.held) > 0 || d.eof
+	}
+	return !r.paused && (len(d.held) > 0 || d.eof)
+}
+
+// write writes what d holds to dst while the path is open, and half-closes
+// dst once the source ended (unless the direction is dead or forgotten).
+func (r *Relay) write(dst net.Conn, d *direction, f *flow) {
+	for {
+		r.mu.Lock()
+		for !r.closed && !r.mayWrite(d, f) {
+			r.cond.Wait()
+		}
+		switch {
+		case r.closed:
+			r.mu.Unlock()
+			return
+		case f.stale:
+			d.held = nil // held bytes of a forgotten connection are lost
+			eof := d.eof
+			r.cond.Broadcast()
+			r.mu.Unlock()
+			if eof {
+				return
+			}
+			continue
+		case len(d.held) == 0: // the source ended and all was written
+			dead := d.dead
+			r.mu.Unlock()
+			if !dead {
+				if tc, ok := dst.(*net.TCPConn); ok {
+					tc.CloseWrite()
+				}
+			}
+			return
+		}
+		chunk := d.held[0]
+		d.held = d.held[1:]
+		d.writing = true
+		r.bytes += int64(len(chunk))
+		r.reads++
+		r.mu.Unlock()
+		_, err := dst.Write(chunk)
+		r.mu.Lock()
+		d.writing = false
+		if err != nil {
+			d.broken = true
+		}
+		r.cond.Broadcast()
+		r.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
 }
 
 // ServeConns accepts connections on ln until the test ends and runs handle

@@ -254,3 +254,34 @@ func TestFailureCodes(t *testing.T) {
 		t.Error("codes for no reasons")
 	}
 }
+
+func TestJumpStartOnMainReports(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 14, 2, 0, 0, time.UTC)
+	r := LinkReport{Version: VersionMain, Link: LinkMain, Verdict: VerdictFailed, Time: t0.Add(3 * time.Minute), Since: t0,
+		Reasons: []string{"dns://1.0.0.1:53: no answer within 3s"}, Codes: []string{CodeMainUnreachable},
+		Jump: &JumpStart{StartedAt: t0.Add(time.Minute), ReadyAt: t0.Add(2 * time.Minute), Attempts: 1, LastCode: "ok"}}
+	b, err := Encode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Jump == nil || *got.Jump != *r.Jump {
+		t.Fatalf("jump round trip: %+v, want %+v", got.Jump, r.Jump)
+	}
+	// The old decoder never sees it: main reports are version 2.
+	if _, err := decodeV1(b); err == nil {
+		t.Error("the old decoder accepted a main report with jump")
+	}
+	bad := r
+	bad.Jump = &JumpStart{Attempts: 1, LastCode: "Bad Code"}
+	if err := bad.Validate(); err == nil {
+		t.Error("a jump code with spaces and capitals was accepted")
+	}
+	backup := LinkReport{Version: Version, Verdict: VerdictOK, Time: t0, Jump: &JumpStart{Attempts: 1}}
+	if err := backup.Validate(); err == nil {
+		t.Error("jump on a backup report was accepted")
+	}
+}

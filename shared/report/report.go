@@ -127,6 +127,28 @@ type LinkReport struct {
 	// Since is, for a main-link report, when the main link went down (the
 	// first failed probe round); required when the verdict is failed.
 	Since time.Time `json:"since,omitzero"`
+	// Jump is, for a main-link report in outage mode, what the agent did
+	// to start the stopped jump host (EC2 StartInstances): nil when it did
+	// not try.
+	Jump *JumpStart `json:"jump,omitempty"`
+}
+
+// JumpStart is what an agent in outage mode did to start the jump host
+// during one outage of the main link.
+type JumpStart struct {
+	// StartedAt is when the first start call of this outage succeeded
+	// (zero: none did yet).
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// ReadyAt is when the agent's tunnel to a bastion first came up after
+	// that start (zero: not yet).
+	ReadyAt time.Time `json:"ready_at,omitzero"`
+	// Attempts is how many start calls the agent made in this outage.
+	Attempts int `json:"attempts"`
+	// LastCode is the machine-readable outcome of the latest call ("ok",
+	// "auth_failed", "denied", "not_found", "capacity", "throttled",
+	// "network", "timeout", ...), LastMessage its text for people.
+	LastCode    string `json:"last_code,omitempty"`
+	LastMessage string `json:"last_message,omitempty"`
 }
 
 // MaxCode bounds the length of one code.
@@ -368,6 +390,23 @@ func (r *LinkReport) Validate() error {
 	}
 	if !r.Since.IsZero() && !r.Time.IsZero() && r.Since.After(r.Time) {
 		errs = append(errs, errors.New("since is after time"))
+	}
+	if j := r.Jump; j != nil {
+		if r.Link != LinkMain {
+			errs = append(errs, errors.New("jump is only for main-link reports"))
+		}
+		if j.Attempts < 0 || j.Attempts > 1<<20 {
+			errs = append(errs, fmt.Errorf("jump attempts %d is out of range", j.Attempts))
+		}
+		if len(j.LastCode) > MaxCode || strings.ContainsFunc(j.LastCode, notCodeChar) {
+			errs = append(errs, fmt.Errorf("jump last_code is longer than %d bytes or holds other than a-z, 0-9 and _", MaxCode))
+		}
+		if len(j.LastMessage) > 512 || strings.ContainsFunc(j.LastMessage, isControl) {
+			errs = append(errs, errors.New("jump last_message is longer than 512 bytes or holds control characters"))
+		}
+		if !j.ReadyAt.IsZero() && !j.StartedAt.IsZero() && j.ReadyAt.Before(j.StartedAt) {
+			errs = append(errs, errors.New("jump ready_at is before started_at"))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid link report: %w", err)

@@ -1,8 +1,9 @@
 #!/bin/sh
 # manpages.sh BINDIR OUTDIR
 #
-# Writes OUTDIR/lifeline-agent.1.gz, lifeline-bastion.1.gz and
-# lifeline-linkcheck.8.gz (the agent's helper in /usr/lib/lifeline) with
+# Writes OUTDIR/lifeline-agent.1.gz, lifeline-bastion.1.gz,
+# lifeline-linkcheck.8.gz and lifeline-jumpstart.8.gz (the agent's helpers
+# in /usr/lib/lifeline) with
 # Debian's help2man, from the --help and --version of the programs in BINDIR,
 # which must run on this machine (`make deb` passes its build for this
 # machine; every architecture's package gets the same pages). help2man reads
@@ -90,13 +91,13 @@ page() {
 		echo ".fi"
 		echo "[SEE ALSO]"
 		case "$prog" in
-		lifeline-agent) printf '%s\n' '.BR lifeline\-linkcheck (8), ssh (1), systemctl (1)' ;;
-		lifeline-linkcheck) printf '%s\n' '.BR lifeline\-agent (1)' ;;
+		lifeline-agent) printf '%s\n' '.BR lifeline\-linkcheck (8), lifeline\-jumpstart (8), ssh (1), systemctl (1)' ;;
+		lifeline-linkcheck | lifeline-jumpstart) printf '%s\n' '.BR lifeline\-agent (1)' ;;
 		lifeline-bastion) printf '%s\n' '.BR ssh (1), ssh\-keygen (1), systemctl (1)' ;;
 		esac
 		echo ".PP"
 		pkg=$prog
-		[ "$prog" = lifeline-linkcheck ] && pkg=lifeline-agent
+		case "$prog" in lifeline-linkcheck | lifeline-jumpstart) pkg=lifeline-agent ;; esac
 		echo "/usr/share/doc/$pkg/README.md"
 		echo ".br"
 		printf '%s\n' '\%https://github.com/lifeline\-dev/lifeline'
@@ -110,3 +111,4 @@ page() {
 page lifeline-agent 1 "keep reverse SSH tunnels from a site to its lifeline jump hosts"
 page lifeline-bastion 1 "SSH jump host for sites behind carrier-grade NAT"
 page lifeline-linkcheck 8 "measure the backup link once, for lifeline-agent"
+page lifeline-jumpstart 8 "start the stopped AWS jump host once, for lifeline-agent's outage mode"

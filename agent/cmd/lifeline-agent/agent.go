@@ -20,6 +20,7 @@ import (
 	"github.com/lifeline-dev/lifeline/agent/mainwatch"
 	"github.com/lifeline-dev/lifeline/agent/memstat"
 	"github.com/lifeline-dev/lifeline/agent/netsetup"
+	"github.com/lifeline-dev/lifeline/agent/outage"
 	"github.com/lifeline-dev/lifeline/agent/sdnotify"
 	"github.com/lifeline-dev/lifeline/agent/tunnel"
 	"github.com/lifeline-dev/lifeline/agent/upgrade"
@@ -34,7 +35,11 @@ const helpText = `lifeline-agent keeps reverse SSH tunnels from this site to its
 
 Usage:
   lifeline-agent            run the agent: tunnels, hourly link checks and, with LIFELINE_MAIN_GATEWAY,
-                            the watch of the site's main internet (configured by the environment below)
+                            the watch of the site's main internet; with LIFELINE_OUTAGE_INSTANCE too,
+                            outage mode: when the main internet is down and no bastion answers, start
+                            the stopped AWS jump host (EC2 StartInstances, made by lifeline-jumpstart)
+                            and tell the bastion so once it connects (configured by the environment
+                            below)
   lifeline-agent pair [--line]
                             pair this site (run with sudo): make or read the key as the service's
                             user (lifeline) and print its line for the bastion's agents file, with
@@ -105,6 +110,16 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 	if !ok {
 		return exitFailed
 	}
+	ml := newMainLink(nil, log)
+	jump, err := newOutage(cfg.Outage, nil, ml, log)
+	if err != nil {
+		log.Error("cannot start outage mode", "err", err)
+		return exitFailed
+	}
+	var onBastion func(bool, time.Time)
+	if jump != nil {
+		onBastion = jump.Bastion
+	}
 	t, err := tunnel.New(tunnel.Config{
 		Bastions:      cfg.Bastions,
 		User:          cfg.User,
@@ -118,12 +133,14 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 		MaxChannels:   cfg.MaxChannels,
 		Systemd:       sdnotify.FromEnv(getenv),
 		WatchdogEvery: sdnotify.WatchdogInterval(getenv, os.Getpid()),
+		OnBastion:     onBastion,
 		Log:           log,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return exitFailed
 	}
+	ml.publish, ml.note = t.Publish, t.SetMainNote
 	// The link checks' schedule and monthly data go in systemd's STATUS=
 	// after the tunnels' state.
 	checks.Status = t.SetNote
@@ -132,23 +149,32 @@ func agentMain(ctx context.Context, getenv func(string) string, stderr io.Writer
 		log.Error("cannot start link checks", "err", err)
 		return exitFailed
 	}
-	watch, err := newMainWatch(cfg.Main, t, log)
+	watch, err := newMainWatch(cfg.Main, ml, log)
 	if err != nil {
 		log.Error("cannot start the main internet watch", "err", err)
 		return exitFailed
 	}
 	log.Info("lifeline-agent starting", "version", version.Version, "bastions", strings.Join(cfg.Bastions, ","),
 		"forwards", cfg.Forwards, "key", keyfile.Fingerprint(signer.PublicKey()), "check_every", checks.CheckEvery,
-		"main_watch", watch != nil)
-	return serveAgent(ctx, cfg, t, checker, watch, log)
+		"main_watch", watch != nil, "outage_mode", jump != nil)
+	return serveAgent(ctx, cfg, t, checker, watch, agentParts{main: ml, jump: jump}, log)
+}
+
+// agentParts are the parts of the agent that run beside the tunnels
+// besides the link checks and the watch: main carries the main link's
+// events and reports, jump (nil: outage mode off) starts the jump host.
+type agentParts struct {
+	main *mainLink
+	jump *outage.Decider
 }
 
 // newMainWatch makes the watch of the site's main internet link, nil when
 // LIFELINE_MAIN_GATEWAY is not set (m nil). Each of its events goes to
-// every connected bastion (all keep it, the reporter texts it; the latest
-// is resent to a bastion that connects later) and into systemd's STATUS=.
-// Its probes leave by the main router only through netsetup's host routes.
-func newMainWatch(m *config.MainWatch, t *tunnel.Tunnels, log *slog.Logger) (*mainwatch.Watcher, error) {
+// main (mainLink.event): to every connected bastion (all keep it, the
+// reporter texts it; the latest is resent to a bastion that connects
+// later), into systemd's STATUS= and, in outage mode, to the Decider. Its
+// probes leave by the main router only through netsetup's host routes.
+func newMainWatch(m *config.MainWatch, main *mainLink, log *slog.Logger) (*mainwatch.Watcher, error) {
 	if m == nil {
 		return nil, nil
 	}
@@ -157,10 +183,7 @@ func newMainWatch(m *config.MainWatch, t *tunnel.Tunnels, log *slog.Logger) (*ma
 		Every:     m.Every,
 		DownAfter: m.DownAfter,
 		Log:       log.With("part", "mainwatch"),
-		OnEvent: func(ctx context.Context, ev mainwatch.Event) {
-			t.SetMainNote(mainNote(ev))
-			t.Publish(ctx, ev.Report())
-		},
+		OnEvent:   main.event,
 	})
 }
 
@@ -209,10 +232,11 @@ func agentSigner(key string, log *slog.Logger) (ssh.Signer, bool) {
 	return signer, true
 }
 
-// serveAgent runs the tunnels and, beside them, the link checks and the
-// main internet watch (nil: none), which report over them, the memory's upkeep and the watch for upgrades, until
+// serveAgent runs the tunnels and, beside them, the link checks, the main
+// internet watch (nil: none) and outage mode (parts.jump nil: off), which
+// report over them, the memory's upkeep and the watch for upgrades, until
 // ctx ends or an upgrade asks for a restart; it waits for all of them.
-func serveAgent(ctx context.Context, cfg *config.Config, t *tunnel.Tunnels, checker *linkcheck.Checker, watch *mainwatch.Watcher, log *slog.Logger) int {
+func serveAgent(ctx context.Context, cfg *config.Config, t *tunnel.Tunnels, checker *linkcheck.Checker, watch *mainwatch.Watcher, parts agentParts, log *slog.Logger) int {
 	// A package upgrade restarts nothing: the agent stops by itself once no
 	// operator depends on it (restartOnUpgrade), the same way as on SIGTERM.
 	ctx, restart := context.WithCancelCause(ctx)
@@ -234,6 +258,14 @@ func serveAgent(ctx context.Context, cfg *config.Config, t *tunnel.Tunnels, chec
 			}
 			st := watch.Status()
 			log.Info("main internet watch stopped", "state", st.State.String(), "rounds", st.Rounds, "probes", st.Probes, "bytes", st.Bytes)
+		})
+	}
+	if parts.jump != nil {
+		wg.Go(func() { parts.main.run(ctx) })
+		wg.Go(func() {
+			if err := parts.jump.Run(ctx); err != nil {
+				log.Error("outage mode stopped", "err", err)
+			}
 		})
 	}
 	wg.Go(func() { logMemory(ctx) })

@@ -8,8 +8,9 @@ import (
 
 // TestAgentLinksNoHTTP: the long-running agent links neither speedtest-go
 // nor net/http nor TLS (their code and package state cost the idle agent
-// about 2.5 MB of RSS, BenchmarkIdleRSS): each link check runs in the link
-// check program, lifeline-linkcheck, which does link them (so the listing
+// about 2.5 MB of RSS, BenchmarkIdleRSS) nor the AWS SDK: each link check
+// runs in the link check program, lifeline-linkcheck, and each start of
+// the jump host in lifeline-jumpstart, which do link them (so the listing
 // is not vacuous).
 func TestAgentLinksNoHTTP(t *testing.T) {
 	t.Parallel()
@@ -36,5 +37,19 @@ func TestAgentLinksNoHTTP(t *testing.T) {
 	}
 	if !agent["github.com/lifeline-dev/lifeline/agent/linkcheck"] {
 		t.Error("lifeline-agent does not link agent/linkcheck: the listing looks wrong")
+	}
+	jump := deps("../lifeline-jumpstart")
+	for _, p := range []string{"github.com/aws/aws-sdk-go-v2/service/ec2", "github.com/aws/aws-sdk-go-v2/aws", "github.com/aws/smithy-go", "net/http", "crypto/tls"} {
+		if !jump[p] {
+			t.Errorf("lifeline-jumpstart does not link %s: is the EC2 call still there?", p)
+		}
+	}
+	for p := range agent {
+		if strings.HasPrefix(p, "github.com/aws/aws-sdk-go-v2") || strings.HasPrefix(p, "github.com/aws/smithy-go") {
+			t.Errorf("lifeline-agent links %s: the AWS SDK belongs in lifeline-jumpstart only", p)
+		}
+	}
+	if !agent["github.com/lifeline-dev/lifeline/agent/outage"] {
+		t.Error("lifeline-agent does not link agent/outage: the listing looks wrong")
 	}
 }

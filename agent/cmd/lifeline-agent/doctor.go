@@ -22,8 +22,10 @@ Checks this site's setup as the service will use it, one line per check:
   ✗ what: why — fix: what to do      failed
   - what: why                        skipped (does not apply, or what it needs failed above)
 Configuration, key, known_hosts, every bastion (name, TCP through LIFELINE_INTERFACE,
-host key, login, each forward), every forward's target, netsetup, the last link check
-and this month's data, the systemd unit. Each step gives up after 5 s; nothing is changed.
+host key, login, each forward), every forward's target, the main internet watch, outage
+mode (its settings and lifeline-jumpstart; AWS is never called, which would start the jump
+host), netsetup, the last link check and this month's data, the systemd unit. Each step
+gives up after 5 s; nothing is changed.
 Run it as root (sudo): it checks as the service's user. The configuration is read from
 /etc/lifeline/agent.env (LIFELINE_ENV_FILE) and the environment, which wins.
 Exit status: 0 every check passed (or was skipped), 1 something failed, 2 usage.

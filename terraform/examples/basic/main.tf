@@ -48,4 +48,10 @@ module "bastion" {
   twilio_auth_token  = var.twilio_auth_token
   sms_from           = var.sms_from
   sms_to             = var.sms_to
+
+  # Outage mode: the jump host stays stopped until the site needs it (the
+  # agent starts it with the outage_env credential; the bastion powers it off
+  # after outage_idle with nobody on it). See ../../README.md, "Outage mode".
+  # outage_mode = true
+  # outage_idle = "30m"
 }

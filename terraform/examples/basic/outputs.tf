@@ -37,3 +37,19 @@ output "keys_status_command" {
   description = "Run it after changing operators or agents: applied, or refused and why."
   value       = module.bastion.keys_status_command
 }
+
+output "outage_env" {
+  description = "With outage_mode: lines for the agent's /etc/lifeline/agent.env (terraform output -raw outage_env); the site's start/stop credential."
+  value       = module.bastion.outage_env
+  sensitive   = true
+}
+
+output "start_command" {
+  description = "With outage_mode: start the jump host by hand."
+  value       = module.bastion.start_command
+}
+
+output "stop_command" {
+  description = "With outage_mode: stop the jump host by hand."
+  value       = module.bastion.stop_command
+}
