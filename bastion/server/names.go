@@ -241,33 +241,50 @@ func (c *conn) linkReport(req *ssh.Request) {
 		c.refuseGlobal(req, err.Error())
 		return
 	}
-	if r.LinkKind() == report.LinkMain {
-		c.mainReport(req, r)
-		return
+	// A main-link report is kept apart from the backup link's, under an
+	// allowance of its own, so it never changes that link's state or
+	// verdicts.
+	main := r.LinkKind() == report.LinkMain
+	what, budgets, reports := "link", s.reportAt, s.reports
+	if main {
+		what, budgets, reports = "main-link", s.mainAt, s.mains
 	}
 	id := c.identity()
 	now := s.cfg.Clock.Now()
 	s.mu.Lock()
-	b, seen := s.reportAt[id.Fingerprint]
+	b, seen := budgets[id.Fingerprint]
 	if !seen {
 		b = &reportBudget{tokens: reportBurst, last: now}
-		s.reportAt[id.Fingerprint] = b
+		budgets[id.Fingerprint] = b
 	}
 	ok := b.take(now, s.cfg.Limits.ReportEvery)
-	prev := s.reports[id.Fingerprint]
+	prev := reports[id.Fingerprint]
 	if ok {
-		s.reports[id.Fingerprint] = r
+		reports[id.Fingerprint] = r
 	}
 	s.mu.Unlock()
 	if !ok {
-		c.refuseGlobal(req, fmt.Sprintf("more than %d link reports in %s from this agent key (LIFELINE_REPORT_EVERY); the last one taken stands", reportBurst, reportBurst*s.cfg.Limits.ReportEvery))
+		c.refuseGlobal(req, fmt.Sprintf("more than %d %s reports in %s from this agent key (LIFELINE_REPORT_EVERY); the last one taken stands", reportBurst, what, reportBurst*s.cfg.Limits.ReportEvery))
 		return
 	}
 	ev := c.event(audit.KindReport)
 	ev.Message = r.Summary()
 	s.cfg.Audit.Record(ev)
-	s.cfg.Log.Info("link report", "key", id.Name, "verdict", r.Verdict, "summary", r.Summary())
-	if s.cfg.Events != nil {
+	s.cfg.Log.Info(what+" report", "key", id.Name, "verdict", r.Verdict, "summary", r.Summary())
+	switch {
+	case s.cfg.Events == nil:
+	case main:
+		// A main-link report may come before the names are registered
+		// (the agent re-sends it first on connecting): the key's
+		// permitted names stand in.
+		names := c.names()
+		if len(names) == 0 {
+			for _, t := range id.Listen {
+				names = append(names, t.String())
+			}
+		}
+		s.cfg.Events.MainLink(id, names, r)
+	default:
 		s.cfg.Events.LinkReport(id, c.names(), prev, r)
 	}
 	if req.WantReply {

@@ -1,12 +1,9 @@
 package server
 
 import (
-	"fmt"
-
 	"golang.org/x/crypto/ssh"
 
 	"github.com/lifeline-dev/lifeline/bastion/audit"
-	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/wire"
 )
 
@@ -50,45 +47,4 @@ func roleWord(reporter bool) string {
 		return "reporter"
 	}
 	return "not reporter"
-}
-
-// mainReport takes a main-link report (r.LinkKind() is report.LinkMain):
-// it is kept apart from the backup link's, so it never changes that
-// link's state or verdicts, under an allowance of its own, and passed to
-// Events.MainLink.
-func (c *conn) mainReport(req *ssh.Request, r report.LinkReport) {
-	s := c.s
-	id := c.identity()
-	now := s.cfg.Clock.Now()
-	s.mu.Lock()
-	b, seen := s.mainAt[id.Fingerprint]
-	if !seen {
-		b = &reportBudget{tokens: reportBurst, last: now}
-		s.mainAt[id.Fingerprint] = b
-	}
-	ok := b.take(now, s.cfg.Limits.ReportEvery)
-	if ok {
-		s.mains[id.Fingerprint] = r
-	}
-	s.mu.Unlock()
-	if !ok {
-		c.refuseGlobal(req, fmt.Sprintf("more than %d main-link reports in %s from this agent key (LIFELINE_REPORT_EVERY); the last one taken stands", reportBurst, reportBurst*s.cfg.Limits.ReportEvery))
-		return
-	}
-	ev := c.event(audit.KindReport)
-	ev.Message = r.Summary()
-	s.cfg.Audit.Record(ev)
-	s.cfg.Log.Info("main-link report", "key", id.Name, "verdict", r.Verdict, "summary", r.Summary())
-	if s.cfg.Events != nil {
-		names := c.names()
-		if len(names) == 0 {
-			for _, t := range id.Listen {
-				names = append(names, t.String())
-			}
-		}
-		s.cfg.Events.MainLink(id, names, r)
-	}
-	if req.WantReply {
-		req.Reply(true, nil)
-	}
 }

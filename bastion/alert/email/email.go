@@ -25,10 +25,10 @@ package email
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -146,7 +146,7 @@ func (c *Config) Validate() error {
 	switch c.TLS {
 	case "", StartTLS, ImplicitTLS:
 	case PlainLoopback:
-		if !isLoopbackIP(host) {
+		if !alert.LoopbackIP(host) {
 			errs = append(errs, fmt.Errorf("%s=%s needs %s to be a loopback IP address (127.0.0.1:25, [::1]:25), not %q: use starttls or tls for any other server", envTLS, PlainLoopback, envAddr, c.Addr))
 		}
 	default:
@@ -170,7 +170,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.CAFile != "" {
-		if _, err := loadPool(c.CAFile); err != nil {
+		if _, err := alert.CertPool(c.CAFile); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", envCAFile, err))
 		}
 	}
@@ -223,9 +223,9 @@ func New(cfg Config) (*Sender, error) {
 	cfg.To = slices.Clone(cfg.To)
 	host, _, _ := net.SplitHostPort(cfg.Addr)
 	s := &Sender{cfg: cfg, host: host, delivered: map[string][]string{}}
-	s.tls = &tls.Config{ServerName: cmpOr(cfg.ServerName, host), MinVersion: tls.VersionTLS12}
+	s.tls = &tls.Config{ServerName: cmp.Or(cfg.ServerName, host), MinVersion: tls.VersionTLS12}
 	if cfg.CAFile != "" {
-		pool, err := loadPool(cfg.CAFile)
+		pool, err := alert.CertPool(cfg.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", envCAFile, err)
 		}
@@ -588,30 +588,6 @@ func parseAddr(s string) (*mail.Address, error) {
 		return nil, fmt.Errorf("not an e-mail address: %w", err)
 	}
 	return a, nil
-}
-
-func isLoopbackIP(host string) bool {
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
-}
-
-func loadPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // limitedConn fails reads once the server has sent left bytes in all.

@@ -28,7 +28,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,9 +35,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -116,7 +113,7 @@ func (c *Config) Validate() error {
 	} else {
 		switch {
 		case u.Scheme == "https":
-		case u.Scheme == "http" && isLoopbackIP(u.Hostname()):
+		case u.Scheme == "http" && alert.LoopbackIP(u.Hostname()):
 		case u.Scheme == "http":
 			errs = append(errs, fmt.Errorf("%s %s: use https (plain http is allowed only to a loopback IP address such as 127.0.0.1)", envURL, redact(u)))
 		default:
@@ -138,7 +135,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%s contains a space, a control character (a line break?) or a non-ASCII character", envToken))
 	}
 	if c.CAFile != "" {
-		if _, err := loadPool(c.CAFile); err != nil {
+		if _, err := alert.CertPool(c.CAFile); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", envCAFile, err))
 		}
 	}
@@ -171,7 +168,7 @@ func New(cfg Config) (*Sender, error) {
 	if rt == nil {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if cfg.CAFile != "" {
-			pool, err := loadPool(cfg.CAFile)
+			pool, err := alert.CertPool(cfg.CAFile)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", envCAFile, err)
 			}
@@ -409,21 +406,4 @@ func redact(u *url.URL) string {
 	c := *u
 	c.RawQuery, c.ForceQuery, c.Fragment = "", false, ""
 	return c.Redacted()
-}
-
-func isLoopbackIP(host string) bool {
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
-}
-
-func loadPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
 }
