@@ -1,20 +1,15 @@
 package alert_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -27,6 +22,7 @@ import (
 	"github.com/lifeline-dev/lifeline/bastion/alert/webhook"
 	twiliofake "github.com/lifeline-dev/lifeline/integration/fake/twilio"
 	"github.com/lifeline-dev/lifeline/internal/clocktest"
+	"github.com/lifeline-dev/lifeline/internal/smtptest"
 	"github.com/lifeline-dev/lifeline/internal/sshtest"
 )
 
@@ -34,137 +30,25 @@ import (
 // loopback:
 //
 //	Alerter --twilio-go--> fake Twilio API (httptest-like server, 127.0.0.1)
-//	        --net/smtp---> aiosmtpd (bastion/alert/email/testdata/smtpd.py, 127.0.0.1, plaintext)
+//	        --net/smtp---> aiosmtpd (internal/smtptest, 127.0.0.1, plaintext)
 //	        --net/http---> httptest webhook (127.0.0.1)
 //
 // and count what each peer received by the alert's ID: the fake Twilio by
 // the body (each test alert names a unique operator), aiosmtpd by
 // Message-ID, the webhook by Idempotency-Key.
 
-const python = "/usr/bin/python3" // Debian's, which sees python3-aiosmtpd
-
-// smtpServer is aiosmtpd in a process of its own that can be stopped and
-// started again on the same port, keeping what it received.
-type smtpServer struct {
-	t      *testing.T
-	outdir string
-	port   string
-
-	mu   sync.Mutex
-	stop func()
-}
-
-func startSMTP(t *testing.T) *smtpServer {
-	t.Helper()
-	if err := exec.Command(python, "-c", "import aiosmtpd").Run(); err != nil {
-		t.Skipf("needs a real SMTP server: %s -c 'import aiosmtpd' failed (%v); install Debian's python3-aiosmtpd", python, err)
-	}
-	s := &smtpServer{t: t, outdir: filepath.Join(t.TempDir(), "out"), port: "0"}
-	if err := os.Mkdir(s.outdir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	s.start()
-	t.Cleanup(s.down)
-	return s
-}
-
-func (s *smtpServer) addr() string { return net.JoinHostPort("127.0.0.1", s.port) }
-
-// start runs smtpd.py on s.port (0: a port of its choosing, kept for the
-// next start).
-func (s *smtpServer) start() {
-	t := s.t
-	t.Helper()
-	cmd := exec.Command(python, "email/testdata/smtpd.py", "--outdir", s.outdir, "--port", s.port)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			stdin.Close()
-			_ = cmd.Process.Kill() // by PID
-			_ = cmd.Wait()
-			if t.Failed() && stderr.Len() > 0 {
-				t.Logf("smtpd stderr:\n%s", stderr.String())
-			}
-		})
-	}
-	line := make(chan string, 1)
-	go func() { // ends when stdout closes (the process ends in stop)
-		r := bufio.NewReader(stdout)
-		l, _ := r.ReadString('\n')
-		line <- l
-		_, _ = io.Copy(io.Discard, r)
-	}()
-	select {
-	case l := <-line:
-		port, ok := strings.CutPrefix(strings.TrimSpace(l), "PORT ")
-		if !ok {
-			stop()
-			t.Fatalf("smtpd said %q, want PORT n; stderr: %s", l, stderr.String())
-		}
-		s.port = port
-	case <-time.After(30 * time.Second):
-		stop()
-		t.Fatalf("smtpd did not start within 30s")
-	}
-	s.mu.Lock()
-	s.stop = stop
-	s.mu.Unlock()
-}
-
-// down stops the server; what it received stays in outdir.
-func (s *smtpServer) down() {
-	s.mu.Lock()
-	stop := s.stop
-	s.stop = nil
-	s.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-}
-
 var messageIDHeader = regexp.MustCompile(`(?mi)^Message-ID:\s*<([^>]+)>`)
 
-// ids counts the Message-IDs of the mails the server accepted.
-func (s *smtpServer) ids() map[string]int {
-	s.t.Helper()
-	files, err := filepath.Glob(filepath.Join(s.outdir, "[0-9]*.json"))
-	if err != nil {
-		s.t.Fatal(err)
-	}
+// mailIDs counts the Message-IDs of the mails the server accepted.
+func mailIDs(t *testing.T, s *smtptest.Server) map[string]int {
+	t.Helper()
 	out := map[string]int{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			s.t.Fatal(err)
+	for _, m := range s.Messages(t) {
+		id := messageIDHeader.FindSubmatch(m.Raw)
+		if id == nil {
+			t.Fatalf("mail without Message-ID:\n%s", m.Raw)
 		}
-		var rec struct {
-			Data string `json:"data"`
-		}
-		if err := json.Unmarshal(b, &rec); err != nil {
-			s.t.Fatal(err)
-		}
-		raw, err := base64.StdEncoding.DecodeString(rec.Data)
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		m := messageIDHeader.FindSubmatch(raw)
-		if m == nil {
-			s.t.Fatalf("mail without Message-ID:\n%s", raw)
-		}
-		out[strings.TrimSuffix(string(m[1]), "@lifeline")]++
+		out[strings.TrimSuffix(string(id[1]), "@lifeline")]++
 	}
 	return out
 }
@@ -225,14 +109,14 @@ func (h *hook) ids() map[string]int {
 // peers are the three channels' servers and the senders pointed at them.
 type peers struct {
 	twilio *twiliofake.Server
-	smtp   *smtpServer
+	smtp   *smtptest.Server
 	hook   *hook
 	chans  []alert.Channel
 }
 
 func startPeers(t *testing.T, perMinute int) *peers {
 	t.Helper()
-	p := &peers{smtp: startSMTP(t), hook: startHook(t)}
+	p := &peers{smtp: smtptest.Start(t, smtptest.Options{}), hook: startHook(t)}
 	var err error
 	p.twilio, err = twiliofake.Start("127.0.0.1:0", twiliofake.Config{})
 	if err != nil {
@@ -252,7 +136,7 @@ func (p *peers) channels(t *testing.T, perMinute int) []alert.Channel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mail, err := email.New(email.Config{Addr: p.smtp.addr(), From: "lifeline <bastion@example.com>", To: []string{"owner@example.com"},
+	mail, err := email.New(email.Config{Addr: p.smtp.Addr(), From: "lifeline <bastion@example.com>", To: []string{"owner@example.com"},
 		TLS: email.PlainLoopback, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -348,11 +232,14 @@ func TestDeadChannelDelaysNoOther(t *testing.T) {
 	t.Parallel()
 	const burst = 12
 	tests := []struct {
-		dead       string
-		kill, heal func(p *peers)
+		dead string
+		kill func(p *peers)
+		heal func(t *testing.T, p *peers)
 	}{
-		{"email", func(p *peers) { p.smtp.down() }, func(p *peers) { p.smtp.start() }},
-		{"webhook", func(p *peers) { p.hook.setAnswer(http.StatusServiceUnavailable) }, func(p *peers) { p.hook.setAnswer(0) }},
+		{"email", func(p *peers) { p.smtp.Stop() }, func(t *testing.T, p *peers) { // again on its port, keeping what it received
+			p.smtp = smtptest.Start(t, smtptest.Options{Port: p.smtp.Port(), OutDir: p.smtp.OutDir()})
+		}},
+		{"webhook", func(p *peers) { p.hook.setAnswer(http.StatusServiceUnavailable) }, func(_ *testing.T, p *peers) { p.hook.setAnswer(0) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.dead+" dead", func(t *testing.T) {
@@ -405,13 +292,13 @@ func TestDeadChannelDelaysNoOther(t *testing.T) {
 				return channelStatus(st, "twilio").Delivered == 1 && channelStatus(st, tt.dead).Pending == burst+1 && channelStatus(st, tt.dead).LastError != ""
 			}, "the new alert delivered by the live channels only")
 
-			tt.heal(p)
+			tt.heal(t, p)
 			sshtest.Eventually(t, 30*time.Second, func() bool {
 				d := channelStatus(b.Status(), tt.dead)
 				return d.Pending == 0 && d.Delivered == burst+1
 			}, "the %s channel catches up", tt.dead)
 			exactlyOnce(t, "twilio", p.smsIDs(), burst+1)
-			exactlyOnce(t, "email", p.smtp.ids(), burst+1)
+			exactlyOnce(t, "email", mailIDs(t, p.smtp), burst+1)
 			exactlyOnce(t, "webhook", p.hook.ids(), burst+1)
 			if st := b.Status(); st.LastError != "" || channelStatus(st, tt.dead).LastError != "" {
 				t.Errorf("errors left after recovery: %+v", st)
@@ -454,7 +341,7 @@ func TestPermanentFailureSetsAsideOneChannel(t *testing.T) {
 		t.Errorf("%d webhook requests, want %d (a 400 is not retried)", r, n)
 	}
 	exactlyOnce(t, "twilio", p.smsIDs(), n)
-	exactlyOnce(t, "email", p.smtp.ids(), n)
+	exactlyOnce(t, "email", mailIDs(t, p.smtp), n)
 	// A restart counts the set-aside copies again, for that channel only.
 	if b := newAlerter(t, cfg).Status(); channelStatus(b, "webhook").Failed != n || channelStatus(b, "email").Failed != 0 {
 		t.Errorf("after restart %+v", b.Channels)
@@ -517,7 +404,7 @@ func TestSpoolOfPreviousReleaseMigrates(t *testing.T) {
 	if n := len(p.twilio.Messages()); n != 1 {
 		t.Errorf("%d texts, want 1", n)
 	}
-	exactlyOnce(t, "email", p.smtp.ids(), 1)
+	exactlyOnce(t, "email", mailIDs(t, p.smtp), 1)
 	exactlyOnce(t, "webhook", p.hook.ids(), 1)
 	p.hook.mu.Lock()
 	defer p.hook.mu.Unlock()
@@ -560,7 +447,7 @@ func TestRateLimitPerChannel(t *testing.T) {
 	if len(texts) != 2 || !strings.Contains(texts[1].Body, fmt.Sprintf("%d alerts held back", n-1)) || texts[1].Segments != 1 {
 		t.Errorf("texts %+v: want a login and a one-segment summary", texts)
 	}
-	exactlyOnce(t, "email", p.smtp.ids(), n)
+	exactlyOnce(t, "email", mailIDs(t, p.smtp), n)
 	exactlyOnce(t, "webhook", p.hook.ids(), n)
 	// The minute is used up for twilio only: a new alert waits there, not
 	// elsewhere.

@@ -1,69 +1,20 @@
 package doctor
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	twiliofake "github.com/lifeline-dev/lifeline/integration/fake/twilio"
+	"github.com/lifeline-dev/lifeline/internal/smtptest"
 	"github.com/lifeline-dev/lifeline/shared/envfile"
 )
-
-// startSMTPD runs the e-mail channel's real test server (aiosmtpd,
-// bastion/alert/email/testdata/smtpd.py) on 127.0.0.1 and returns its
-// address and the folder of the mails it accepted.
-func startSMTPD(t *testing.T) (addr, outdir string) {
-	t.Helper()
-	const python = "/usr/bin/python3" // Debian's, which sees python3-aiosmtpd
-	if err := exec.Command(python, "-c", "import aiosmtpd").Run(); err != nil {
-		t.Skipf("needs a real SMTP server: install Debian's python3-aiosmtpd (%v)", err)
-	}
-	outdir = t.TempDir()
-	cmd := exec.Command(python, "../alert/email/testdata/smtpd.py", "--outdir", outdir)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill() // by PID
-		_ = cmd.Wait()
-	})
-	line := make(chan string, 1)
-	go func() { // ends when stdout closes (the process ends in cleanup)
-		r := bufio.NewReader(stdout)
-		l, _ := r.ReadString('\n')
-		line <- l
-		_, _ = io.Copy(io.Discard, r)
-	}()
-	select {
-	case l := <-line:
-		port, ok := strings.CutPrefix(strings.TrimSpace(l), "PORT ")
-		if !ok {
-			t.Fatalf("smtpd said %q", l)
-		}
-		return net.JoinHostPort("127.0.0.1", port), outdir
-	case <-time.After(30 * time.Second):
-		t.Fatal("smtpd did not start within 30s")
-	}
-	return "", ""
-}
 
 // recorder is an httptest webhook that answers status (0: 200) and keeps
 // the bodies.
@@ -125,7 +76,8 @@ func TestWebhookSettings(t *testing.T) {
 func TestSendTestEveryChannel(t *testing.T) {
 	t.Parallel()
 	f, fake := smsFixture(t, twiliofake.Config{})
-	addr, outdir := startSMTPD(t)
+	smtpd := smtptest.Start(t, smtptest.Options{})
+	addr := smtpd.Addr()
 	hook := &recorder{}
 	srv := httptest.NewServer(hook)
 	t.Cleanup(srv.Close)
@@ -146,8 +98,7 @@ func TestSendTestEveryChannel(t *testing.T) {
 	if len(lines) != 3 || fake.Count() != 2 {
 		t.Errorf("twilio lines %q, %d texts: want the account and a text per number", lines, fake.Count())
 	}
-	mails, _ := filepath.Glob(filepath.Join(outdir, "[0-9]*.json"))
-	if len(mails) != 1 {
+	if mails := smtpd.Messages(t); len(mails) != 1 {
 		t.Errorf("%d mails, want 1", len(mails))
 	}
 	if hook.count() != 1 || !strings.Contains(hook.bodies[0], "lifeline test from test-bastion") || !strings.Contains(hook.bodies[0], `"site":"test-bastion"`) {

@@ -8,33 +8,30 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"io"
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lifeline-dev/lifeline/internal/smtptest"
 )
 
 // The tests talk to a real SMTP server, aiosmtpd (Debian: python3-aiosmtpd),
-// run by testdata/smtpd.py on 127.0.0.1 with a port of its choosing:
+// run by internal/smtptest on 127.0.0.1 with a port of its choosing:
 //
 //	Sender --TCP 127.0.0.1--> [relay: records client bytes, may strip STARTTLS] --> aiosmtpd
 //
 // The relay is used only where a test must see what the client sent.
 
-const python = "/usr/bin/python3" // Debian's, which sees python3-aiosmtpd
-
 type smtpd struct {
-	addr   string
-	outdir string
+	*smtptest.Server
+	addr string
 }
 
 type smtpdOpts struct {
@@ -81,136 +78,36 @@ func testCert(t *testing.T, dir string) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
-// startSMTPD runs testdata/smtpd.py; it skips the test when aiosmtpd is
-// not installed. With o.tls it returns the CA file the client must trust.
+// startSMTPD runs the server; it skips the test when aiosmtpd is not
+// installed. With o.tls it returns the CA file the client must trust.
 func startSMTPD(t *testing.T, o smtpdOpts) (srv smtpd, caFile string) {
 	t.Helper()
-	if err := exec.Command(python, "-c", "import aiosmtpd").Run(); err != nil {
-		t.Skipf("needs a real SMTP server: %s -c 'import aiosmtpd' failed (%v); install Debian's python3-aiosmtpd (integration/deps.sh does)", python, err)
-	}
-	dir := t.TempDir()
-	srv.outdir = filepath.Join(dir, "out")
-	if err := os.Mkdir(srv.outdir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"testdata/smtpd.py", "--outdir", srv.outdir}
+	so := smtptest.Options{Implicit: o.implicit, User: o.user, Password: o.password, NoPlain: o.noPlain, AuthInClear: o.authInClear}
 	if o.tls {
-		var keyFile string
-		caFile, keyFile = testCert(t, dir)
-		args = append(args, "--cert", caFile, "--key", keyFile)
+		so.CertFile, so.KeyFile = testCert(t, t.TempDir())
 	}
-	if o.implicit {
-		args = append(args, "--implicit")
-	}
-	if o.user != "" {
-		args = append(args, "--user", o.user, "--password", o.password)
-	}
-	if o.noPlain {
-		args = append(args, "--no-plain")
-	}
-	if o.authInClear {
-		args = append(args, "--auth-in-clear")
-	}
-	cmd := exec.Command(python, args...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill() // by PID
-		_ = cmd.Wait()
-		if t.Failed() && stderr.Len() > 0 {
-			t.Logf("smtpd stderr:\n%s", stderr.String())
-		}
-	})
-	line := make(chan string, 1)
-	go func() { // ends when stdout closes (the process ends in cleanup)
-		r := bufio.NewReader(stdout)
-		l, _ := r.ReadString('\n')
-		line <- l
-		_, _ = io.Copy(io.Discard, r)
-	}()
-	select {
-	case l := <-line:
-		port, ok := strings.CutPrefix(strings.TrimSpace(l), "PORT ")
-		if !ok {
-			t.Fatalf("smtpd said %q, want PORT n; stderr: %s", l, stderr.String())
-		}
-		srv.addr = net.JoinHostPort("127.0.0.1", port)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("smtpd did not start within 30s")
-	}
-	return srv, caFile
+	s := smtptest.Start(t, so)
+	return smtpd{Server: s, addr: s.Addr()}, so.CertFile
 }
 
 type received struct {
-	MailFrom string   `json:"mail_from"`
-	RcptTos  []string `json:"rcpt_tos"`
-	Data     string   `json:"data"`
-	TLS      bool     `json:"tls"`
-	Login    *string  `json:"login"`
-	raw      []byte
+	smtptest.Message
+	raw []byte
 }
 
 // messages are the messages the server accepted, in order.
 func (s smtpd) messages(t *testing.T) []received {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(s.outdir, "*.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []received
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r received
-		if err := json.Unmarshal(b, &r); err != nil {
-			t.Fatal(err)
-		}
-		if r.raw, err = base64.StdEncoding.DecodeString(r.Data); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r)
+	for _, m := range s.Messages(t) {
+		out = append(out, received{m, m.Raw})
 	}
 	return out
 }
 
-type authAttempt struct {
-	Mechanism string `json:"mechanism"`
-	OK        bool   `json:"ok"`
-	TLS       bool   `json:"tls"`
-}
-
-func (s smtpd) authAttempts(t *testing.T) []authAttempt {
+func (s smtpd) authAttempts(t *testing.T) []smtptest.AuthAttempt {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.outdir, "auth.jsonl"))
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []authAttempt
-	for l := range strings.Lines(string(b)) {
-		var a authAttempt
-		if err := json.Unmarshal([]byte(l), &a); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, a)
-	}
-	return out
+	return s.AuthAttempts(t)
 }
 
 // relay forwards connections to upstream, records what clients send and,

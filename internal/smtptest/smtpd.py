@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A real SMTP server (aiosmtpd) on 127.0.0.1 for the e-mail channel's tests.
+"""A real SMTP server (aiosmtpd) on 127.0.0.1 for lifeline's tests (internal/smtptest).
 
 It listens on a port the kernel picks (or --port, to come back on the port
 of a server that was stopped) and prints "PORT <n>" on stdout, then
