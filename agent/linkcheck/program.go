@@ -10,13 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"sort"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/lifeline-dev/lifeline/agent/child"
 	"github.com/lifeline-dev/lifeline/shared/report"
 	"github.com/lifeline-dev/lifeline/shared/version"
 )
@@ -44,7 +41,7 @@ const ProgramName = "lifeline-linkcheck"
 
 // ProgramDir is where the lifeline-agent package installs the program: it
 // is no command for people, so not on PATH.
-const ProgramDir = "/usr/lib/lifeline"
+const ProgramDir = child.Dir
 
 // ProgramProtocol is the version of programRequest. A program refuses a
 // request of another version (exit ExitUsage), so an agent that has not
@@ -94,13 +91,7 @@ const (
 
 // programDirs are the directories FindProgram looks in, in order. Tests
 // replace it.
-var programDirs = func() []string {
-	var dirs []string
-	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Dir(exe))
-	}
-	return append(dirs, ProgramDir)
-}
+var programDirs = child.Dirs
 
 // FindProgram returns the link check program's path: ProgramName next to
 // this process's executable (bin/ of a build, an unpacked release
@@ -109,37 +100,7 @@ var programDirs = func() []string {
 func FindProgram() (string, error) { return findProgram(programDirs()) }
 
 func findProgram(dirs []string) (string, error) {
-	var tried []string
-	seen := map[string]bool{}
-	for _, dir := range dirs {
-		p := filepath.Join(dir, ProgramName)
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		fi, err := os.Stat(p)
-		switch {
-		case err != nil:
-			tried = append(tried, fmt.Sprintf("%s (%v)", p, unwrapPath(err)))
-		case !fi.Mode().IsRegular():
-			tried = append(tried, p+" (not a file)")
-		case fi.Mode().Perm()&0o111 == 0:
-			tried = append(tried, p+" (not executable)")
-		default:
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("link check program %s not found: tried %s; it comes with the lifeline-agent package (%s), or goes next to lifeline-agent",
-		ProgramName, strings.Join(tried, ", "), filepath.Join(ProgramDir, ProgramName))
-}
-
-// unwrapPath drops the path a *fs.PathError repeats.
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
+	return child.Find("link check program", ProgramName, dirs)
 }
 
 // measureInProgram runs one measurement within lim in the link check
@@ -156,7 +117,7 @@ func (c *Checker) measureInProgram(ctx context.Context, lim Limits) report.LinkR
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
-	req, err := json.Marshal(programRequest{V: ProgramProtocol, Config: c.cfg, Budget: budget, Light: lim.Light, Timeout: timeout, LogLevel: lowestLevel(ctx, c.log)})
+	req, err := json.Marshal(programRequest{V: ProgramProtocol, Config: c.cfg, Budget: budget, Light: lim.Light, Timeout: timeout, LogLevel: child.LowestLevel(ctx, c.log)})
 	if err != nil {
 		return report.LinkReport{Reasons: []string{fmt.Sprintf("link check request: %v", err)}}
 	}
@@ -172,16 +133,6 @@ func (c *Checker) measureInProgram(ctx context.Context, lim Limits) report.LinkR
 	return r
 }
 
-// lowestLevel is the lowest level log logs.
-func lowestLevel(ctx context.Context, log *slog.Logger) slog.Level {
-	for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn} {
-		if log.Enabled(ctx, l) {
-			return l
-		}
-	}
-	return slog.LevelError
-}
-
 // programRun is one run of the program.
 type programRun struct {
 	path    string
@@ -189,8 +140,8 @@ type programRun struct {
 	started bool
 	err     error // of the start, or of the wait
 	killed  bool  // by us, after the deadline
-	stdout  cappedBuffer
-	stderr  *logLines
+	stdout  child.CappedBuffer
+	stderr  *child.Log
 }
 
 // runProgram runs path with req on its stdin until it exits. It is told
@@ -198,8 +149,8 @@ type programRun struct {
 // program has the same deadline, so a deadline of ctx is left to it), and
 // killed when it has not ended its capture times plus killGrace after that.
 func (c *Checker) runProgram(ctx context.Context, path string, req []byte, timeout time.Duration) *programRun {
-	run := &programRun{path: path, timeout: timeout, stdout: cappedBuffer{max: report.MaxSize + 1},
-		stderr: &logLines{ctx: ctx, log: c.log}}
+	run := &programRun{path: path, timeout: timeout, stdout: child.CappedBuffer{Max: report.MaxSize + 1},
+		stderr: &child.Log{Ctx: ctx, Logger: c.log, Label: "link check program", MaxLines: maxLogLines, MaxLine: maxLogLine, ErrAttr: true}}
 	cmd := exec.Command(path)
 	cmd.Env = programEnv(os.Environ())
 	cmd.Stdin = bytes.NewReader(req)
@@ -235,7 +186,7 @@ func (c *Checker) runProgram(ctx context.Context, path string, req []byte, timeo
 		select {
 		case err := <-done:
 			run.err = err
-			run.stderr.flush()
+			run.stderr.Flush()
 			return run
 		case <-cancelled:
 			cancelled = nil
@@ -256,20 +207,20 @@ func (c *Checker) runProgram(ctx context.Context, path string, req []byte, timeo
 // says why there is none.
 func (run *programRun) result() (report.LinkReport, error) {
 	hint := ""
-	if h := run.stderr.problem(); h != "" {
+	if h := run.stderr.Problem(); h != "" {
 		hint = ": " + h
 	}
 	switch {
 	case !run.started:
-		return report.LinkReport{}, fmt.Errorf("link check program %s could not be started: %v", run.path, unwrapPath(run.err))
+		return report.LinkReport{}, fmt.Errorf("link check program %s could not be started: %v", run.path, child.UnwrapPath(run.err))
 	case run.killed:
 		return report.LinkReport{}, fmt.Errorf("link check program %s killed: no result in time (the check's deadline was %s after its start)%s", run.path, run.timeout.Round(100*time.Millisecond), hint)
 	case run.err != nil:
 		return report.LinkReport{}, fmt.Errorf("link check program %s failed (%v)%s", run.path, run.err, hint)
-	case run.stdout.over:
+	case run.stdout.Over():
 		return report.LinkReport{}, fmt.Errorf("link check program %s wrote more than %d bytes: not a result%s", run.path, report.MaxSize, hint)
 	}
-	out := bytes.TrimSpace(run.stdout.buf.Bytes())
+	out := bytes.TrimSpace(run.stdout.Bytes())
 	if len(out) == 0 {
 		return report.LinkReport{}, fmt.Errorf("link check program %s wrote no result%s", run.path, hint)
 	}
@@ -285,167 +236,13 @@ func (run *programRun) result() (report.LinkReport, error) {
 // programEnv is the agent's environment without what systemd meant for
 // the agent alone (its notify socket, watchdog, sockets).
 func programEnv(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
+	return child.Env(env, func(k string) bool {
 		switch k {
 		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
-			continue
+			return false
 		}
-		out = append(out, kv)
-	}
-	return out
-}
-
-// cappedBuffer keeps the first max bytes written to it and drains the
-// rest, so a program that writes too much never blocks.
-type cappedBuffer struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	max  int
-	over bool
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.max - b.buf.Len(); len(p) > room {
-		b.buf.Write(p[:max(room, 0)])
-		b.over = true
-		return len(p), nil
-	}
-	b.buf.Write(p)
-	return len(p), nil
-}
-
-// logLines is the program's stderr: each line a record of its slog JSON
-// handler, logged again on log at its level with its attributes, or text
-// (a panic, a runtime error) logged as it is. At most maxLogLines lines of
-// at most maxLogLine bytes each are logged per run; flush says how many
-// more there were.
-type logLines struct {
-	ctx context.Context
-	log *slog.Logger
-
-	mu       sync.Mutex
-	partial  []byte
-	cut      bool // the partial line passed maxLogLine
-	lines    int
-	dropped  int
-	text     string // the first text line
-	errorMsg string // the last record at level error
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		chunk := p
-		if i >= 0 {
-			chunk = p[:i]
-		}
-		if room := maxLogLine - len(l.partial); len(chunk) > room {
-			chunk, l.cut = chunk[:max(room, 0)], true
-		}
-		l.partial = append(l.partial, chunk...)
-		if i < 0 {
-			break
-		}
-		l.line()
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-// flush logs a last line without a newline, and what was not logged.
-func (l *logLines) flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.partial) > 0 {
-		l.line()
-	}
-	if l.dropped > 0 {
-		l.log.Warn("link check program: more output not logged", "lines", l.dropped)
-		l.dropped = 0
-	}
-}
-
-// line handles l.partial; l.mu is held.
-func (l *logLines) line() {
-	s := strings.TrimSpace(strings.ToValidUTF8(string(l.partial), "?"))
-	if l.cut {
-		s += " …"
-	}
-	l.partial, l.cut = l.partial[:0], false
-	if s == "" {
-		return
-	}
-	level, msg, attrs, ok := parseRecord(s)
-	switch {
-	case !ok && l.text == "":
-		l.text = s
-	case ok && level >= slog.LevelError:
-		l.errorMsg = msg
-		for i := 0; i+1 < len(attrs); i += 2 {
-			if attrs[i] == "err" {
-				l.errorMsg += ": " + fmt.Sprint(attrs[i+1])
-			}
-		}
-	}
-	if l.lines >= maxLogLines {
-		l.dropped++
-		return
-	}
-	l.lines++
-	if !ok {
-		l.log.Warn("link check program output", "line", s)
-		return
-	}
-	l.log.Log(l.ctx, level, msg, attrs...)
-}
-
-// problem is what the program said went wrong: its first text line (a
-// panic, a usage error), else its last error record.
-func (l *logLines) problem() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.text != "" {
-		return l.text
-	}
-	return l.errorMsg
-}
-
-// parseRecord reads one slog JSON record: its level, message and the
-// other attributes (sorted by key; the program's time is dropped, the
-// agent's log has its own).
-func parseRecord(s string) (level slog.Level, msg string, attrs []any, ok bool) {
-	if !strings.HasPrefix(s, "{") {
-		return 0, "", nil, false
-	}
-	d := json.NewDecoder(strings.NewReader(s))
-	d.UseNumber()
-	var rec map[string]any
-	if err := d.Decode(&rec); err != nil {
-		return 0, "", nil, false
-	}
-	lv, _ := rec[slog.LevelKey].(string)
-	m, isString := rec[slog.MessageKey].(string)
-	if !isString || level.UnmarshalText([]byte(lv)) != nil {
-		return 0, "", nil, false
-	}
-	keys := make([]string, 0, len(rec))
-	for k := range rec {
-		if k != slog.TimeKey && k != slog.LevelKey && k != slog.MessageKey {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		attrs = append(attrs, k, rec[k])
-	}
-	return level, m, attrs, true
+		return true
+	})
 }
 
 // Usage of the link check program.

@@ -10,13 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/lifeline-dev/lifeline/agent/child"
 	"github.com/lifeline-dev/lifeline/shared/version"
 )
 
@@ -39,7 +37,7 @@ const ProgramName = "lifeline-jumpstart"
 
 // ProgramDir is where the lifeline-agent package installs the program,
 // beside lifeline-linkcheck: it is no command for people, so not on PATH.
-const ProgramDir = "/usr/lib/lifeline"
+const ProgramDir = child.Dir
 
 // ProgramProtocol is the version of Request. A program refuses a request
 // of another version (exit ExitUsage): an agent not restarted after an
@@ -230,13 +228,7 @@ func cleanText(s, secret string, n int) string {
 }
 
 // programDirs are the directories FindProgram looks in, in order.
-var programDirs = func() []string {
-	var dirs []string
-	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Dir(exe))
-	}
-	return append(dirs, ProgramDir)
-}
+var programDirs = child.Dirs
 
 // FindProgram returns the jump start program's path: ProgramName next to
 // this process's executable, else in ProgramDir. The error names every
@@ -244,32 +236,7 @@ var programDirs = func() []string {
 func FindProgram() (string, error) { return findProgram(programDirs()) }
 
 func findProgram(dirs []string) (string, error) {
-	var tried []string
-	seen := map[string]bool{}
-	for _, dir := range dirs {
-		p := filepath.Join(dir, ProgramName)
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		fi, err := os.Stat(p)
-		switch {
-		case err != nil:
-			var pe *os.PathError
-			if errors.As(err, &pe) {
-				err = pe.Err
-			}
-			tried = append(tried, fmt.Sprintf("%s (%v)", p, err))
-		case !fi.Mode().IsRegular():
-			tried = append(tried, p+" (not a file)")
-		case fi.Mode().Perm()&0o111 == 0:
-			tried = append(tried, p+" (not executable)")
-		default:
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("jump start program %s not found: tried %s; it comes with the lifeline-agent package (%s), or goes next to lifeline-agent",
-		ProgramName, strings.Join(tried, ", "), filepath.Join(ProgramDir, ProgramName))
+	return child.Find("jump start program", ProgramName, dirs)
 }
 
 // Starter runs the jump start program, one call per Call. The zero value
@@ -311,7 +278,7 @@ func (s *Starter) Call(ctx context.Context, req Request) Result {
 		req.Timeout = Duration(max(min(time.Duration(req.Timeout), time.Until(d)), time.Millisecond))
 	}
 	if req.LogLevel == 0 {
-		req.LogLevel = lowestLevel(ctx, log)
+		req.LogLevel = child.LowestLevel(ctx, log)
 	}
 	path := s.Program
 	if path == "" {
@@ -335,8 +302,9 @@ func (s *Starter) Call(ctx context.Context, req Request) Result {
 	timeout := time.Duration(req.Timeout)
 	rctx, cancel := context.WithTimeout(ctx, timeout+stopGrace)
 	defer cancel()
-	stdout := &cappedBuffer{max: maxResult}
-	stderr := &logLines{ctx: ctx, log: log, secret: req.SecretAccessKey}
+	stdout := &child.CappedBuffer{Max: maxResult}
+	stderr := &child.Log{Ctx: ctx, Logger: log, Label: "jump start program", MaxLines: maxLogLines, MaxLine: maxLogLine,
+		Clean: func(line string) string { return cleanText(line, req.SecretAccessKey, maxLogLine) }}
 	cmd := exec.CommandContext(rctx, path)
 	cmd.Env = programEnv(os.Environ())
 	cmd.Stdin = bytes.NewReader(in)
@@ -346,23 +314,23 @@ func (s *Starter) Call(ctx context.Context, req Request) Result {
 	cmd.WaitDelay = killGrace // then SIGKILL, and the pipes are closed
 	start := time.Now()
 	err = cmd.Run()
-	stderr.flush()
+	stderr.Flush()
 	res := s.result(ctx, rctx, path, timeout, time.Since(start), cmd, err, stdout, stderr)
 	return res.Clean(req.SecretAccessKey)
 }
 
 // result is the Result of one run of the program.
-func (s *Starter) result(ctx, rctx context.Context, path string, timeout, took time.Duration, cmd *exec.Cmd, err error, stdout *cappedBuffer, stderr *logLines) Result {
+func (s *Starter) result(ctx, rctx context.Context, path string, timeout, took time.Duration, cmd *exec.Cmd, err error, stdout *child.CappedBuffer, stderr *child.Log) Result {
 	hint := ""
-	if h := stderr.problem(); h != "" {
+	if h := stderr.Problem(); h != "" {
 		hint = ": " + h
 	}
 	if cmd.Process == nil {
 		retry := !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission)
 		return Result{Code: CodeInternal, Retry: retry, Message: fmt.Sprintf("jump start program %s could not be started: %v", path, err)}
 	}
-	if err == nil && !stdout.over {
-		if r, ok := decodeResult(stdout.buf.Bytes()); ok {
+	if err == nil && !stdout.Over() {
+		if r, ok := decodeResult(stdout.Bytes()); ok {
 			return r // even when ctx ended meanwhile: the call was made
 		}
 	}
@@ -378,9 +346,9 @@ func (s *Starter) result(ctx, rctx context.Context, path string, timeout, took t
 		return Result{Code: CodeInternal, Message: fmt.Sprintf("jump start program %s refused the request%s", path, hint)}
 	case err != nil:
 		return Result{Code: CodeInternal, Retry: true, Message: fmt.Sprintf("jump start program %s failed (%v)%s", path, err, hint)}
-	case stdout.over:
+	case stdout.Over():
 		return Result{Code: CodeInternal, Retry: true, Message: fmt.Sprintf("jump start program %s wrote more than %d bytes: not a result%s", path, maxResult, hint)}
-	case len(bytes.TrimSpace(stdout.buf.Bytes())) == 0:
+	case len(bytes.TrimSpace(stdout.Bytes())) == 0:
 		return Result{Code: CodeInternal, Retry: true, Message: fmt.Sprintf("jump start program %s wrote no result%s", path, hint)}
 	}
 	return Result{Code: CodeInternal, Retry: true, Message: fmt.Sprintf("jump start program %s wrote no valid result%s", path, hint)}
@@ -397,170 +365,16 @@ func decodeResult(out []byte) (Result, bool) {
 	return r, true
 }
 
-// lowestLevel is the lowest level log logs.
-func lowestLevel(ctx context.Context, log *slog.Logger) slog.Level {
-	for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn} {
-		if log.Enabled(ctx, l) {
-			return l
-		}
-	}
-	return slog.LevelError
-}
-
 // programEnv keeps of the agent's environment only what the program may
 // use: the search path, locale and time zone, proxies and CA files. The
 // agent's own variables (LIFELINE_OUTAGE_SECRET_ACCESS_KEY among them),
 // AWS_* (which would not be read, but need not be there) and systemd's
 // are left out.
 func programEnv(env []string) []string {
-	keep := map[string]bool{"PATH": true, "TZ": true, "LANG": true, "LC_ALL": true, "GODEBUG": true,
-		"HTTPS_PROXY": true, "https_proxy": true, "HTTP_PROXY": true, "http_proxy": true, "NO_PROXY": true, "no_proxy": true,
-		"SSL_CERT_FILE": true, "SSL_CERT_DIR": true}
-	out := make([]string, 0, len(keep))
-	for _, kv := range env {
-		if k, _, _ := strings.Cut(kv, "="); keep[k] {
-			out = append(out, kv)
-		}
-	}
-	return out
+	return child.Env(env, func(k string) bool { return programEnvKeep[k] })
 }
 
-// cappedBuffer keeps the first max bytes written to it and drains the
-// rest, so a program that writes too much never blocks.
-type cappedBuffer struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	max  int
-	over bool
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.max - b.buf.Len(); len(p) > room {
-		b.buf.Write(p[:max(room, 0)])
-		b.over = true
-		return len(p), nil
-	}
-	b.buf.Write(p)
-	return len(p), nil
-}
-
-// logLines is the program's stderr: each line a record of its slog JSON
-// handler, logged again at its level, or text (a panic, a usage error)
-// logged as a warning; at most maxLogLines lines of maxLogLine bytes, the
-// secret replaced.
-type logLines struct {
-	ctx    context.Context
-	log    *slog.Logger
-	secret string
-
-	mu       sync.Mutex
-	partial  []byte
-	lines    int
-	dropped  int
-	text     string // the first text line
-	errorMsg string // the last record at level error
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		chunk := p
-		if i >= 0 {
-			chunk = p[:i]
-		}
-		if room := maxLogLine - len(l.partial); len(chunk) > room {
-			chunk = chunk[:max(room, 0)]
-		}
-		l.partial = append(l.partial, chunk...)
-		if i < 0 {
-			break
-		}
-		l.line()
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-func (l *logLines) flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.partial) > 0 {
-		l.line()
-	}
-	if l.dropped > 0 {
-		l.log.Warn("jump start program: more output not logged", "lines", l.dropped)
-		l.dropped = 0
-	}
-}
-
-// line handles l.partial; l.mu is held.
-func (l *logLines) line() {
-	s := cleanText(string(l.partial), l.secret, maxLogLine)
-	l.partial = l.partial[:0]
-	if s == "" {
-		return
-	}
-	level, msg, attrs, ok := parseRecord(s)
-	switch {
-	case !ok && l.text == "":
-		l.text = s
-	case ok && level >= slog.LevelError:
-		l.errorMsg = msg
-	}
-	if l.lines >= maxLogLines {
-		l.dropped++
-		return
-	}
-	l.lines++
-	if !ok {
-		l.log.Warn("jump start program output", "line", s)
-		return
-	}
-	l.log.Log(l.ctx, level, msg, attrs...)
-}
-
-// problem is what the program said went wrong: its first text line, else
-// its last error record.
-func (l *logLines) problem() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.text != "" {
-		return l.text
-	}
-	return l.errorMsg
-}
-
-// parseRecord reads one slog JSON record: level, message and the other
-// attributes (the program's time is dropped).
-func parseRecord(s string) (level slog.Level, msg string, attrs []any, ok bool) {
-	if !strings.HasPrefix(s, "{") {
-		return 0, "", nil, false
-	}
-	d := json.NewDecoder(strings.NewReader(s))
-	d.UseNumber()
-	var rec map[string]any
-	if err := d.Decode(&rec); err != nil {
-		return 0, "", nil, false
-	}
-	lv, _ := rec[slog.LevelKey].(string)
-	m, isString := rec[slog.MessageKey].(string)
-	if !isString || level.UnmarshalText([]byte(lv)) != nil {
-		return 0, "", nil, false
-	}
-	keys := make([]string, 0, len(rec))
-	for k := range rec {
-		if k != slog.TimeKey && k != slog.LevelKey && k != slog.MessageKey {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		attrs = append(attrs, k, rec[k])
-	}
-	return level, m, attrs, true
-}
+// programEnvKeep are the variables programEnv keeps.
+var programEnvKeep = map[string]bool{"PATH": true, "TZ": true, "LANG": true, "LC_ALL": true, "GODEBUG": true,
+	"HTTPS_PROXY": true, "https_proxy": true, "HTTP_PROXY": true, "http_proxy": true, "NO_PROXY": true, "no_proxy": true,
+	"SSL_CERT_FILE": true, "SSL_CERT_DIR": true}
