@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -272,4 +273,31 @@ func ParseRecord(s string) (level slog.Level, msg string, attrs []any, ok bool) 
 		attrs = append(attrs, k, rec[k])
 	}
 	return level, m, attrs, true
+}
+
+// DecodeRequest reads the one JSON request a child program gets on stdin
+// into v, strictly: at most max bytes, no unknown field, one document.
+// Its errors wrap json's (a caller whose request holds a secret rewords a
+// *json.SyntaxError, which quotes what it read). hint says what to do when
+// stdin is empty (the program was run by hand).
+func DecodeRequest(r io.Reader, max int, hint string, v any) error {
+	b, err := io.ReadAll(io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		return fmt.Errorf("read the request on stdin: %w", err)
+	}
+	if len(b) > max {
+		return fmt.Errorf("request on stdin longer than %d bytes", max)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return errors.New("no request on stdin: this program is run by lifeline-agent (" + hint + ")")
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("request on stdin: %w", err)
+	}
+	if d.More() {
+		return errors.New("request on stdin: more than one JSON document")
+	}
+	return nil
 }

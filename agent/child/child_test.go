@@ -223,3 +223,22 @@ func TestParseRecord(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeRequest(t *testing.T) {
+	type req struct{ V int }
+	var r req
+	if err := DecodeRequest(strings.NewReader(`{"V":1}`), 64, "hint", &r); err != nil || r.V != 1 {
+		t.Fatalf("DecodeRequest = %+v, %v", r, err)
+	}
+	for in, want := range map[string]string{
+		"":                      "no request on stdin: this program is run by lifeline-agent (hint)",
+		`{"V":1,"X":2}`:         `unknown field "X"`,
+		`{"V":1}{"V":2}`:        "more than one JSON document",
+		strings.Repeat(" ", 65): "longer than 64 bytes",
+		`{"V":`:                 "request on stdin:",
+	} {
+		if err := DecodeRequest(strings.NewReader(in), 64, "hint", &r); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("DecodeRequest(%q) = %v, want an error with %q", in, err, want)
+		}
+	}
+}

@@ -326,23 +326,8 @@ func ProgramMain(ctx context.Context, args []string, stdin io.Reader, stdout, st
 // readRequest decodes and checks the agent's request, strictly.
 func readRequest(r io.Reader) (programRequest, error) {
 	var req programRequest
-	b, err := io.ReadAll(io.LimitReader(r, maxRequest+1))
-	if err != nil {
-		return req, fmt.Errorf("read the request on stdin: %w", err)
-	}
-	if len(b) > maxRequest {
-		return req, fmt.Errorf("request on stdin longer than %d bytes", maxRequest)
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return req, errors.New("no request on stdin: this program is run by lifeline-agent (run `lifeline-agent check` to check the link by hand)")
-	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&req); err != nil {
-		return req, fmt.Errorf("request on stdin: %w", err)
-	}
-	if d.More() {
-		return req, errors.New("request on stdin: more than one JSON document")
+	if err := child.DecodeRequest(r, maxRequest, "run `lifeline-agent check` to check the link by hand", &req); err != nil {
+		return req, err
 	}
 	if req.V != ProgramProtocol {
 		return req, fmt.Errorf("request version %d, this %s (%s) reads version %d: restart lifeline-agent after an upgrade", req.V, ProgramName, version.Version, ProgramProtocol)

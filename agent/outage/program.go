@@ -151,29 +151,13 @@ const (
 // side). Its errors never contain the secret.
 func ReadRequest(r io.Reader) (Request, error) {
 	var req Request
-	b, err := io.ReadAll(io.LimitReader(r, MaxRequest+1))
-	if err != nil {
-		return req, fmt.Errorf("read the request on stdin: %w", err)
-	}
-	if len(b) > MaxRequest {
-		return req, fmt.Errorf("request on stdin longer than %d bytes", MaxRequest)
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return req, errors.New("no request on stdin: this program is run by lifeline-agent (try --help)")
-	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&req); err != nil {
-		// json's errors quote offending values only for types other than
-		// string fields' contents, but say nothing more than needed.
+	if err := child.DecodeRequest(r, MaxRequest, "try --help", &req); err != nil {
+		// json's syntax errors quote what they read: say where only.
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			return Request{}, fmt.Errorf("request on stdin: not JSON (at byte %d)", se.Offset)
 		}
-		return Request{}, fmt.Errorf("request on stdin: %w", err)
-	}
-	if d.More() {
-		return Request{}, errors.New("request on stdin: more than one JSON document")
+		return Request{}, err
 	}
 	if req.V != ProgramProtocol {
 		return Request{}, fmt.Errorf("request version %d, this %s (%s) reads version %d: restart lifeline-agent after an upgrade", req.V, ProgramName, version.Version, ProgramProtocol)
